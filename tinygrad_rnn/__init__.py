@@ -1,0 +1,9 @@
+"""tinygrad_rnn: a small reverse-mode autodiff engine on numpy that makes BPTT visible and checkable."""
+from .tensor import GraphFreedError, Parameter, Tensor, no_grad, is_grad_enabled  # noqa: F401
+from .ops import stack, concat  # noqa: F401
+from .unroll import Unroll  # noqa: F401
+from .gradcheck import gradcheck, GradcheckError  # noqa: F401
+from . import functional  # noqa: F401
+from . import nn  # noqa: F401
+
+__version__ = "0.1.0"

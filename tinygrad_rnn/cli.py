@@ -1,0 +1,39 @@
+"""The `tinygrad-rnn` command. Each subcommand lives in its own module, which provides
+NAME, HELP, add_arguments(parser) and run(args) -> exit code; heavy imports stay inside run()."""
+import argparse
+import importlib
+import sys
+
+# one line per subcommand module; the layers above the engine (viz, benchmarks) may be named here
+SUBCOMMANDS = [
+    "tinygrad_rnn.demo",
+]
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit code 2, no traceback."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="tinygrad-rnn", description="BPTT made visible: train, render, analyse "
+                                     "and benchmark unrolled recurrent networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module_name in SUBCOMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (UsageError, FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        print(f"tinygrad-rnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""A weight gradient kept as its factors.
+
+Through `y = s @ W` the gradient of W is `sᵀ @ δ`. Per step at batch 1 that is an outer product
+(d×1 @ 1×d), numpy's slowest shape, and T of them cost T·d² memory. Kept as factors instead, the
+gradients of all copies W(1..T) meet at the shared W as one stacked GEMM
+`[s_0 … s_{T-1}]ᵀ @ [δ_1 … δ_T]` — what fused RNN kernels do — and a copy's own dense gradient is
+formed only when someone reads `W(t).grad`.
+"""
+import numpy as np
+
+
+class OuterSum:
+    """The matrix Σ_i lefts[i]ᵀ @ rights[i], each factor a 2-D array of rows."""
+    __slots__ = ("lefts", "rights")
+
+    def __init__(self, lefts, rights):
+        self.lefts, self.rights = lefts, rights
+
+    def merged(self, other):
+        return OuterSum(self.lefts + other.lefts, self.rights + other.rights)
+
+    def value(self):
+        if len(self.lefts) == 1:
+            return self.lefts[0].T @ self.rights[0]
+        return np.concatenate(self.lefts).T @ np.concatenate(self.rights)
+
+    @property
+    def shape(self):
+        return (self.lefts[0].shape[1], self.rights[0].shape[1])

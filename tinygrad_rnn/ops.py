@@ -1,0 +1,301 @@
+"""The primitives: each op's forward and its backward side by side.
+
+Every op computes its value with numpy and hands `result` a closure `backward(g)` that returns
+one gradient per input (None where an input needs none). Closures capture arrays, never the
+output tensor, so freeing a graph is dropping its closures. Broadcasting is undone in exactly
+one place, `unbroadcast`.
+"""
+import numpy as np
+
+from .lazy import OuterSum
+from .tensor import Tensor, result
+
+
+def unbroadcast(grad, shape):
+    """Sum `grad` back to `shape`: the adjoint of numpy broadcasting (leading axes and size-1 axes)."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def as_tensor(x, like):
+    """Numbers and arrays meet tensors as constants of the tensor's dtype (no silent upcast to float64)."""
+    if isinstance(x, Tensor):
+        return x
+    dtype = like.data.dtype if like.data.dtype.kind == "f" else None
+    return Tensor(x, dtype=dtype)
+
+
+# --- elementwise arithmetic (numpy broadcasting; gradients unbroadcast) ----------------------
+
+def add(a, b):
+    b = as_tensor(b, a)
+    sa, sb = a.data.shape, b.data.shape
+    def backward(g):
+        return unbroadcast(g, sa), unbroadcast(g, sb)
+    return result(a.data + b.data, "add", (a, b), backward)
+
+
+def sub(a, b):
+    b = as_tensor(b, a)
+    sa, sb = a.data.shape, b.data.shape
+    def backward(g):
+        return unbroadcast(g, sa), unbroadcast(-g, sb)
+    return result(a.data - b.data, "sub", (a, b), backward)
+
+
+def mul(a, b):
+    b = as_tensor(b, a)
+    x, y = a.data, b.data
+    def backward(g):
+        return unbroadcast(g * y, x.shape), unbroadcast(g * x, y.shape)
+    return result(x * y, "mul", (a, b), backward)
+
+
+def div(a, b):
+    b = as_tensor(b, a)
+    x, y = a.data, b.data
+    def backward(g):
+        gx = g / y
+        return unbroadcast(gx, x.shape), unbroadcast(-gx * x / y, y.shape)
+    return result(x / y, "div", (a, b), backward)
+
+
+def neg(a):
+    return result(-a.data, "neg", (a,), lambda g: (-g,))
+
+
+def pow(a, exponent):
+    if isinstance(exponent, Tensor) or not np.isscalar(exponent):
+        raise TypeError(f"pow: the exponent must be a number, got {type(exponent).__name__}")
+    x = a.data
+    def backward(g):
+        return (g * exponent * x ** (exponent - 1),)
+    return result(x ** exponent, "pow", (a,), backward)
+
+
+# --- matrix product -----------------------------------------------------------------------------
+
+def matmul(a, b):
+    b = as_tensor(b, a)
+    x, w = a.data, b.data
+    # A 2-D weight whose gradient ends at a leaf or a per-step copy gets it as factors (xᵀ, g):
+    # the copies of W over all steps then meet at W as one stacked GEMM (see lazy.py).
+    factored = w.ndim == 2 and x.ndim >= 1 and (b.op is None or b.op == "copy")
+    def backward(g):
+        x2 = x[None, :] if x.ndim == 1 else x
+        w2 = w[:, None] if w.ndim == 1 else w
+        g2 = g
+        if x.ndim == 1:
+            g2 = np.expand_dims(g2, -2)
+        if w.ndim == 1:
+            g2 = np.expand_dims(g2, -1)
+        gx = unbroadcast(g2 @ np.swapaxes(w2, -1, -2), x2.shape).reshape(x.shape)
+        if factored:
+            gw = OuterSum([x2.reshape(-1, x2.shape[-1])], [g2.reshape(-1, g2.shape[-1])])
+        else:
+            gw = unbroadcast(np.swapaxes(x2, -1, -2) @ g2, w2.shape).reshape(w.shape)
+        return gx, gw
+    return result(x @ w, "matmul", (a, b), backward)
+
+
+# --- reductions ---------------------------------------------------------------------------------
+
+def _expand_like(g, shape, axis, keepdims):
+    """Put reduced axes back into g (as size 1) so it broadcasts against the input."""
+    if axis is None:
+        return np.reshape(g, (1,) * len(shape))
+    if not keepdims:
+        g = np.expand_dims(g, axis)
+    return g
+
+
+def sum(a, axis=None, keepdims=False):
+    shape = a.data.shape
+    def backward(g):
+        return (np.broadcast_to(_expand_like(g, shape, axis, keepdims), shape),)
+    return result(np.asarray(a.data.sum(axis=axis, keepdims=keepdims)), "sum", (a,), backward)
+
+
+def mean(a, axis=None, keepdims=False):
+    shape = a.data.shape
+    out = np.asarray(a.data.mean(axis=axis, keepdims=keepdims))
+    count = a.data.size // max(out.size, 1)
+    def backward(g):
+        return (np.broadcast_to(_expand_like(g, shape, axis, keepdims) / count, shape),)
+    return result(out, "mean", (a,), backward)
+
+
+def max(a, axis=None, keepdims=False):
+    x = a.data
+    out = np.asarray(x.max(axis=axis, keepdims=keepdims))
+    def backward(g):
+        # ties share the gradient evenly (as torch.amax does)
+        hit = x == _expand_like(out, x.shape, axis, keepdims)
+        share = hit / hit.sum(axis=axis, keepdims=True)
+        return (share * _expand_like(g, x.shape, axis, keepdims),)
+    return result(out, "max", (a,), backward)
+
+
+# --- elementwise functions ---------------------------------------------------------------------
+
+def exp(a):
+    y = np.exp(a.data)
+    return result(y, "exp", (a,), lambda g: (g * y,))
+
+
+def log(a):
+    x = a.data
+    return result(np.log(x), "log", (a,), lambda g: (g / x,))
+
+
+def tanh(a):
+    y = np.tanh(a.data)
+    return result(y, "tanh", (a,), lambda g: (g * (1 - y * y),))
+
+
+def sigmoid(a):
+    x = a.data
+    # split by sign so exp never overflows
+    e = np.exp(-np.abs(x))
+    y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return result(y, "sigmoid", (a,), lambda g: (g * y * (1 - y),))
+
+
+def relu(a):
+    x = a.data
+    return result(np.maximum(x, 0), "relu", (a,), lambda g: (g * (x > 0),))
+
+
+def softmax(a, axis=-1):
+    x = a.data
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    y = e / e.sum(axis=axis, keepdims=True)
+    def backward(g):
+        return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
+    return result(y, "softmax", (a,), backward)
+
+
+def log_softmax(a, axis=-1):
+    x = a.data
+    shifted = x - x.max(axis=axis, keepdims=True)
+    y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    def backward(g):
+        return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
+    return result(y, "log_softmax", (a,), backward)
+
+
+def cross_entropy(logits, targets, reduction="mean"):
+    """−log softmax(logits)[target] per row; its backward is the notes' p − onehot(target).
+
+    logits (B, k) with integer targets (B,), or logits (k,) with one integer target.
+    """
+    z = logits.data
+    pick = (np.arange(z.shape[0]), targets) if z.ndim == 2 else (targets,)
+    shifted = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=-1, keepdims=True)
+    losses = np.log(total[..., 0]) - shifted[pick]
+    out = losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()
+    def backward(g):
+        dz = e / total                   # p
+        dz[pick] -= 1                    # p − onehot
+        if reduction == "none" and z.ndim == 2:
+            return (dz * g[:, None],)
+        return (dz * (g / losses.size if reduction == "mean" else g),)
+    return result(np.asarray(out, dtype=z.dtype), "cross_entropy", (logits,), backward)
+
+
+# --- shape ----------------------------------------------------------------------------------------
+
+def reshape(a, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    old = a.data.shape
+    return result(a.data.reshape(shape), "reshape", (a,), lambda g: (g.reshape(old),))
+
+
+def transpose(a, *axes):
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    axes = axes or None
+    inverse = None if axes is None else tuple(np.argsort(axes))
+    return result(np.transpose(a.data, axes), "transpose", (a,), lambda g: (np.transpose(g, inverse),))
+
+
+def getitem(a, index):
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    x = a.data
+    advanced = isinstance(index, (list, np.ndarray)) or (
+        isinstance(index, tuple) and any(isinstance(i, (list, np.ndarray)) for i in index))
+    def backward(g):
+        gx = np.zeros_like(x)
+        if advanced:
+            np.add.at(gx, index, g)  # repeated indices add up
+        else:
+            gx[index] = g
+        return (gx,)
+    return result(x[index], "getitem", (a,), backward)
+
+
+def stack(tensors, axis=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expects a non-empty list of tensors")
+    tensors = [as_tensor(t, tensors[0]) for t in tensors]
+    def backward(g):
+        return tuple(np.moveaxis(g, axis, 0))
+    return result(np.stack([t.data for t in tensors], axis=axis), "stack", tuple(tensors), backward)
+
+
+def concat(tensors, axis=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concat: expects a non-empty list of tensors")
+    tensors = [as_tensor(t, tensors[0]) for t in tensors]
+    bounds = np.cumsum([t.data.shape[axis] for t in tensors])[:-1]
+    def backward(g):
+        return tuple(np.split(g, bounds, axis=axis))
+    return result(np.concatenate([t.data for t in tensors], axis=axis), "concat", tuple(tensors), backward)
+
+
+def _identity(g):
+    return (g,)
+
+
+def copy(p, step):
+    """The per-step copy P(t) of a shared parameter: identity both ways, the same array as P.
+
+    Its gradient is ∂L/∂P(t); the walk keeps it in `.grad` and passes it on unchanged to P, where
+    the copies' gradients sum to ∂L/∂P. It saves nothing, so freeing a graph leaves it usable.
+    """
+    out = Tensor.__new__(Tensor)
+    out.data, out._grad, out.requires_grad = p.data, None, True
+    out.name, out.step, out.parents, out.op = f"{p.name or 'param'}({step})", step, (p,), "copy"
+    out._backward, out._retains_grad = _identity, True
+    return out
+
+
+def install_methods(cls):
+    """Tensor's operators and methods are the ops above (one place to read each gradient)."""
+    cls.__add__ = add
+    cls.__radd__ = lambda self, other: add(as_tensor(other, self), self)
+    cls.__sub__ = sub
+    cls.__rsub__ = lambda self, other: sub(as_tensor(other, self), self)
+    cls.__mul__ = mul
+    cls.__rmul__ = lambda self, other: mul(as_tensor(other, self), self)
+    cls.__truediv__ = div
+    cls.__rtruediv__ = lambda self, other: div(as_tensor(other, self), self)
+    cls.__neg__ = neg
+    cls.__pow__ = pow
+    cls.__matmul__ = matmul
+    cls.__rmatmul__ = lambda self, other: matmul(as_tensor(other, self), self)
+    cls.__getitem__ = getitem
+    for fn in (sum, mean, max, exp, log, tanh, sigmoid, relu, softmax, log_softmax, reshape, transpose):
+        setattr(cls, fn.__name__, fn)
+    cls.T = property(lambda self: transpose(self))

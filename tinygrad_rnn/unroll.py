@@ -1,0 +1,121 @@
+"""Unroll: record a recurrent computation step by step, with explicit per-step copies W(t).
+
+BPTT by temporal copies (the lecture's construction): give each step its own copy W(t) of a
+shared weight, backpropagate as in any feed-forward graph, then ∂L/∂W = Σ_t ∂L/∂W(t).
+
+    tape = Unroll(shared=[U, W, b])
+    with tape:
+        for t, x in enumerate(xs, start=1):
+            with tape.step(t):
+                s = (x @ U + s @ W + b).tanh()     # plain code: W here is W(t)
+
+Every node made inside `tape.step(t)` carries `.step == t`. A copy is a graph node sharing W's
+array, so the forward costs no extra memory; its `.grad` is ∂L/∂W(t) after backward.
+"""
+import numpy as np
+
+from . import tensor as _tensor
+from .ops import copy as _copy
+from .tensor import Parameter
+
+
+class _Step:
+    """The active step: which tape, which t, and this step's copies (one per shared parameter)."""
+    __slots__ = ("tape", "t", "copies")
+
+    def __init__(self, tape, t):
+        self.tape, self.t, self.copies = tape, t, {}
+
+    def substitute(self, inputs):
+        """Inputs with every shared parameter replaced by its copy for this step."""
+        tape = self.tape
+        for x in inputs:
+            if tape._is_shared(x):
+                break
+        else:
+            return inputs
+        return tuple(self.copy_of(x) if tape._is_shared(x) else x for x in inputs)
+
+    def copy_of(self, p):
+        c = self.copies.get(p)
+        if c is None:
+            c = self.copies[p] = _copy(p, self.t)
+            self.tape._record_copy(p, self.t, c)
+        return c
+
+
+class Unroll:
+    """The recorded unrolled graph: steps in order and every shared parameter's per-step copies.
+
+    shared: the parameters to copy per step; None means every Parameter used inside a step.
+    """
+
+    def __init__(self, shared=None):
+        self.shared = None if shared is None else list(shared)
+        self._shared_set = None if shared is None else set(self.shared)
+        self.steps = []
+        self._copies = {}  # parameter -> {t: copy}, in order of first use
+        self._active = None
+
+    def _is_shared(self, x):
+        if self._shared_set is None:
+            return type(x) is Parameter or isinstance(x, Parameter)
+        return x in self._shared_set
+
+    def _record_copy(self, p, t, c):
+        self._copies.setdefault(p, {})[t] = c
+
+    # --- context managers ---------------------------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def step(self, t):
+        """Context manager: ops inside belong to step t and use the copies P(t)."""
+        return _StepScope(self, t)
+
+    # --- what was recorded ------------------------------------------------------------------------
+    @property
+    def parameters(self):
+        """The shared parameters that have copies, in order of first use."""
+        return list(self._copies)
+
+    def copies(self, p):
+        """[P(t1), P(t2), ...]: the copies of P at the steps where P was used, in step order."""
+        by_step = self._copies.get(p)
+        if by_step is None:
+            raise KeyError(f"Unroll.copies: {p.name or 'this tensor'} {tuple(p.shape)} has no copies on this "
+                           f"tape (it was not used inside a step, or is not among the shared parameters)")
+        return [by_step[t] for t in sorted(by_step)]
+
+    def step_grads(self, p):
+        """np.ndarray (T, *P.shape): ∂L/∂P(t) for each copy (zeros where no gradient reached it).
+        Their sum over axis 0 is P.grad (for a P used only inside steps)."""
+        return np.stack([c.grad if c.grad is not None else np.zeros_like(c.data) for c in self.copies(p)])
+
+
+class _StepScope:
+    __slots__ = ("tape", "t", "_previous")
+
+    def __init__(self, tape, t):
+        self.tape, self.t = tape, t
+
+    def __enter__(self):
+        tape = self.tape
+        if self.t in tape.steps:
+            raise ValueError(f"Unroll.step({self.t}): step {self.t} was already recorded on this tape; "
+                             "steps are entered once each, in increasing order")
+        if tape.steps and self.t < tape.steps[-1]:
+            raise ValueError(f"Unroll.step({self.t}): steps must increase (the last was {tape.steps[-1]})")
+        if _tensor.current_step() is not None:
+            raise ValueError(f"Unroll.step({self.t}): already inside step {_tensor.current_step().t}; "
+                             "steps do not nest")
+        tape.steps.append(self.t)
+        self._previous = _tensor._set_step(_Step(tape, self.t))
+        return tape
+
+    def __exit__(self, *exc):
+        _tensor._set_step(self._previous)
+        return False

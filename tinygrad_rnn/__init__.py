@@ -1,5 +1,7 @@
 """tinygrad_rnn: a small reverse-mode autodiff engine on numpy that makes BPTT visible and checkable."""
-from .tensor import GraphFreedError, Parameter, Tensor, no_grad, is_grad_enabled  # noqa: F401
+from .tensor import Parameter, Tensor, no_grad, is_grad_enabled  # noqa: F401
+from .errors import AnomalyError, GraphFreedError, InplaceError, ShapeError  # noqa: F401
+from .anomaly import detect_anomaly  # noqa: F401
 from .ops import stack, concat  # noqa: F401
 from .unroll import Unroll  # noqa: F401
 from .gradcheck import gradcheck, GradcheckError  # noqa: F401

@@ -11,13 +11,20 @@ import numpy as np
 
 class OuterSum:
     """The matrix Σ_i lefts[i]ᵀ @ rights[i], each factor a 2-D array of rows."""
-    __slots__ = ("lefts", "rights")
+    __slots__ = ("lefts", "rights", "owned")
 
-    def __init__(self, lefts, rights):
+    def __init__(self, lefts, rights, owned=False):
         self.lefts, self.rights = lefts, rights
+        # owned: only the backward walk's running sum holds this object, so it may grow in place
+        # (summing T copies' factors stays linear in T); anything stored in a .grad is not owned.
+        self.owned = owned
 
     def merged(self, other):
-        return OuterSum(self.lefts + other.lefts, self.rights + other.rights)
+        if self.owned:
+            self.lefts.extend(other.lefts)
+            self.rights.extend(other.rights)
+            return self
+        return OuterSum(self.lefts + other.lefts, self.rights + other.rights, owned=True)
 
     def value(self):
         if len(self.lefts) == 1:

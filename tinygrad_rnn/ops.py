@@ -8,7 +8,7 @@ one place, `unbroadcast`.
 import numpy as np
 
 from .lazy import OuterSum
-from .tensor import Tensor, result
+from .tensor import Tensor, result, shape_error
 
 
 def unbroadcast(grad, shape):
@@ -18,6 +18,14 @@ def unbroadcast(grad, shape):
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def elementwise(op, ufunc, a, b):
+    """ufunc(a, b) with numpy broadcasting, or a ShapeError naming both operands and the step."""
+    try:
+        return ufunc(a.data, b.data)
+    except ValueError:
+        raise shape_error(op, (a, b), "shapes cannot be broadcast together") from None
 
 
 def as_tensor(x, like):
@@ -35,7 +43,7 @@ def add(a, b):
     sa, sb = a.data.shape, b.data.shape
     def backward(g):
         return unbroadcast(g, sa), unbroadcast(g, sb)
-    return result(a.data + b.data, "add", (a, b), backward)
+    return result(elementwise("add", np.add, a, b), "add", (a, b), backward)
 
 
 def sub(a, b):
@@ -43,7 +51,7 @@ def sub(a, b):
     sa, sb = a.data.shape, b.data.shape
     def backward(g):
         return unbroadcast(g, sa), unbroadcast(-g, sb)
-    return result(a.data - b.data, "sub", (a, b), backward)
+    return result(elementwise("sub", np.subtract, a, b), "sub", (a, b), backward)
 
 
 def mul(a, b):
@@ -51,7 +59,7 @@ def mul(a, b):
     x, y = a.data, b.data
     def backward(g):
         return unbroadcast(g * y, x.shape), unbroadcast(g * x, y.shape)
-    return result(x * y, "mul", (a, b), backward)
+    return result(elementwise("mul", np.multiply, a, b), "mul", (a, b), backward)
 
 
 def div(a, b):
@@ -60,7 +68,7 @@ def div(a, b):
     def backward(g):
         gx = g / y
         return unbroadcast(gx, x.shape), unbroadcast(-gx * x / y, y.shape)
-    return result(x / y, "div", (a, b), backward)
+    return result(elementwise("div", np.divide, a, b), "div", (a, b), backward)
 
 
 def neg(a):
@@ -81,6 +89,11 @@ def pow(a, exponent):
 def matmul(a, b):
     b = as_tensor(b, a)
     x, w = a.data, b.data
+    if x.ndim == 0 or w.ndim == 0:
+        raise shape_error("matmul", (a, b), "matmul needs at least 1-D operands; use * for scalars")
+    if x.shape[-1] != w.shape[-2 if w.ndim > 1 else 0]:
+        raise shape_error("matmul", (a, b), f"inner dimensions {x.shape[-1]} and "
+                          f"{w.shape[-2 if w.ndim > 1 else 0]} differ")
     # A 2-D weight whose gradient ends at a leaf or a per-step copy gets it as factors (xᵀ, g):
     # the copies of W over all steps then meet at W as one stacked GEMM (see lazy.py).
     factored = w.ndim == 2 and x.ndim >= 1 and (b.op is None or b.op == "copy")
@@ -214,7 +227,11 @@ def reshape(a, *shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     old = a.data.shape
-    return result(a.data.reshape(shape), "reshape", (a,), lambda g: (g.reshape(old),))
+    try:
+        out = a.data.reshape(shape)
+    except ValueError:
+        raise shape_error("reshape", (a,), f"cannot reshape {a.data.size} elements into {shape}") from None
+    return result(out, "reshape", (a,), lambda g: (g.reshape(old),))
 
 
 def transpose(a, *axes):
@@ -250,6 +267,8 @@ def stack(tensors, axis=0):
     tensors = [as_tensor(t, tensors[0]) for t in tensors]
     def backward(g):
         return tuple(np.moveaxis(g, axis, 0))
+    if any(t.shape != tensors[0].shape for t in tensors):
+        raise shape_error("stack", tensors, "stack needs equal shapes")
     return result(np.stack([t.data for t in tensors], axis=axis), "stack", tuple(tensors), backward)
 
 
@@ -258,10 +277,14 @@ def concat(tensors, axis=0):
     if not tensors:
         raise ValueError("concat: expects a non-empty list of tensors")
     tensors = [as_tensor(t, tensors[0]) for t in tensors]
+    try:
+        joined = np.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError as e:
+        raise shape_error("concat", tensors, str(e)) from None
     bounds = np.cumsum([t.data.shape[axis] for t in tensors])[:-1]
     def backward(g):
         return tuple(np.split(g, bounds, axis=axis))
-    return result(np.concatenate([t.data for t in tensors], axis=axis), "concat", tuple(tensors), backward)
+    return result(joined, "concat", tuple(tensors), backward)
 
 
 def _identity(g):

@@ -8,22 +8,23 @@ Backward walks the graph in an iterative topological order (unrolled graphs are 
 nodes deep, so no recursion anywhere) and sums gradients, never assigns them: a weight used at
 T steps receives T contributions.
 """
+import gc
+
 import numpy as np
 
+from .errors import GraphFreedError, InplaceError, ShapeError
 from .lazy import OuterSum
 
 # Recording state, read by every op: module globals are the cheapest lookup Python has.
 _grad_enabled = True
-_step = None  # the active Unroll step (set by Unroll.step), or None outside steps
-
-
-class GraphFreedError(RuntimeError):
-    pass
+_step = None         # the active Unroll step (set by Unroll.step), or None outside steps
+_anomaly = None      # the active detect_anomaly() (anomaly.py), or None
+_inplace_epoch = 0   # counts in-place updates; a node remembers the count at its creation (`_epoch`)
 
 
 class Tensor:
     __slots__ = ("data", "_grad", "requires_grad", "name", "step", "parents", "op",
-                 "_backward", "_retains_grad", "__weakref__")
+                 "_backward", "_retains_grad", "_epoch", "_version", "__weakref__")
     __array_priority__ = 1000  # make numpy defer to our reflected operators (array + Tensor)
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
@@ -53,6 +54,7 @@ class Tensor:
         self.op = None
         self._backward = None
         self._retains_grad = requires_grad  # leaves that require grad keep their gradient
+        self._epoch = self._version = 0
 
     # --- plain attributes -------------------------------------------------------------------
     @property
@@ -105,6 +107,38 @@ class Tensor:
     def backward(self, grad=None, retain_graph=False):
         backward(self, grad, retain_graph)
 
+    # --- in-place updates (PyTorch's model: allowed where they cannot corrupt a gradient) --------
+    # Each bumps the tensor's version; a backward that needs values saved before the update raises
+    # InplaceError instead of returning a wrong gradient. Raw writes to `.data` bypass this tracking,
+    # exactly as in PyTorch: use them only for values no recorded graph still needs.
+    def __setitem__(self, index, value):
+        return self._inplace("setitem", np.ndarray.__setitem__, index, value)
+
+    def __iadd__(self, value):
+        return self._inplace("+=", lambda x, v: np.add(x, v, out=x), value)
+
+    def __isub__(self, value):
+        return self._inplace("-=", lambda x, v: np.subtract(x, v, out=x), value)
+
+    def __imul__(self, value):
+        return self._inplace("*=", lambda x, v: np.multiply(x, v, out=x), value)
+
+    def _inplace(self, op, update, *args):
+        global _inplace_epoch
+        args = tuple(a.data if isinstance(a, Tensor) else a for a in args)
+        if _grad_enabled and (self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args)):
+            raise InplaceError(
+                f"{op}: in-place update of {label(self)} {self.shape} while gradients are recorded would cut "
+                "the graph; use the out-of-place form (x = x + v), or wrap the update in no_grad() as "
+                "optimizers do")
+        try:
+            update(self.data, *args)
+        except ValueError as e:
+            raise ShapeError(f"{op}: cannot update {label(self)} of shape {self.shape} in place ({e})") from None
+        _inplace_epoch += 1
+        self._version = _inplace_epoch
+        return self
+
 
 class Parameter(Tensor):
     """A Tensor that requires grad: a model's weight (a leaf the optimizer updates)."""
@@ -125,8 +159,12 @@ def result(data, op, inputs, backward):
     out._grad = None
     out.name = None
     out._retains_grad = False
+    out._epoch = _inplace_epoch
+    out._version = 0
     step = _step
     out.step = None if step is None else step.t
+    if _anomaly is not None:
+        _anomaly.forward(out, op, inputs)
     if _grad_enabled:
         for x in inputs:
             if x.requires_grad:
@@ -180,56 +218,87 @@ def accumulate(old, new):
 
 
 def backward(root, grad=None, retain_graph=False):
-    """Reverse-mode sweep from `root`: fill `.grad` of leaves (and retained nodes, e.g. W(t) copies)."""
+    """Reverse-mode sweep from `root`: fill `.grad` of leaves (and retained nodes, e.g. W(t) copies).
+
+    All-or-nothing: every check runs, and every gradient is computed, before any `.grad` changes.
+    """
+    if not _grad_enabled:
+        raise RuntimeError("backward: called inside no_grad(); nothing there is recorded. Call backward "
+                           "outside the no_grad() block")
     if not root.requires_grad:
         raise RuntimeError("backward: this tensor does not require grad (no input of its graph has "
                            "requires_grad=True, or it was computed under no_grad())")
     if grad is None:
         if root.data.size != 1:
             raise RuntimeError(f"backward: grad can be implicitly created only for scalar outputs; "
-                               f"this tensor has shape {root.shape}, so pass backward(grad=...) of that shape")
+                               f"{label(root)} has shape {root.shape}, so pass backward(grad=...) of that shape")
         grad = np.ones_like(root.data)
     else:
         grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=root.dtype)
         if grad.shape != root.shape:
-            raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has shape {root.shape}")
-    order = topological_order(root)
-    for node in order:  # check before touching any .grad: a failing backward changes nothing
-        if node.parents and node._backward is None:
+            raise ShapeError(f"backward: grad has shape {grad.shape} but {label(root)} has shape {root.shape}")
+    with gc_paused():
+        order = topological_order(root)
+        _check_saved_values(order)
+        updates = _sweep(order, root, grad)
+        for node, g in updates:  # nothing failed: now store the gradients
+            node._grad = _owned(accumulate(node._grad, g), node)
+            if not node.parents and type(node._grad) is OuterSum:
+                node._grad = node._grad.value()  # a leaf gets one dense array (one stacked GEMM)
+        if not retain_graph:
+            for node in order:
+                if node.parents and node.op != "copy":  # copies save nothing and stay usable in their step
+                    node._backward = None
+
+
+def _check_saved_values(order):
+    epoch = _inplace_epoch
+    for node in order:
+        if not node.parents:
+            continue
+        if node._backward is None:
             raise GraphFreedError(
-                f"backward: trying to backward through the graph a second time (node {node.op!r}"
-                f"{'' if node.step is None else f' at step {node.step}'}): its saved values were freed "
-                "after the first backward. Pass retain_graph=True to the first backward, or recompute "
-                "the forward (in truncated BPTT, detach() the carried state).")
+                f"backward: trying to backward through the graph a second time ({node.op}{at_step(node)}): "
+                "its saved values were freed after the first backward. Pass retain_graph=True to the first "
+                "backward, or recompute the forward (in truncated BPTT, detach() the carried state).")
+        if node._epoch != epoch:  # some in-place update happened since this node was made
+            for x in node.parents + (node,):
+                if x._version > node._epoch:
+                    raise InplaceError(
+                        f"backward: {label(x)} {x.shape} was modified by an in-place operation (version "
+                        f"{x._version}) after {node.op}{at_step(node)} saved it for backward; the gradient "
+                        "would be wrong. Update a copy instead (x = x + v), or recompute the forward.")
+
+
+def _sweep(order, root, grad):
+    """The reverse sweep: returns (node, gradient) for every node that keeps its .grad."""
     grads = {root: grad}
-    touched = []
+    updates = []
+    anomaly = _anomaly
     for node in reversed(order):
         g = grads.pop(node, None)
         if g is None:
             continue
         if node._retains_grad:
-            node._grad = _owned(accumulate(node._grad, g), node)
-            touched.append(node)
+            updates.append((node, g))
         if not node.parents:
             continue
         if type(g) is OuterSum and node.op != "copy":  # only a copy passes factors through as they are
             g = g.value()
-        for parent, pg in zip(node.parents, node._backward(g)):
+        parent_grads = node._backward(g)
+        if anomaly is not None:
+            anomaly.backward(node, parent_grads)
+        for parent, pg in zip(node.parents, parent_grads):
             if pg is not None and parent.requires_grad:
                 grads[parent] = accumulate(grads.get(parent), pg)
-    for node in touched:  # leaves get one dense array; copies keep factors until someone reads them
-        if not node.parents and type(node._grad) is OuterSum:
-            node._grad = node._grad.value()
-    if not retain_graph:
-        for node in order:
-            if node.parents and node.op != "copy":  # copies save nothing and stay usable in their step
-                node._backward = None
+    return updates
 
 
 def _owned(g, node):
     """A first gradient stored in .grad may be a buffer other nodes also hold (add passes its `g` to
     both inputs): copy it, so that in-place updates of one .grad never change another."""
     if type(g) is OuterSum:
+        g.owned = False
         return g
     if node._grad is None or g.dtype != node.data.dtype:
         return np.array(g, dtype=node.data.dtype)
@@ -255,6 +324,49 @@ class no_grad:
                 return fn(*args, **kwargs)
         wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
         return wrapped
+
+
+class gc_paused:
+    """Pause Python's cyclic garbage collector while a large graph is built or walked.
+
+    A recorded graph is acyclic (closures capture arrays, never their output tensor), so reference
+    counting frees it; the cyclic collector would only re-scan every live node again and again as an
+    unrolled graph grows (at T = 5,000 those full scans cost more than the forward itself).
+    """
+    _depth = 0
+
+    def __enter__(self):
+        if gc_paused._depth == 0:
+            gc_paused._was_enabled = gc.isenabled()
+            gc.disable()
+        gc_paused._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        gc_paused._depth -= 1
+        if gc_paused._depth == 0 and gc_paused._was_enabled:
+            gc.enable()
+        return False
+
+
+def label(x):
+    """How errors name a tensor: its name (a shared parameter inside step t as its copy, W(t))."""
+    if x.name is None:
+        return "an unnamed tensor"
+    if _step is not None and isinstance(x, Parameter) and x.op is None:
+        return f"{x.name}({_step.t})"
+    return x.name
+
+
+def at_step(node):
+    return "" if node.step is None else f" at step {node.step}"
+
+
+def shape_error(op, operands, reason):
+    """ShapeError naming the op, the step, and each operand's name and shape."""
+    where = op if _step is None else f"{op} at step {_step.t}"
+    shapes = " but ".join(f"{label(x)} has shape {x.shape}" for x in operands)
+    return ShapeError(f"{where}: {shapes} ({reason})")
 
 
 def is_grad_enabled():

@@ -27,14 +27,16 @@ class _Step:
         self.tape, self.t, self.copies = tape, t, {}
 
     def substitute(self, inputs):
-        """Inputs with every shared parameter replaced by its copy for this step."""
-        tape = self.tape
-        for x in inputs:
-            if tape._is_shared(x):
-                break
-        else:
-            return inputs
-        return tuple(self.copy_of(x) if tape._is_shared(x) else x for x in inputs)
+        """Inputs with every shared parameter replaced by its copy for this step (hot path: every op)."""
+        shared = self.tape._shared_set
+        out = inputs
+        for i, x in enumerate(inputs):
+            if (x in shared) if shared is not None else isinstance(x, Parameter):
+                if out is inputs:
+                    out = list(inputs)
+                c = self.copies.get(x)
+                out[i] = c if c is not None else self.copy_of(x)
+        return inputs if out is inputs else tuple(out)
 
     def copy_of(self, p):
         c = self.copies.get(p)
@@ -57,19 +59,16 @@ class Unroll:
         self._copies = {}  # parameter -> {t: copy}, in order of first use
         self._active = None
 
-    def _is_shared(self, x):
-        if self._shared_set is None:
-            return type(x) is Parameter or isinstance(x, Parameter)
-        return x in self._shared_set
-
     def _record_copy(self, p, t, c):
         self._copies.setdefault(p, {})[t] = c
 
     # --- context managers ---------------------------------------------------------------------
     def __enter__(self):
+        self._gc = _tensor.gc_paused().__enter__()  # see gc_paused: the graph is acyclic
         return self
 
     def __exit__(self, *exc):
+        self._gc.__exit__(*exc)
         return False
 
     def step(self, t):
@@ -104,11 +103,9 @@ class _StepScope:
 
     def __enter__(self):
         tape = self.tape
-        if self.t in tape.steps:
-            raise ValueError(f"Unroll.step({self.t}): step {self.t} was already recorded on this tape; "
-                             "steps are entered once each, in increasing order")
-        if tape.steps and self.t < tape.steps[-1]:
-            raise ValueError(f"Unroll.step({self.t}): steps must increase (the last was {tape.steps[-1]})")
+        if tape.steps and self.t <= tape.steps[-1]:
+            raise ValueError(f"Unroll.step({self.t}): steps are entered once each, in increasing order "
+                             f"(the last recorded step was {tape.steps[-1]})")
         if _tensor.current_step() is not None:
             raise ValueError(f"Unroll.step({self.t}): already inside step {_tensor.current_step().t}; "
                              "steps do not nest")

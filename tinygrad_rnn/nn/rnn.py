@@ -5,6 +5,12 @@
 with U (n×d), W (d×d), b (d,), V (d×k), c (k,) and L_t = −log y_t[target_t]. Every step runs
 inside `tape.step(t)`, so U, W, b, V, c are used through their copies U(t), W(t), … and nodes are
 named as on the slides: a(t), s(t), y(t) (the logits), L(t), and L.
+
+With cell="gru" or "lstm" the recurrence s_t = cell(x_t, s_{t-1}) is PyTorch's GRU/LSTM cell (its
+Parameters live in `model.cell`: cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh) and the
+output layer is still y_t = s_t V + c. States s(t) are the hidden vectors h_t; an LSTM's memory cells
+are recorded as C(0..T) in `output.cell_states`. `output.preactivations` holds a(t) for the vanilla cell
+only (gated cells have no single pre-activation), so it is empty for gru/lstm.
 """
 from dataclasses import dataclass, field
 
@@ -14,6 +20,8 @@ from .. import functional as F
 from ..ops import stack
 from ..tensor import Parameter, Tensor
 from ..unroll import Unroll
+from .cells import CELLS, RNNCell, hidden_of, make_cell
+from .linear import _check_torch_shape, _numpy, _torch_dtype
 from .module import Module
 
 _NONLINEARITIES = {"tanh": "tanh", "sigmoid": "sigmoid", "logistic": "sigmoid"}
@@ -31,6 +39,7 @@ class RNNOutput:
     s0: np.ndarray
     targets: np.ndarray = None
     losses: list = field(default_factory=list)  # L(1..T) after loss()
+    cell_states: list = field(default_factory=list)  # LSTM only: memory cells C(0..T)
 
     @property
     def T(self):
@@ -38,28 +47,53 @@ class RNNOutput:
 
 
 class RNN(Module):
-    """The lecture RNN: RNN(input_size n, hidden_size d, output_size k, nonlinearity="tanh"|"sigmoid").
+    """The lecture RNN: RNN(input_size n, hidden_size d, output_size k, nonlinearity="tanh"|"sigmoid",
+    cell="rnn"|"gru"|"lstm").
 
+    cell="rnn" (default) has Parameters U, W, b, V, c; "gru"/"lstm" have cell.weight_ih, cell.weight_hh,
+    cell.bias_ih, cell.bias_hh (PyTorch's equations and gate order, transposed layout) and V, c.
+    `model.cell` is the recurrent cell for every kind (for "rnn" an RNNCell sharing U, W, b).
     Weights are initialised like PyTorch's RNN: uniform in ±1/√d from np.random.default_rng(seed).
     """
 
-    def __init__(self, input_size, hidden_size, output_size, nonlinearity="tanh", seed=None, dtype=np.float32):
+    def __init__(self, input_size, hidden_size, output_size, nonlinearity="tanh", seed=None, dtype=np.float32,
+                 cell="rnn"):
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'sigmoid', got {nonlinearity!r}")
+        if cell not in CELLS:
+            raise ValueError(f"RNN: cell must be one of {list(CELLS)}, got {cell!r}")
+        if cell != "rnn" and _NONLINEARITIES[nonlinearity] != "tanh":
+            raise ValueError(f"RNN: nonlinearity applies to the vanilla cell only, not to cell={cell!r}")
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.nonlinearity = _NONLINEARITIES[nonlinearity]
+        self.cell_type = cell
         rng = np.random.default_rng(seed)
         bound = 1 / np.sqrt(hidden_size)
         init = lambda *shape: rng.uniform(-bound, bound, size=shape).astype(dtype)  # noqa: E731
-        self.U = Parameter(init(input_size, hidden_size), name="U")
-        self.W = Parameter(init(hidden_size, hidden_size), name="W")
-        self.b = Parameter(init(hidden_size), name="b")
+        if cell == "rnn":
+            self.U = Parameter(init(input_size, hidden_size), name="U")
+            self.W = Parameter(init(hidden_size, hidden_size), name="W")
+            self.b = Parameter(init(hidden_size), name="b")
+        else:
+            self.cell = make_cell(cell, input_size, hidden_size, seed=rng, dtype=dtype)
         self.V = Parameter(init(hidden_size, output_size), name="V")
         self.c = Parameter(init(output_size), name="c")
+        if cell == "rnn":  # registered after V, c: its U, W, b are already named by the model
+            self.cell = RNNCell.from_parameters(self.U, self.W, self.b, self.nonlinearity)
 
     @property
     def dtype(self):
-        return self.W.data.dtype
+        return self.V.data.dtype
+
+    def __repr__(self):
+        extra = f", nonlinearity={self.nonlinearity!r}" if self.cell_type == "rnn" else ""
+        return f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, cell={self.cell_type!r}{extra})"
+
+    def step(self, x, state=None):
+        """One step outside any tape: (logits y, new state) for x (B, n) or (n,). For generation
+        (under no_grad); the state is an LSTM's (h, c) pair, else the hidden vector."""
+        state = self.cell(x, state)
+        return hidden_of(state) @ self.V + self.c, state
 
     def _inputs(self, xs):
         xs = np.asarray(xs.data if isinstance(xs, Tensor) else xs, dtype=self.dtype)
@@ -80,14 +114,24 @@ class RNN(Module):
         L.name = "L"
         return L, out
 
-    def _unroll(self, xs, s0, targets):
-        xs = self._inputs(xs)
-        state_shape = xs.shape[1:-1] + (self.hidden_size,)
+    def _initial(self, s0, state_shape, xs, what="s0"):
         if s0 is None:
             s0 = np.zeros(state_shape, dtype=self.dtype)
         s = s0 if isinstance(s0, Tensor) else Tensor(np.asarray(s0, dtype=self.dtype))
         if s.shape != state_shape:
-            raise ValueError(f"RNN.forward: s0 must have shape {state_shape} for inputs {xs.shape}, got {s.shape}")
+            raise ValueError(f"RNN.forward: {what} must have shape {state_shape} for inputs {xs.shape}, got {s.shape}")
+        return s
+
+    def _unroll(self, xs, s0, targets):
+        xs = self._inputs(xs)
+        state_shape = xs.shape[1:-1] + (self.hidden_size,)
+        if self.cell_type == "lstm":
+            if s0 is not None and not (isinstance(s0, (tuple, list)) and len(s0) == 2):
+                raise TypeError("RNN.forward: an LSTM's s0 must be a pair (h0, c0) or None")
+            h0, c0 = (None, None) if s0 is None else s0
+            s, memory = self._initial(h0, state_shape, xs, "h0"), self._initial(c0, state_shape, xs, "c0")
+        else:
+            s = self._initial(s0, state_shape, xs)
         if targets is not None:
             targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
             if targets.shape != xs.shape[:-1]:
@@ -97,15 +141,44 @@ class RNN(Module):
             s.name = "s(0)"
         tape = Unroll(shared=self.parameters())
         out = RNNOutput([], [s], [], tape, self, xs, s.data, targets)
+        if self.cell_type != "rnn":
+            return self._unroll_cell(out, s, memory if self.cell_type == "lstm" else None)
         U, W, b, V, c = self.U, self.W, self.b, self.V, self.c
+        with tape:
+            for t in range(1, xs.shape[0] + 1):
+                with tape.step(t):
+                    x = Tensor(xs[t - 1], name=f"x({t})")
+                    a = x @ U + s @ W + b
+                    s = a.tanh() if self.nonlinearity == "tanh" else a.sigmoid()
+                    y = s @ V + c
+                    a.name, s.name, y.name = f"a({t})", f"s({t})", f"y({t})"
+                    out.preactivations.append(a)
+                    out.states.append(s)
+                    out.logits.append(y)
+                    if targets is not None:
+                        L_t = F.cross_entropy(y, targets[t - 1], reduction="sum")
+                        L_t.name = f"L({t})"
+                        out.losses.append(L_t)
+        return out
+
+    def _unroll_cell(self, out, s, memory):
+        """The same unrolled graph for a GRU/LSTM cell: s(t) = h_t, C(t) the LSTM's memory."""
+        xs, targets, tape, cell, V, c = out.inputs, out.targets, out.tape, self.cell, self.V, self.c
+        if memory is not None:
+            if memory.name is None:
+                memory.name = "C(0)"
+            out.cell_states.append(memory)
         for t in range(1, xs.shape[0] + 1):
             with tape.step(t):
                 x = Tensor(xs[t - 1], name=f"x({t})")
-                a = x @ U + s @ W + b
-                s = a.tanh() if self.nonlinearity == "tanh" else a.sigmoid()
+                if memory is None:
+                    s = cell(x, s)
+                else:
+                    s, memory = cell(x, (s, memory))
+                    memory.name = f"C({t})"
+                    out.cell_states.append(memory)
                 y = s @ V + c
-                a.name, s.name, y.name = f"a({t})", f"s({t})", f"y({t})"
-                out.preactivations.append(a)
+                s.name, y.name = f"s({t})", f"y({t})"
                 out.states.append(s)
                 out.logits.append(y)
                 if targets is not None:
@@ -113,3 +186,50 @@ class RNN(Module):
                     L_t.name = f"L({t})"
                     out.losses.append(L_t)
         return out
+
+    # --- PyTorch interop ------------------------------------------------------------------------------
+    def to_torch(self):
+        """An equivalent torch module: `.rnn` (torch.nn.RNN/GRU/LSTM, one layer, time-major) and `.out`
+        (torch.nn.Linear); calling it on xs (T, B, n) or (T, n) returns (logits, final state) — the
+        logits of every step, stacked. A vanilla sigmoid network has no torch equivalent (ValueError)."""
+        import torch
+        if self.cell_type == "rnn" and self.nonlinearity != "tanh":
+            raise ValueError("RNN.to_torch: torch.nn.RNN supports tanh and relu only, this network uses sigmoid")
+        layer = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[self.cell_type]
+        dtype = _torch_dtype(self.dtype)
+
+        class TorchRNN(torch.nn.Module):
+            def __init__(self, n, d, k):
+                super().__init__()
+                self.rnn = layer(n, d, dtype=dtype)
+                self.out = torch.nn.Linear(d, k, dtype=dtype)
+
+            def forward(self, xs, state=None):
+                hs, last = self.rnn(xs, state)
+                return self.out(hs), last
+
+        module = TorchRNN(self.input_size, self.hidden_size, self.output_size)
+        self.cell._copy_to_torch(module.rnn, "_l0")
+        with torch.no_grad():
+            module.out.weight.copy_(torch.from_numpy(self.V.data.T.copy()))
+            module.out.bias.copy_(torch.from_numpy(self.c.data))
+        return module
+
+    def load_torch(self, module):
+        """Copy weights from a torch module with `.rnn` (a one-layer, unidirectional torch.nn.RNN/GRU/LSTM
+        matching this cell) and `.out` (torch.nn.Linear(hidden, output)) — what to_torch() returns."""
+        op = "RNN.load_torch"
+        rnn, out = getattr(module, "rnn", None), getattr(module, "out", None)
+        if rnn is None or out is None:
+            raise ValueError(f"{op}: expected a torch module with .rnn and .out (as to_torch() returns), "
+                             f"got {type(module).__name__}")
+        kind = {"RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}.get(type(rnn).__name__)
+        if kind != self.cell_type:
+            raise ValueError(f"{op}: .rnn is a torch.nn.{type(rnn).__name__}, this network has cell={self.cell_type!r}")
+        if getattr(rnn, "num_layers", 1) != 1 or getattr(rnn, "bidirectional", False) or getattr(rnn, "batch_first", False):
+            raise ValueError(f"{op}: only one-layer, unidirectional, time-major (batch_first=False) torch RNNs convert")
+        _check_torch_shape(op, "out.weight", out.weight, (self.output_size, self.hidden_size))
+        self.cell.load_torch(rnn, suffix="_l0")
+        self.V.data = _numpy(out.weight, self.dtype).T.copy()
+        self.c.data = _numpy(out.bias, self.dtype)
+        return self

@@ -1,0 +1,186 @@
+"""Jacobians by reverse mode through the engine: generic `jacobian`/`vjp`, the RNN's state Jacobians
+∂s_t/∂s_k, and the explicit (immediate) derivative ∂⁺s_k/∂W of the notes.
+
+Row-vector convention of nn.RNN: a_j = x_j U + s_{j−1} W + b, s_j = σ(a_j). Then
+∂s_j[p]/∂s_{j−1}[r] = σ'(a_jp) W[r, p], i.e. the matrix diag(σ'(a_j)) Wᵀ. The notes use column vectors,
+a_j = W s_{j−1} + …, where the same matrix reads diag(σ'(a_j)) W: their W is our Wᵀ.
+"""
+import numpy as np
+
+from ..tensor import Tensor, no_grad, topological_order
+from . import rerun as _rerun
+
+
+def _leaf(x):
+    data = x.data if isinstance(x, Tensor) else np.asarray(x)
+    if data.dtype.kind != "f":
+        data = data.astype(np.float64)
+    return Tensor(np.array(data), requires_grad=True)
+
+
+def _call(fn, x, op):
+    out = fn(x)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{op}: fn must return a Tensor, got {type(out).__name__}")
+    return out
+
+
+class _SavedGrads:
+    """Save every stored gradient in a graph, clear it for our passes, and restore it afterwards, so a
+    Jacobian of a function that uses the caller's parameters leaves their .grad exactly as it was."""
+
+    def __init__(self, root, skip):
+        self.nodes = [n for n in topological_order(root) if n._retains_grad and n is not skip]
+        self.saved = [n._grad for n in self.nodes]
+
+    def clear(self):
+        for n in self.nodes:
+            n._grad = None
+
+    def restore(self):
+        for n, g in zip(self.nodes, self.saved):
+            n._grad = g
+
+
+def jacobian(fn, x):
+    """∂fn(x)/∂x by reverse mode: one backward per output element.
+
+    Parameters
+    ----------
+    fn : callable taking a Tensor of x's shape and returning a Tensor (built with the engine's ops)
+    x : ndarray or Tensor, the point (its values are copied into a fresh leaf that requires grad)
+
+    Returns
+    -------
+    ndarray of shape out.shape + x.shape: J[i..., j...] = ∂out[i...]/∂x[j...]. Gradients that other
+    tensors used by fn hold (e.g. a model's .grad) are left unchanged.
+    """
+    leaf = _leaf(x)
+    out = _call(fn, leaf, "jacobian")
+    J = np.zeros(out.shape + leaf.shape, dtype=np.result_type(out.dtype, leaf.dtype))
+    if not out.requires_grad:
+        return J  # out does not depend on anything that requires grad
+    rows = J.reshape(out.size, leaf.size)
+    saved = _SavedGrads(out, leaf)
+    try:
+        seed = np.zeros(out.shape, dtype=out.dtype)
+        for i in range(out.size):
+            saved.clear()
+            leaf._grad = None
+            seed.flat[i] = 1
+            out.backward(seed, retain_graph=True)  # one graph, out.size passes
+            seed.flat[i] = 0
+            if leaf.grad is not None:
+                rows[i] = leaf.grad.reshape(-1)
+    finally:
+        saved.restore()
+    return J
+
+
+def vjp(fn, x, v):
+    """The vector-Jacobian product vᵀ ∂fn(x)/∂x (one backward), an ndarray of x's shape.
+
+    v has the shape of fn(x). Other tensors' .grad are left unchanged, as in `jacobian`.
+    """
+    leaf = _leaf(x)
+    out = _call(fn, leaf, "vjp")
+    v = np.asarray(v.data if isinstance(v, Tensor) else v, dtype=out.dtype)
+    if v.shape != out.shape:
+        raise ValueError(f"vjp: v has shape {v.shape} but fn(x) has shape {out.shape}")
+    if not out.requires_grad:
+        return np.zeros_like(leaf.data)
+    saved = _SavedGrads(out, leaf)
+    try:
+        saved.clear()
+        out.backward(v)
+        return leaf.grad if leaf.grad is not None else np.zeros_like(leaf.data)
+    finally:
+        saved.restore()
+
+
+def _check_steps(output, t, k, op):
+    T = output.T
+    if not (isinstance(t, (int, np.integer)) and isinstance(k, (int, np.integer)) and 0 <= k <= t <= T):
+        raise IndexError(f"{op}: need integer steps 0 ≤ k ≤ t ≤ T = {T}, got t = {t!r}, k = {k!r}")
+
+
+def _states(model, xs, s0):
+    """s_0 … s_T of one sequence as arrays (no graph)."""
+    states = [s0]
+    with no_grad():
+        for x in xs:
+            states.append(_rerun.step(model, x, Tensor(states[-1])).data)
+    return states
+
+
+def state_jacobian(output, t, k, batch=0):
+    """∂s_t/∂s_k for 0 ≤ k ≤ t, shape (d, d): entry [p, r] = ∂s_t[p]/∂s_k[r] (identity when k = t).
+
+    Computed by the engine in reverse mode (one backward per element of s_t) on a float64 rerun of
+    steps k+1 … t of sequence `batch`, starting from the recomputed s_k.
+    """
+    _check_steps(output, t, k, "state_jacobian")
+    model = _rerun.twin(output.model)
+    xs, s0, _ = _rerun.sequence(output, batch, "state_jacobian")
+    s_k = _states(model, xs[:k], s0)[-1]
+
+    def run(s):
+        for x in xs[k:t]:
+            s = _rerun.step(model, x, s)
+        return s
+    return jacobian(run, s_k)
+
+
+def step_jacobian(output, j, batch=0):
+    """∂s_j/∂s_{j−1} = diag(σ'(a_j)) Wᵀ (row-vector convention; the notes' column-vector form is
+    diag(σ'(a_j)) W with their W = our Wᵀ). Shape (d, d), [p, r] = σ'(a_jp) W[r, p]."""
+    if not isinstance(j, (int, np.integer)) or not 1 <= j <= output.T:
+        raise IndexError(f"step_jacobian: need an integer step 1 ≤ j ≤ T = {output.T}, got {j!r}")
+    return state_jacobian(output, j, j - 1, batch)
+
+
+def explicit_grad(output, k, batch=0):
+    """The immediate derivative ∂⁺s_k/∂W of the notes: s_{k−1} held fixed, shape (d, d, d).
+
+    Element (p, q, r) = ∂s_k[p]/∂W[q, r]. With a_k = x_k U + s_{k−1} W + b (row vectors) it is
+    σ'(a_kp)·s_{k−1,q} when r = p, else 0. The notes (column vectors, a_k = W s_{k−1} + …, their W =
+    our Wᵀ) index it as (p, q, r) = σ'(a_kp)·s_{k−1,r} when p = q: their (p, q, r) is our (p, r, q).
+    Together with the state Jacobians it gives the total derivative
+    ∂s_t/∂W = Σ_{k≤t} ∂s_t/∂s_k · ∂⁺s_k/∂W  (contract ∂s_t/∂s_k's second axis with the first here).
+    """
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= output.T:
+        raise IndexError(f"explicit_grad: need an integer step 1 ≤ k ≤ T = {output.T}, got {k!r}")
+    model = _rerun.twin(output.model)
+    xs, s0, _ = _rerun.sequence(output, batch, "explicit_grad")
+    s_prev = Tensor(_states(model, xs[:k - 1], s0)[-1])  # a constant: that is what "explicit" means
+    return jacobian(lambda W: _rerun.step(model, xs[k - 1], s_prev, W), model.W.data)
+
+
+def all_state_jacobians(output, batch=0):
+    """J[t, k] = ∂s_t/∂s_k for all 0 ≤ k ≤ t ≤ T (zeros for k > t), shape (T+1, T+1, d, d).
+
+    One rerun of sequence `batch` whose states keep their gradients, then d backward passes per t:
+    each pass from one element of s_t fills row p of ∂s_t/∂s_k for every k at once.
+    """
+    s0 = Tensor(_rerun.sequence(output, batch, "all_state_jacobians")[1], requires_grad=True)
+    model, run = _rerun.rerun(output, batch, s0=s0)
+    states = run.states
+    for s in states:
+        s.retain_grad()
+    T, d = run.T, model.hidden_size
+    J = np.zeros((T + 1, T + 1, d, d))
+    nodes = [n for n in topological_order(states[-1]) if n._retains_grad]
+    seed = np.zeros(d)
+    for t in range(1, T + 1):
+        J[t, t] = np.eye(d)
+        for p in range(d):
+            for n in nodes:
+                n._grad = None
+            seed[p] = 1
+            states[t].backward(seed, retain_graph=True)
+            seed[p] = 0
+            for k in range(t):
+                if states[k].grad is not None:
+                    J[t, k, p] = states[k].grad
+    J[0, 0] = np.eye(d)
+    return J

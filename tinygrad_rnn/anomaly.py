@@ -1,0 +1,69 @@
+"""detect_anomaly(): find the first op, step and source line where a NaN or Inf appears.
+
+Inside the context every recorded node remembers the user's line that created it (the first frame
+outside tinygrad_rnn), every forward value is checked as it is made, and every gradient as the
+backward sweep makes it. Slow (a stack walk per op): a debugging mode, as in PyTorch.
+"""
+import os
+import traceback
+import weakref
+
+import numpy as np
+
+from . import tensor as _tensor
+from .errors import AnomalyError
+from .lazy import OuterSum
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_frame():
+    for frame in reversed(traceback.extract_stack()[:-3]):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
+            return f"{frame.filename}:{frame.lineno}: {frame.line}"
+    return "<unknown>"
+
+
+def _finite(x):
+    if type(x) is OuterSum:
+        return all(np.isfinite(a).all() for a in x.lefts + x.rights)
+    return bool(np.isfinite(x).all())
+
+
+class detect_anomaly:
+    """Context manager: raise AnomalyError at the first NaN/Inf in a forward value or a gradient."""
+
+    def __init__(self):
+        self.origins = weakref.WeakKeyDictionary()  # node -> the user's source line that made it
+
+    def __enter__(self):
+        self._previous, _tensor._anomaly = _tensor._anomaly, self
+        return self
+
+    def __exit__(self, *exc):
+        _tensor._anomaly = self._previous
+        return False
+
+    def where(self, node):
+        return self.origins.get(node, "<created outside detect_anomaly()>")
+
+    def forward(self, out, op, inputs):
+        origin = self.origins[out] = _user_frame()
+        if out.data.dtype.kind in "fc" and not _finite(out.data):
+            bad = "NaN" if np.isnan(out.data).any() else "Inf"
+            shapes = ", ".join(str(x.shape) for x in inputs)
+            raise AnomalyError(f"forward: {op}{_step_text()} produced {bad} from inputs of shapes {shapes}; "
+                               f"created at {origin}")
+
+    def backward(self, node, parent_grads):
+        for i, (parent, g) in enumerate(zip(node.parents, parent_grads)):
+            if g is not None and not _finite(g):
+                raise AnomalyError(
+                    f"backward: the gradient that {node.op}{_tensor.at_step(node)} sends to its input {i} "
+                    f"({_tensor.label(parent)} {parent.shape}) contains NaN or Inf; {node.op} was created at "
+                    f"{self.where(node)}")
+
+
+def _step_text():
+    step = _tensor.current_step()
+    return "" if step is None else f" at step {step.t}"

@@ -1,0 +1,66 @@
+"""One iterative walk over a recorded graph: every tensor reachable from the roots, inputs first.
+
+The walk follows `.parents` in argument order (constants included), so the order, and the node ids
+numbered from it, are the same every time the same program runs: DOT output is stable. No recursion,
+so a 10,000-step unrolled graph walks like a 10-step one.
+"""
+from tinygrad_rnn.tensor import Tensor
+
+
+class RecordedGraph:
+    """The tensors of a graph in walk order, with their positions.
+
+    nodes: list of Tensors, each after all of its parents (depth-first post-order from the roots).
+    index: {Tensor: position in nodes}.
+    roots: the Tensors the walk started from.
+    """
+
+    def __init__(self, nodes, index, roots):
+        self.nodes, self.index, self.roots = nodes, index, roots
+
+    def __len__(self):
+        return len(self.nodes)
+
+    @property
+    def steps(self):
+        """The time steps present in the graph, sorted."""
+        return sorted({n.step for n in self.nodes if n.step is not None})
+
+
+def as_roots(roots):
+    """A Tensor, a sequence of Tensors, or something with `.losses`/`.logits` (an RNNOutput) -> list."""
+    if isinstance(roots, Tensor):
+        return [roots]
+    for field in ("losses", "logits"):
+        tensors = getattr(roots, field, None)
+        if tensors:
+            return list(tensors)
+    try:
+        roots = list(roots)
+    except TypeError:
+        raise TypeError(f"viz: expected a Tensor (e.g. the loss L) or a list of Tensors, got "
+                        f"{type(roots).__name__}") from None
+    if not roots or not all(isinstance(r, Tensor) for r in roots):
+        raise TypeError("viz: expected a Tensor (e.g. the loss L) or a non-empty list of Tensors")
+    return roots
+
+
+def walk(roots):
+    """RecordedGraph of everything reachable from `roots` (a Tensor or a list of Tensors)."""
+    roots = as_roots(roots)
+    nodes, index, visited = [], {}, set()
+    stack = [(r, False) for r in reversed(roots)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            index[node] = len(nodes)
+            nodes.append(node)
+            continue
+        if node in visited:
+            continue
+        visited.add(node)
+        stack.append((node, True))
+        for parent in reversed(node.parents):  # reversed: the first argument is walked (and numbered) first
+            if parent not in visited:
+                stack.append((parent, False))
+    return RecordedGraph(nodes, index, roots)

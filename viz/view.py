@@ -1,0 +1,402 @@
+"""The view model: what a drawing shows, as plain data (nodes, steps, copies, edges), before any graphviz.
+
+Three views of one recorded graph (see `build_view`):
+
+- "unrolled": the named tensors of each time step (x(t), a(t), s(t), y(t), L(t)) and that step's
+  parameter copies W(t); unnamed intermediate ops are folded into the edges between named tensors.
+  Each copy gets a Σ edge into its shared parameter W: ∂L/∂W = Σ_t ∂L/∂W(t).
+- "rolled": the same graph with the steps laid on top of each other: x → s → y with the recurrent
+  self-loop W on s, found from the edges that cross from step t−1 into step t.
+- "ops": every recorded op with its output shape, grouped by step (like torchviz's make_dot).
+
+Long sequences keep their first and last steps and fold the middle into one "… k steps …" node.
+"""
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .graph import walk
+
+VIEWS = ("unrolled", "rolled", "ops")
+DEFAULT_MAX_STEPS = 12
+
+
+@dataclass
+class Node:
+    """One box or ellipse of a drawing.
+
+    kind: "param" (a shared parameter or other leaf that requires grad), "copy" (a per-step copy P(t)),
+    "input" (a constant such as x(t) or s(0)), "state" (a value carried to the next step, s(t)),
+    "value" (another named result: a(t), y(t)), "loss" (a scalar result feeding an output: L(t), L),
+    "op" (an unnamed op result), "fold" (several folded steps).
+    """
+    id: str
+    label: str
+    kind: str
+    step: int = None
+    shape: tuple = ()
+    grad_norm: float = None
+    note: str = ""  # a second, smaller line: op and shape, folded range, loose parameters
+
+
+@dataclass
+class Edge:
+    """tail → head. kind: "data", "weight" (a parameter or copy into its op), "state" (a value carried
+    from an earlier step into step t), "sum" (a copy into its shared parameter: the Σ of BPTT)."""
+    tail: str
+    head: str
+    kind: str
+    label: str = ""
+    grad_norm: float = None
+
+
+@dataclass
+class View:
+    """A drawing as plain data. `steps` maps each drawn step t to its node ids; `copies` maps each shared
+    parameter's id to its drawn copies in step order; `outside` lists nodes in no step (shared parameters,
+    s(0), L); `folded` holds (fold node id, first folded step, last folded step, number of steps)."""
+    kind: str
+    nodes: dict
+    edges: list
+    steps: dict = field(default_factory=dict)
+    copies: dict = field(default_factory=dict)
+    outside: list = field(default_factory=list)
+    folded: list = field(default_factory=list)
+    show_grads: bool = False
+    title: str = ""
+
+
+def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None):
+    """The View of the graph recorded behind `roots` (a Tensor such as the loss L, or a list of Tensors).
+
+    Parameters
+    ----------
+    view : "unrolled", "rolled" or "ops".
+    max_steps : draw at most this many steps (first and last kept, the middle folded); None draws all.
+    show_grads : colour by gradient norm; None (default) means "if any drawn tensor has a gradient".
+    names : optional {name: Tensor} (e.g. `locals()`) labelling tensors that have no `.name`;
+        a Tensor's own `.name` wins.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"viz: view must be one of {VIEWS}, got {view!r}")
+    if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 2):
+        raise ValueError(f"viz: max_steps must be an integer >= 2 (the first and last steps are always drawn) "
+                         f"or None, got {max_steps!r}")
+    graph = walk(roots)
+    labels = _labels(graph, names)
+    kept = _kept(graph, labels, view)
+    links = _links(graph, kept)
+    if view == "rolled":
+        result = _rolled(graph, labels, links)
+    else:
+        result = _stepped(graph, labels, kept, links, view, max_steps)
+    if show_grads is None:
+        show_grads = any(n.grad_norm is not None for n in result.nodes.values())
+    if not show_grads:
+        for item in list(result.nodes.values()) + result.edges:
+            item.grad_norm = None
+    result.show_grads = bool(show_grads)
+    return result
+
+
+# --- shared pieces -------------------------------------------------------------------------------
+
+def _labels(graph, names):
+    """Position -> label for every named tensor: its .name, else a name from `names`."""
+    given = {}
+    for name, value in (names or {}).items():
+        if value in graph.index and not name.startswith("_"):
+            given.setdefault(graph.index[value], str(name))
+    return {i: (t.name if t.name else given.get(i)) for i, t in enumerate(graph.nodes)
+            if t.name or i in given}
+
+
+def _kind(t, labelled):
+    if t.op == "copy":
+        return "copy"
+    if not t.parents:
+        return "param" if t.requires_grad else "input"
+    return "value" if labelled else "op"
+
+
+def _kept(graph, labels, view):
+    """Positions drawn as nodes. The unrolled view keeps named tensors, leaves, copies and the roots; the
+    unnamed ops between them become edges. A graph with no named results keeps everything."""
+    if view == "ops":
+        return set(range(len(graph)))
+    roots = {graph.index[r] for r in graph.roots}
+    named_results = [i for i in labels if graph.nodes[i].parents and graph.nodes[i].op != "copy"
+                     and i not in roots]
+    if not named_results:
+        return set(range(len(graph)))
+    return {i for i, t in enumerate(graph.nodes)
+            if i in labels or i in roots or t.op == "copy" or (not t.parents and t.requires_grad)}
+
+
+def _links(graph, kept):
+    """[(tail, head, via)] between kept positions, following unnamed ops through. `via` holds the copies
+    that enter the first op on the way together with the tail (U for x → a through x @ U(t)); a copy's own
+    parent link (W → W(t)) is left out: drawings show it as the Σ edge W(t) → W."""
+    index = graph.index
+    reaching = {}  # unkept position -> [(kept ancestor, via)]
+    links = []
+    for i, t in enumerate(graph.nodes):
+        if t.op == "copy":
+            continue
+        incoming = {}
+        for p in t.parents:
+            j = index[p]
+            if j in kept:
+                via = tuple(index[q] for q in t.parents if q.op == "copy" and q is not p)
+                incoming.setdefault(j, set()).update(via)
+            else:
+                for k, via in reaching.get(j, ()):
+                    incoming.setdefault(k, set()).update(via)
+        pairs = [(k, tuple(sorted(via))) for k, via in incoming.items()]
+        if i in kept:
+            links.extend((k, i, via) for k, via in pairs)
+        else:
+            reaching[i] = pairs
+    return links
+
+
+def _grad_norm(t):
+    g = t.grad if t.requires_grad else None
+    return None if g is None else float(np.linalg.norm(g))
+
+
+def _shape(shape):
+    return "scalar" if shape == () else "×".join(str(n) for n in shape)
+
+
+# --- unrolled and ops views ----------------------------------------------------------------------
+
+def _stepped(graph, labels, kept, links, view, max_steps):
+    nodes_ = graph.nodes
+    roots = {graph.index[r] for r in graph.roots}
+    steps = graph.steps
+    folded_steps = []
+    if max_steps is not None and len(steps) > max_steps:
+        first, last = max_steps - max_steps // 2, max_steps // 2
+        folded_steps = steps[first:len(steps) - last]
+    fold_id = "fold0"
+    folded = set(folded_steps)
+
+    def node_id(i):
+        return fold_id if nodes_[i].step in folded else f"n{i}"
+
+    # nodes, in walk order, the folded steps' nodes replaced by one fold node
+    nodes, shared = {}, {}
+    for i in sorted(kept):
+        t = nodes_[i]
+        if t.step in folded:
+            continue
+        label = labels.get(i)
+        kind = _kind(t, label is not None)
+        if label is None:
+            label = t.op if t.parents else ("param" if t.requires_grad else "const")
+        note = ""
+        if view == "ops":
+            note = f"{t.op}  {_shape(t.shape)}" if t.parents and label != t.op else _shape(t.shape)
+        elif kind == "param":
+            note = _shape(t.shape)
+        nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t), note)
+        if kind == "copy":
+            shared.setdefault(graph.index[t.parents[0]], []).append(i)
+
+    edges, seen = [], set()
+
+    def add(edge):
+        key = (edge.tail, edge.head, edge.kind)
+        if edge.tail != edge.head and key not in seen:
+            seen.add(key)
+            edges.append(edge)
+
+    for k, i, _ in links:
+        tail, head = nodes_[k], nodes_[i]
+        if tail.op == "copy" or not tail.parents and tail.requires_grad:
+            kind = "weight"
+        elif head.step is not None and (tail.step is None or tail.step < head.step):
+            kind = "state"
+        else:
+            kind = "data"
+        add(Edge(node_id(k), node_id(i), kind))
+    for p, copies in shared.items():
+        for c in copies:
+            add(Edge(f"n{c}", f"n{p}", "sum", "Σ"))
+
+    if folded_steps:
+        nodes[fold_id] = Node(fold_id, f"… {len(folded_steps)} steps …", "fold", None,
+                              note=f"t = {folded_steps[0]} … {folded_steps[-1]}")
+        for p in shared:
+            hidden = [t for t in graph.nodes if t.op == "copy" and t.step in folded and t.parents[0] is nodes_[p]]
+            if hidden:
+                grads = [c.grad for c in hidden if c.grad is not None]
+                norm = float(np.linalg.norm(np.sum(grads, axis=0))) if grads else None
+                add(Edge(fold_id, f"n{p}", "sum", f"Σ ×{len(hidden)}", norm))
+
+    by_id = {}
+    for node in nodes.values():
+        by_id.setdefault(node.step, []).append(node.id)
+    for edge in edges:  # an edge carries the gradient of its tail (what flows back along it)
+        if edge.grad_norm is None and edge.tail in nodes:
+            edge.grad_norm = nodes[edge.tail].grad_norm
+    for edge in edges:  # values carried into a later step are the states s(t)
+        if edge.kind == "state" and nodes[edge.tail].kind in ("value", "op"):
+            nodes[edge.tail].kind = "state"
+    root_ids = {f"n{r}" for r in roots}
+    for edge in edges:  # scalars feeding an output from inside a step are the per-step losses
+        if (edge.head in root_ids or nodes[edge.head].kind == "loss") and nodes[edge.tail].shape == () \
+                and nodes[edge.tail].kind in ("value", "op"):
+            nodes[edge.tail].kind = "loss"
+    for r in root_ids:
+        if nodes[r].shape == () and nodes[r].kind in ("value", "op"):
+            nodes[r].kind = "loss"
+
+    drawn_steps = [t for t in steps if t not in folded]
+    copies = {f"n{p}": [f"n{c}" for c in sorted(cs, key=lambda c: nodes_[c].step)] for p, cs in shared.items()}
+    title = f"{view} graph, T = {len(steps)} steps" if steps else f"{view} graph"
+    if folded_steps:
+        title += f" (steps {folded_steps[0]}–{folded_steps[-1]} folded)"
+    return View(view, nodes, edges, {t: by_id.get(t, []) for t in drawn_steps}, copies,
+                [n for n in by_id.get(None, []) if n != fold_id],
+                [(fold_id, folded_steps[0], folded_steps[-1], len(folded_steps))] if folded_steps else [],
+                title=title)
+
+
+# --- rolled view ---------------------------------------------------------------------------------
+
+def _rolled(graph, labels, links):
+    """Lay the steps on top of each other: one node per role (x, s, y, L(t)), edges labelled by the copies
+    they go through, recurrent edges from step t−1 to t kept, then the path from a recurrent edge's head
+    to its tail (a(t) → s(t)) merged into the state, so the recurrence is a self-loop W on s."""
+    nodes_ = graph.nodes
+    role, role_label = {}, {}
+    for i, t in enumerate(nodes_):  # walk order: parents first, so structural keys of unnamed ops resolve
+        if t.op == "copy":
+            continue
+        label = labels.get(i)
+        if t.step is None:
+            role[i] = ("outside", i)
+            role_label[role[i]] = label or (t.op or "const")
+            continue
+        base = re.sub(rf"\({t.step}\)$", "", label) if label else None
+        if base:
+            role[i] = ("named", base)
+            role_label[role[i]] = f"{base}(t)" if base != label else label
+        else:
+            role[i] = ("op", t.op, tuple(role.get(graph.index[p], ("copy", p.name)) for p in t.parents))
+            role_label[role[i]] = t.op or "const"
+
+    def param_of(i):
+        return nodes_[i].parents[0]
+
+    edges, loose = {}, {}
+    for k, i, via in links:
+        head = role[i]
+        if nodes_[k].op == "copy":
+            loose.setdefault(head, []).append(param_of(k))
+            continue
+        tail = role.get(k)
+        if tail is None:
+            continue
+        t_k, t_i = nodes_[k].step, nodes_[i].step
+        recurrent = t_k is not None and t_i is not None and t_k < t_i
+        key = (tail, head, recurrent)
+        edges.setdefault(key, [])
+        for c in via:
+            if param_of(c) not in edges[key]:
+                edges[key].append(param_of(c))
+
+    # merge the roles between each recurrent edge's head and its tail into the tail (the state)
+    within = {}
+    for (tail, head, recurrent) in edges:
+        if not recurrent and tail != head:
+            within.setdefault(tail, []).append(head)
+    merged = {}
+    for (state, head, recurrent) in list(edges):
+        if not recurrent or state == head:
+            continue
+        path = _between(head, state, within)
+        for r in path:
+            if r != state:
+                merged[r] = state
+
+    def final(r):
+        while r in merged:
+            r = merged[r]
+        return r
+
+    nodes, ids = {}, {}
+    for i in range(len(nodes_)):
+        r = role.get(i)
+        if r is None or r in ids or final(r) != r:
+            continue
+        ids[r] = f"r{len(ids)}"
+        t = nodes_[i]
+        kind = _kind(t, labels.get(i) is not None)
+        if kind == "op" and t.step is None and i not in {graph.index[x] for x in graph.roots}:
+            continue  # unnamed ops outside steps (the stack before the sum) say nothing here
+        nodes[ids[r]] = Node(ids[r], role_label[r], kind, None, t.shape)
+    # only roles that stand for a drawn node get edges
+    out, seen = [], {}
+    for (tail, head, recurrent), params in edges.items():
+        tail, head = final(tail), final(head)
+        if tail not in ids or head not in ids or ids[tail] not in nodes or ids[head] not in nodes:
+            continue
+        if tail == head and not recurrent:
+            continue
+        key = (ids[tail], ids[head], recurrent)
+        seen.setdefault(key, [])
+        seen[key].extend(p for p in params if p not in seen[key])
+    for (tail, head, recurrent), params in seen.items():
+        label = ", ".join(p.name or "param" for p in params)
+        norms = [_grad_norm(p) for p in params]
+        norm = max((n for n in norms if n is not None), default=None)
+        kind = "state" if recurrent else ("weight" if params else "data")
+        out.append(Edge(tail, head, kind, label, norm))
+        if recurrent and nodes[tail].kind in ("value", "op"):
+            nodes[tail].kind = "state"
+    # parameters that enter a role on no labelled edge (the biases b, c) become a note on that role
+    on_edges = {id(p) for params in seen.values() for p in params}
+    for r, params in loose.items():
+        r = final(r)
+        if r in ids and ids[r] in nodes:
+            extra = []
+            for p in params:
+                if id(p) not in on_edges and (p.name or "param") not in extra:
+                    extra.append(p.name or "param")
+            if extra:
+                nodes[ids[r]].note = "+ " + ", ".join(extra)
+    for node in nodes.values():
+        if node.kind in ("value", "op") and node.shape == ():
+            node.kind = "loss"
+    steps = graph.steps
+    title = f"rolled graph: {len(steps)} steps on top of each other" if steps else "rolled graph"
+    return View("rolled", nodes, out, outside=list(nodes), title=title)
+
+
+def _between(start, end, within):
+    """Roles on some within-step path start → … → end (both included when such a path exists)."""
+    reach, stack = {start}, [start]
+    while stack:  # forward from start
+        r = stack.pop()
+        for n in within.get(r, ()):
+            if n not in reach:
+                reach.add(n)
+                stack.append(n)
+    if end not in reach:
+        return set()  # the carried value feeds something the state does not depend on: keep it apart
+    backward = {}
+    for r, heads in within.items():
+        for h in heads:
+            backward.setdefault(h, []).append(r)
+    back, stack = {end}, [end]
+    while stack:  # backward from end, inside what start reaches
+        r = stack.pop()
+        for n in backward.get(r, ()):
+            if n in reach and n not in back:
+                back.add(n)
+                stack.append(n)
+    return back

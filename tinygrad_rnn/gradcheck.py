@@ -51,7 +51,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
                     nflat[j] = (plus - minus) / (2 * eps)
             err = np.abs(analytic[i] - numeric) - (atol + rtol * np.abs(numeric))
             if err.size and err.max() > 0:
-                worst = np.unravel_index(int(err.argmax()), err.shape)
+                worst = tuple(int(i) for i in np.unravel_index(int(err.argmax()), err.shape))
                 label = x.name or f"input {inputs.index(x)}"
                 raise GradcheckError(
                     f"gradcheck: gradient mismatch for {label} {tuple(x.shape)} at element {worst}: "

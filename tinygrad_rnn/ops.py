@@ -57,8 +57,10 @@ def sub(a, b):
 def mul(a, b):
     b = as_tensor(b, a)
     x, y = a.data, b.data
+    need_x, need_y = a.requires_grad, b.requires_grad
     def backward(g):
-        return unbroadcast(g * y, x.shape), unbroadcast(g * x, y.shape)
+        return (unbroadcast(g * y, x.shape) if need_x else None,
+                unbroadcast(g * x, y.shape) if need_y else None)
     return result(elementwise("mul", np.multiply, a, b), "mul", (a, b), backward)
 
 
@@ -78,6 +80,8 @@ def neg(a):
 def pow(a, exponent):
     if isinstance(exponent, Tensor) or not np.isscalar(exponent):
         raise TypeError(f"pow: the exponent must be a number, got {type(exponent).__name__}")
+    if isinstance(exponent, np.generic):
+        exponent = exponent.item()  # a Python number keeps float32 data float32
     x = a.data
     def backward(g):
         return (g * exponent * x ** (exponent - 1),)
@@ -96,18 +100,31 @@ def matmul(a, b):
                           f"{w.shape[-2 if w.ndim > 1 else 0]} differ")
     # A 2-D weight whose gradient ends at a leaf or a per-step copy gets it as factors (xᵀ, g):
     # the copies of W over all steps then meet at W as one stacked GEMM (see lazy.py).
-    factored = w.ndim == 2 and x.ndim >= 1 and (b.op is None or b.op == "copy")
-    def backward(g):
+    factored = w.ndim == 2 and (b.op is None or b.op == "copy")
+    need_x, need_w = a.requires_grad, b.requires_grad  # a constant input x(t) needs no gradient
+    # A copy's factored gradient is formed later, when read: a leaf's array (an input batch, a learned
+    # s0) may be updated in place by then, so that factor is snapshotted; graph values are not.
+    snapshot = a.op is None
+    if x.ndim == 2 and w.ndim == 2:  # the recurrent cell's shapes: the short path
+        def backward(g):
+            return (g @ w.T if need_x else None,
+                    (OuterSum([x.copy() if snapshot else x], [g]) if factored else x.T @ g) if need_w else None)
+        return result(x @ w, "matmul", (a, b), backward)
+
+    def backward(g):  # 1-D operands are promoted to matrices; leading (batch) axes unbroadcast
         x2 = x[None, :] if x.ndim == 1 else x
         w2 = w[:, None] if w.ndim == 1 else w
         g2 = g
+        if w.ndim == 1:  # (this order also turns a scalar g of vector @ vector into (1, 1))
+            g2 = np.expand_dims(g2, -1)
         if x.ndim == 1:
             g2 = np.expand_dims(g2, -2)
-        if w.ndim == 1:
-            g2 = np.expand_dims(g2, -1)
-        gx = unbroadcast(g2 @ np.swapaxes(w2, -1, -2), x2.shape).reshape(x.shape)
-        if factored:
-            gw = OuterSum([x2.reshape(-1, x2.shape[-1])], [g2.reshape(-1, g2.shape[-1])])
+        gx = unbroadcast(g2 @ np.swapaxes(w2, -1, -2), x2.shape).reshape(x.shape) if need_x else None
+        if not need_w:
+            gw = None
+        elif factored:
+            rows = x2.reshape(-1, x2.shape[-1])
+            gw = OuterSum([rows.copy() if snapshot else rows], [g2.reshape(-1, g2.shape[-1])])
         else:
             gw = unbroadcast(np.swapaxes(x2, -1, -2) @ g2, w2.shape).reshape(w.shape)
         return gx, gw
@@ -135,7 +152,7 @@ def sum(a, axis=None, keepdims=False):
 def mean(a, axis=None, keepdims=False):
     shape = a.data.shape
     out = np.asarray(a.data.mean(axis=axis, keepdims=keepdims))
-    count = a.data.size // max(out.size, 1)
+    count = a.data.size // (out.size or 1)  # (this module shadows the builtins sum, max and pow)
     def backward(g):
         return (np.broadcast_to(_expand_like(g, shape, axis, keepdims) / count, shape),)
     return result(out, "mean", (a,), backward)
@@ -260,11 +277,16 @@ def getitem(a, index):
     return result(x[index], "getitem", (a,), backward)
 
 
+def _tensor_list(op, items):
+    items = list(items)
+    like = next((t for t in items if isinstance(t, Tensor)), None)
+    if like is None:
+        raise ValueError(f"{op}: expects a non-empty list with at least one Tensor")
+    return [as_tensor(t, like) for t in items]
+
+
 def stack(tensors, axis=0):
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack: expects a non-empty list of tensors")
-    tensors = [as_tensor(t, tensors[0]) for t in tensors]
+    tensors = _tensor_list("stack", tensors)
     def backward(g):
         return tuple(np.moveaxis(g, axis, 0))
     if any(t.shape != tensors[0].shape for t in tensors):
@@ -273,10 +295,7 @@ def stack(tensors, axis=0):
 
 
 def concat(tensors, axis=0):
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("concat: expects a non-empty list of tensors")
-    tensors = [as_tensor(t, tensors[0]) for t in tensors]
+    tensors = _tensor_list("concat", tensors)
     try:
         joined = np.concatenate([t.data for t in tensors], axis=axis)
     except ValueError as e:
@@ -301,6 +320,7 @@ def copy(p, step):
     out.data, out._grad, out.requires_grad = p.data, None, True
     out.name, out.step, out.parents, out.op = f"{p.name or 'param'}({step})", step, (p,), "copy"
     out._backward, out._retains_grad = _identity, True
+    out._epoch, out._version = p._epoch, 0
     return out
 
 

@@ -290,7 +290,8 @@ def _sweep(order, root, grad):
             anomaly.backward(node, parent_grads)
         for parent, pg in zip(node.parents, parent_grads):
             if pg is not None and parent.requires_grad:
-                grads[parent] = accumulate(grads.get(parent), pg)
+                old = grads.get(parent)
+                grads[parent] = pg if old is None else accumulate(old, pg)
     return updates
 
 

@@ -166,6 +166,11 @@ def _grad_norm(t):
     return None if g is None else float(np.linalg.norm(g))
 
 
+def _base(node):
+    """s(3) at step 3 -> s; a label without the step suffix stays as it is."""
+    return re.sub(rf"\({node.step}\)$", "", node.label) if node.step is not None else node.label
+
+
 def _shape(shape):
     return "scalar" if shape == () else "×".join(str(n) for n in shape)
 
@@ -245,6 +250,10 @@ def _stepped(graph, labels, kept, links, view, max_steps):
     for edge in edges:  # values carried into a later step are the states s(t)
         if edge.kind == "state" and nodes[edge.tail].kind in ("value", "op"):
             nodes[edge.tail].kind = "state"
+    states = {_base(n) for n in nodes.values() if n.kind == "state"}
+    for n in nodes.values():  # the last s(T) carries nothing on, but it is a state like the others
+        if n.kind in ("value", "op") and n.step is not None and _base(n) in states:
+            n.kind = "state"
     root_ids = {f"n{r}" for r in roots}
     for edge in edges:  # scalars feeding an output from inside a step are the per-step losses
         if (edge.head in root_ids or nodes[edge.head].kind == "loss") and nodes[edge.tail].shape == () \

@@ -65,7 +65,7 @@ def run(args):
           f"{far / (near + far):.1%}")
     if args.truncate is not None:
         bias = truncation_bias(out, args.truncate)
-        print(f"truncated BPTT (k = {args.truncate}): ‖full − truncated‖/‖full‖ = {bias.relative:.3g}, "
+        print(f"truncated BPTT (k = {args.truncate}): ‖full − truncated‖/‖full‖ = {bias.relative:.3f}, "
               f"cos = {bias.cosine:.4f}")
 
     os.makedirs(args.output, exist_ok=True)

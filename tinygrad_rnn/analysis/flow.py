@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rerun as _rerun
-from .jacobians import all_state_jacobians
+from .jacobians import state_jacobian_rows
 
 VANISHING_BELOW = 0.9
 EXPLODING_ABOVE = 1.1
@@ -69,12 +69,11 @@ def gradient_flow(output, batch=0):
     the engine (reverse mode on a float64 rerun), not from the formula.
     """
     model = _rerun.twin(output.model)
-    J = all_state_jacobians(output, batch)
-    T = J.shape[0] - 1
+    T = output.T
     norms = np.zeros((T + 1, T + 1))
-    for t in range(T + 1):
-        for k in range(t + 1):
-            norms[t, k] = np.linalg.norm(J[t, k], 2)
+    norms[0, 0] = 1.0
+    for t, rows in state_jacobian_rows(output, batch):
+        norms[t, :t + 1] = np.linalg.norm(rows, 2, axis=(1, 2))  # spectral norms (largest singular values)
     gaps = np.arange(1, T)
     per_gap = np.array([max(norms[k + g, k] for k in range(1, T - g + 1)) for g in gaps])
     _, gamma = _rerun.derivative(model, np.zeros(1))

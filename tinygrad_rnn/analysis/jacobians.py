@@ -26,20 +26,21 @@ def _call(fn, x, op):
 
 
 class _SavedGrads:
-    """Save every stored gradient in a graph, clear it for our passes, and restore it afterwards, so a
-    Jacobian of a function that uses the caller's parameters leaves their .grad exactly as it was."""
+    """Save the gradient every node of a graph holds, clear them for our passes and put them back
+    afterwards, so a Jacobian of a function that uses the caller's parameters leaves their .grad (and
+    their copies' .grad) exactly as it was."""
 
     def __init__(self, root, skip):
-        self.nodes = [n for n in topological_order(root) if n._retains_grad and n is not skip]
-        self.saved = [n._grad for n in self.nodes]
+        self.nodes = [n for n in topological_order(root) if n is not skip]
+        self.saved = [n.grad for n in self.nodes]
 
     def clear(self):
         for n in self.nodes:
-            n._grad = None
+            n.grad = None
 
     def restore(self):
         for n, g in zip(self.nodes, self.saved):
-            n._grad = g
+            n.grad = g
 
 
 def jacobian(fn, x):
@@ -66,7 +67,7 @@ def jacobian(fn, x):
         seed = np.zeros(out.shape, dtype=out.dtype)
         for i in range(out.size):
             saved.clear()
-            leaf._grad = None
+            leaf.grad = None
             seed.flat[i] = 1
             out.backward(seed, retain_graph=True)  # one graph, out.size passes
             seed.flat[i] = 0
@@ -156,31 +157,36 @@ def explicit_grad(output, k, batch=0):
     return jacobian(lambda W: _rerun.step(model, xs[k - 1], s_prev, W), model.W.data)
 
 
-def all_state_jacobians(output, batch=0):
-    """J[t, k] = ∂s_t/∂s_k for all 0 ≤ k ≤ t ≤ T (zeros for k > t), shape (T+1, T+1, d, d).
+def state_jacobian_rows(output, batch=0):
+    """Yield (t, J_t) for t = 1 … T with J_t[k] = ∂s_t/∂s_k for k = 0 … t, shape (t+1, d, d).
 
-    One rerun of sequence `batch` whose states keep their gradients, then d backward passes per t:
-    each pass from one element of s_t fills row p of ∂s_t/∂s_k for every k at once.
+    Reverse mode through the engine, vectorised: sequence `batch` is rerun as d identical copies side
+    by side (a batch of d), and one backward from s_t with the identity as its gradient gives copy p
+    the gradient of s_t[p]: row p of ∂s_t/∂s_k, for every k at once. So T backward passes, not T·d.
     """
-    s0 = Tensor(_rerun.sequence(output, batch, "all_state_jacobians")[1], requires_grad=True)
-    model, run = _rerun.rerun(output, batch, s0=s0)
+    xs, s0, _ = _rerun.sequence(output, batch, "state_jacobian_rows")
+    model = _rerun.twin(output.model)
+    d = model.hidden_size
+    start = Tensor(np.repeat(s0[None], d, axis=0), requires_grad=True)
+    run = model.forward(np.repeat(xs[:, None], d, axis=1), start)
     states = run.states
-    for s in states:
+    for s in states[1:]:
         s.retain_grad()
-    T, d = run.T, model.hidden_size
+    nodes = topological_order(states[-1])
+    identity = np.eye(d)
+    for t in range(1, run.T + 1):
+        for n in nodes:
+            n.grad = None
+        states[t].backward(identity, retain_graph=t < run.T)
+        yield t, np.stack([np.zeros((d, d)) if s.grad is None else s.grad for s in states[:t + 1]])
+
+
+def all_state_jacobians(output, batch=0):
+    """J[t, k] = ∂s_t/∂s_k for all 0 ≤ k ≤ t ≤ T (zeros for k > t), shape (T+1, T+1, d, d), from
+    `state_jacobian_rows` (memory grows as T²d²: for long sequences iterate over the rows instead)."""
+    T, d = output.T, output.model.hidden_size
     J = np.zeros((T + 1, T + 1, d, d))
-    nodes = [n for n in topological_order(states[-1]) if n._retains_grad]
-    seed = np.zeros(d)
-    for t in range(1, T + 1):
-        J[t, t] = np.eye(d)
-        for p in range(d):
-            for n in nodes:
-                n._grad = None
-            seed[p] = 1
-            states[t].backward(seed, retain_graph=True)
-            seed[p] = 0
-            for k in range(t):
-                if states[k].grad is not None:
-                    J[t, k, p] = states[k].grad
     J[0, 0] = np.eye(d)
+    for t, rows in state_jacobian_rows(output, batch):
+        J[t, :t + 1] = rows
     return J

@@ -72,8 +72,9 @@ def plot_step_grads(output, P=None):
     fig, ax = _figure((5.6, 3.6))
     steps = np.arange(1, len(per_step) + 1)
     ax.bar(steps, per_step, color="C0")
-    if np.all(per_step > 0) and per_step.max() / per_step.min() > 100:
-        ax.set_yscale("log")
+    positive = per_step[per_step > 0]
+    if len(positive) and positive.max() / positive.min() > 100:
+        ax.set_yscale("log")  # vanishing or exploding: a linear axis would show one bar (∂L/∂W(1) = 0 when s0 = 0)
     ax.set_xlabel("step t")
     ax.set_ylabel(f"‖∂L/∂{name}(t)‖_F")
     ax.set_title(f"Per-step copies: ∂L/∂{name} = Σ_t ∂L/∂{name}(t)")

@@ -17,9 +17,9 @@ _NAMES = ("U", "W", "b", "V", "c")
 def twin(model):
     """A float64 nn.RNN holding copies of `model`'s weights (nothing done to it reaches `model`)."""
     missing = [name for name in _NAMES + ("nonlinearity", "hidden_size") if not hasattr(model, name)]
-    if missing:
-        raise TypeError(f"analysis: expected the output of an nn.RNN (with U, W, b, V, c), got a "
-                        f"{type(model).__name__} without {', '.join(missing)}")
+    if missing or getattr(model, "cell_type", "rnn") != "rnn":
+        raise TypeError(f"analysis: expected the output of a vanilla nn.RNN (cell='rnn', with U, W, b, V, c), "
+                        f"got {model!r}")
     copy = nn.RNN(model.input_size, model.hidden_size, model.output_size, model.nonlinearity, seed=0,
                   dtype=np.float64)
     for name in _NAMES:

@@ -97,10 +97,10 @@ def truncated_gradcheck(model, xs, targets, k, eps=1e-6, atol=1e-5, rtol=1e-3, *
     xs = _as_array(xs).astype(np.float64)
     targets = _as_array(targets)
     params = model.parameters()
-    saved = [(p.data, p._grad) for p in params]
+    saved = [(p.data, p.grad) for p in params]
     try:
         for p in params:
-            p.data, p._grad = p.data.astype(np.float64), None
+            p.data, p.grad = p.data.astype(np.float64), None
         truncated_bptt(model, xs, targets, k, s0=s0)
         analytic = [p.grad if p.grad is not None else np.zeros_like(p.data) for p in params]
         with no_grad():
@@ -126,7 +126,7 @@ def truncated_gradcheck(model, xs, targets, k, eps=1e-6, atol=1e-5, rtol=1e-3, *
                         f"differences of the truncated surrogate {numeric[worst]:.8g} (atol={atol}, rtol={rtol})")
     finally:
         for p, (data, grad) in zip(params, saved):
-            p.data, p._grad = data, grad
+            p.data, p.grad = data, grad
     return True
 
 

@@ -1,0 +1,45 @@
+"""The plots and `tinygrad-rnn analyze`."""
+import numpy as np
+import pytest
+
+from tinygrad_rnn.analysis import gradient_flow, hello_sequence, plot_contributions, plot_gradient_flow, plot_step_grads
+from tinygrad_rnn.cli import main
+
+pytest.importorskip("matplotlib")
+
+
+def test_plots_are_figures_with_the_measured_values(tmp_path):
+    model, xs, targets, _ = hello_sequence(repeats=2, hidden=4, init_scale=0.5)
+    L, out = model.loss(xs, targets)
+    L.backward()
+    fig = plot_contributions(out)
+    image = fig.axes[0].images[0].get_array()
+    assert image.shape == (out.T, out.T) and image.mask[0, 1] and not image.mask[2, 1]
+    flow = gradient_flow(out)
+    fig = plot_gradient_flow(flow)
+    measured = fig.axes[0].lines[0]
+    np.testing.assert_allclose(measured.get_ydata(), flow.jacobian_norms)
+    assert fig.axes[0].get_yscale() == "log" and "vanishing" in fig.axes[0].get_title()
+    fig = plot_step_grads(out)
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    np.testing.assert_allclose(heights, np.linalg.norm(out.tape.step_grads(model.W), axis=(1, 2)), atol=1e-12)
+    fig.savefig(tmp_path / "bars.pdf")
+    assert (tmp_path / "bars.pdf").read_bytes()[:4] == b"%PDF"
+
+
+@pytest.mark.parametrize("scale, verdict", [(0.5, "vanishing"), (3.0, "exploding")])
+def test_analyze_writes_the_figures_and_the_verdict(tmp_path, capsys, scale, verdict):
+    assert main(["analyze", "--example", "hello", "--init-scale", str(scale), "-o", str(tmp_path),
+                 "--repeats", "4", "--truncate", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip().splitlines()[-1] == f"verdict: {verdict}"
+    assert "truncated BPTT (k = 4)" in printed
+    for name in ("contributions", "gradient_flow", "step_grads"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_analyze_rejects_bad_input(tmp_path, capsys):
+    assert main(["analyze", "--example", "nope", "-o", str(tmp_path)]) == 2
+    assert "unknown example 'nope'" in capsys.readouterr().err
+    assert main(["analyze", "--init-scale", "-1", "-o", str(tmp_path)]) == 2
+    assert "--init-scale must be a positive number" in capsys.readouterr().err

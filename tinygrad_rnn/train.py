@@ -1,0 +1,366 @@
+"""Training: a loop with a tqdm progress bar and a loss history, the character-level language model, the
+long-range tasks (adding problem, copy task), sampling, loss-curve plots, and the CLI subcommands
+`train`, `sample` and `task`.
+
+    tinygrad-rnn train --cell lstm --hidden 128 --seq 50 --epochs 400 --save zen.npz
+    tinygrad-rnn sample --load zen.npz --prime "Beautiful" --n 200
+    tinygrad-rnn task adding --T 50 --cell rnn lstm --plot adding.png
+"""
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import nn
+from .data import CharVocab, adding_problem, copy_task, load_text, unigram_entropy, windows
+from .nn.architectures import generate
+from .nn.cells import CELLS
+from .optim import Adam, clip_grad_norm
+
+
+@dataclass
+class History:
+    """What a training run measured: the loss after every update, wall time, tokens processed."""
+    losses: list = field(default_factory=list)
+    seconds: float = 0.0
+    tokens: int = 0
+    label: str = ""
+
+    @property
+    def tokens_per_second(self):
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+    def final(self, last=50):
+        """Mean of the last `last` losses (one batch is noisy)."""
+        return float(np.mean(self.losses[-last:])) if self.losses else float("nan")
+
+
+def train_loop(update, steps, tokens_per_step=0, desc="train", progress=True, label=""):
+    """Call `update()` (one optimizer step, returning the loss as a float) `steps` times under a tqdm bar
+    showing the smoothed loss and tokens/s; returns the History."""
+    from tqdm.auto import tqdm
+    history = History(label=label)
+    smooth = None
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5, leave=False, dynamic_ncols=True)
+    for i in bar:
+        loss = float(update())
+        if not np.isfinite(loss):
+            bar.close()
+            raise FloatingPointError(f"{desc}: the loss became {loss} at update {i + 1}; lower the learning rate "
+                                     "or clip gradients harder")
+        history.losses.append(loss)
+        history.tokens += tokens_per_step
+        smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
+        if i % 10 == 0 or i == steps - 1:
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{history.tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
+    bar.close()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+# --- the character-level language model ------------------------------------------------------------------
+
+def _detached(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def _final_state(out):
+    h = out.states[-1]
+    return (h, out.cell_states[-1]) if out.cell_states else h
+
+
+def train_char_lm(text=None, cell="rnn", hidden=128, seq=50, bptt=None, batch=32, epochs=300, lr=3e-3,
+                  clip=5.0, seed=0, max_steps=None, progress=True):
+    """Train nn.RNN(cell=cell) as a character-level language model on `text` (default: the Zen of Python).
+
+    Each batch holds `batch` windows of `seq` characters (data.windows); with bptt = K < seq, every window
+    is processed in segments of K steps, the state carried forward detached (truncated BPTT) and one Adam
+    update per segment. The loss is the mean cross-entropy per character (nats).
+    Returns (model, vocab, history).
+    """
+    text = load_text() if text is None else text
+    vocab = CharVocab.from_text(text)
+    ids = vocab.encode(text)
+    bptt = seq if bptt is None else bptt
+    if not 1 <= bptt <= seq:
+        raise ValueError(f"train_char_lm: bptt must be in [1, seq = {seq}], got {bptt}")
+    model = nn.RNN(len(vocab), hidden, len(vocab), cell=cell, seed=seed)
+    optimizer = Adam(model.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    eye = np.eye(len(vocab), dtype=model.dtype)
+    segments_per_window = -(-seq // bptt)
+    per_epoch = sum(1 for _ in windows(ids, seq, batch, np.random.default_rng(0)))
+    steps = epochs * per_epoch * segments_per_window
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+
+    def segments():
+        while True:
+            for inputs, targets in windows(ids, seq, batch, rng):
+                for k in range(0, seq, bptt):  # a window starts from zeros; its segments carry the state
+                    yield inputs[k:k + bptt], targets[k:k + bptt], k == 0
+
+    feed = segments()
+    carried = {"state": None}
+
+    def update():
+        inputs, targets, fresh = next(feed)
+        s0 = None if fresh else carried["state"]
+        L, out = model.loss(eye[inputs], targets, s0=s0)
+        loss = L * (1.0 / targets.size)
+        optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            clip_grad_norm(optimizer.params, clip)
+        optimizer.step()
+        carried["state"] = _detached(_final_state(out))
+        return loss.item()
+
+    history = train_loop(update, steps, tokens_per_step=min(bptt, seq) * batch, progress=progress,
+                         desc=f"train {cell} d={hidden}", label=cell)
+    return model, vocab, history
+
+
+def sample(model, vocab, prime, n=200, temperature=1.0, seed=None):
+    """prime + n characters sampled from the model (one-to-many generation, see nn.architectures.generate)."""
+    missing = sorted(set(prime) - set(vocab.tokens))
+    if missing:
+        raise ValueError(f"sample: the prime {prime!r} has characters not in the model's vocabulary: {missing}")
+    return prime + vocab.decode(generate(model, vocab.encode(prime), n, temperature, seed))
+
+
+def save_char_lm(path, model, vocab, history=None):
+    metadata = {"kind": "char_lm", "cell": model.cell_type, "hidden": model.hidden_size,
+                "nonlinearity": model.nonlinearity, "vocab": vocab.tokens}
+    if history is not None:
+        metadata.update(loss=history.final(), updates=len(history.losses))
+    return model.save(path, metadata=metadata)
+
+
+def load_char_lm(path):
+    """(model, vocab, metadata) from a checkpoint written by `tinygrad-rnn train --save`."""
+    state, meta = nn.load_npz(path)
+    if not meta or meta.get("kind") != "char_lm":
+        raise nn.CheckpointError(f"load: {path!r} is not a character-model checkpoint of `tinygrad-rnn train` "
+                                 "(its metadata is missing)")
+    vocab = CharVocab(meta["vocab"])
+    model = nn.RNN(len(vocab), meta["hidden"], len(vocab), nonlinearity=meta["nonlinearity"], cell=meta["cell"])
+    model.load_state_dict(state)
+    return model, vocab, meta
+
+
+# --- long-range tasks ---------------------------------------------------------------------------------
+
+TASKS = ("adding", "copy")
+
+
+def task_baseline(task, T, n_symbols=8, length=10):
+    """The loss of the best memoryless guess: 1/6 for the adding problem (always answer 1), and for the copy
+    task blanks everywhere plus a uniform guess over the symbols to recall."""
+    if task == "adding":
+        return 1 / 6
+    return length * np.log(n_symbols) / (T + 2 * length)
+
+
+def train_task(task="adding", T=50, cell="lstm", hidden=64, steps=1500, batch=64, lr=1e-2, clip=1.0, seed=0,
+               progress=True):
+    """Train a model on a freshly generated batch at every update (so the training loss is also the test
+    loss): the adding problem with a many-to-one SequenceClassifier (mean squared error), or the copy task
+    with a many-to-many SequenceTagger (mean cross-entropy). Returns (model, history)."""
+    if task not in TASKS:
+        raise ValueError(f"train_task: task must be one of {TASKS}, got {task!r}")
+    rng = np.random.default_rng(seed)
+    if task == "adding":
+        model = nn.SequenceClassifier(2, hidden, 1, cell=cell, seed=seed)
+
+        def loss_fn():
+            xs, targets = adding_problem(T, batch, rng)
+            return model.loss(xs, targets, kind="regression")[0]
+        tokens = T * batch
+    else:
+        model = nn.SequenceTagger(10, 10, hidden, 10, cell=cell, seed=seed)
+
+        def loss_fn():
+            inputs, targets = copy_task(T, batch, rng=rng)
+            return model.loss(inputs, targets)[0]
+        tokens = (T + 20) * batch
+    optimizer = Adam(model.parameters(), lr=lr)
+
+    def update():
+        loss = loss_fn()
+        optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            clip_grad_norm(optimizer.params, clip)
+        optimizer.step()
+        return loss.item()
+
+    history = train_loop(update, steps, tokens, desc=f"{task} T={T} {cell}", progress=progress, label=cell)
+    return model, history
+
+
+# --- plots --------------------------------------------------------------------------------------------
+
+def moving_average(values, window):
+    values = np.asarray(values, dtype=np.float64)
+    window = max(1, min(window, len(values)))
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="valid")
+
+
+def plot_losses(histories, path, title="", ylabel="loss", baseline=None, baseline_label="baseline"):
+    """Write the loss curves of `histories` (raw, faint, and a moving average) to a PNG/PDF at `path`."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for h in histories:
+        steps = np.arange(1, len(h.losses) + 1)
+        window = max(1, len(h.losses) // 50)
+        line, = ax.plot(steps, h.losses, alpha=0.25, linewidth=0.8)
+        smooth = moving_average(h.losses, window)
+        ax.plot(steps[window - 1:], smooth, color=line.get_color(),
+                label=f"{h.label} (final {h.final():.3f}, {h.tokens_per_second:,.0f} tok/s)")
+    if baseline is not None:
+        ax.axhline(baseline, color="gray", linestyle="--", label=f"{baseline_label} {baseline:.3f}")
+    ax.set_xlabel("update")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+def _usage(message):
+    from .cli import UsageError
+    return UsageError(message)
+
+
+def _positive(name, value):
+    if value is not None and value <= 0:
+        raise _usage(f"--{name} must be positive, got {value}")
+
+
+def _add_train_arguments(p):
+    p.add_argument("--text", metavar="FILE", help="UTF-8 text to learn (default: the Zen of Python)")
+    p.add_argument("--cell", choices=list(CELLS), default="rnn", help="recurrent cell (default rnn)")
+    p.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
+    p.add_argument("--seq", type=int, default=50, help="characters per training window (default 50)")
+    p.add_argument("--bptt", type=int, metavar="K", help="truncate backpropagation to K steps (default: --seq)")
+    p.add_argument("--batch", type=int, default=32, help="windows per batch (default 32)")
+    p.add_argument("--epochs", type=int, default=300, help="passes over the text (default 300)")
+    p.add_argument("--steps", type=int, help="stop after this many updates")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--clip", type=float, default=5.0, help="clip the gradient norm (0: off; default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", metavar="CKPT", help="write the trained model to this .npz checkpoint")
+    p.add_argument("--plot", metavar="PNG", help="write the loss curve here (default: beside --save)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_train(args):
+    for name in ("hidden", "seq", "bptt", "batch", "epochs", "steps", "lr"):
+        _positive(name, getattr(args, name))
+    text = load_text(args.text)
+    if len(text) < args.seq + 1:
+        raise _usage(f"the text has {len(text)} characters; --seq {args.seq} needs at least {args.seq + 1}")
+    if args.bptt is not None and args.bptt > args.seq:
+        raise _usage(f"--bptt {args.bptt} must not exceed --seq {args.seq}")
+    source = args.text or "the Zen of Python"
+    vocab_size = len(set(text))
+    entropy = unigram_entropy(CharVocab.from_text(text).encode(text))
+    print(f"Training a {args.cell} language model (hidden {args.hidden}) on {source}: {len(text)} characters, "
+          f"{vocab_size} distinct; unigram entropy {entropy:.3f} nats/char")
+    model, vocab, history = train_char_lm(text, args.cell, args.hidden, args.seq, args.bptt, args.batch, args.epochs,
+                                          args.lr, args.clip, args.seed, args.steps, not args.no_progress)
+    print(f"loss {history.final():.3f} nats/char (unigram entropy {entropy:.3f}) after {len(history.losses)} "
+          f"updates in {history.seconds:.1f} s, {history.tokens_per_second:,.0f} tokens/s")
+    prime = text[0]
+    print("sample:", repr(sample(model, vocab, prime, 200, temperature=0.7, seed=args.seed)))
+    if args.save:
+        save_char_lm(args.save, model, vocab, history)
+        print(f"saved {args.save}")
+    plot = args.plot or (args.save.rsplit(".", 1)[0] + ".png" if args.save else None)
+    if plot:
+        plot_losses([history], plot, title=f"char LM on {source}", ylabel="cross-entropy (nats/char)",
+                    baseline=entropy, baseline_label="unigram entropy")
+        print(f"wrote {plot}")
+    return 0
+
+
+def _add_sample_arguments(p):
+    p.add_argument("--load", metavar="CKPT", required=True, help="checkpoint written by `train --save`")
+    p.add_argument("--prime", default="Beautiful", help='text to start from (default "Beautiful")')
+    p.add_argument("--n", type=int, default=200, help="characters to generate (default 200)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy; default 0.7)")
+    p.add_argument("--seed", type=int)
+
+
+def _run_sample(args):
+    if args.n < 0 or args.temperature < 0:
+        raise _usage(f"--n and --temperature must be ≥ 0, got {args.n}, {args.temperature}")
+    if not args.prime:
+        raise _usage("--prime must not be empty")
+    try:
+        model, vocab, _ = load_char_lm(args.load)
+    except (nn.CheckpointError, ValueError) as e:
+        raise _usage(str(e)) from e
+    try:
+        print(sample(model, vocab, args.prime, args.n, args.temperature, args.seed))
+    except ValueError as e:
+        raise _usage(str(e)) from e
+    return 0
+
+
+def _add_task_arguments(p):
+    p.add_argument("task", choices=TASKS, help="adding: the adding problem (many-to-one); copy: the copy task")
+    p.add_argument("--T", type=int, default=50, help="sequence length / delay (default 50)")
+    p.add_argument("--cell", choices=list(CELLS), nargs="+", default=["lstm"],
+                   help="one or more cells to train and compare (default lstm)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size (default 64)")
+    p.add_argument("--steps", type=int, default=1500, help="updates (default 1500)")
+    p.add_argument("--batch", type=int, default=64, help="sequences per batch (default 64)")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    p.add_argument("--clip", type=float, default=1.0, help="clip the gradient norm (0: off; default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", metavar="PNG", help="write the loss curves here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_task(args):
+    for name in ("T", "hidden", "steps", "batch", "lr"):
+        _positive(name, getattr(args, name))
+    if args.task == "adding" and args.T < 2:
+        raise _usage(f"the adding problem needs --T ≥ 2, got {args.T}")
+    baseline = task_baseline(args.task, args.T)
+    metric = "mean squared error" if args.task == "adding" else "cross-entropy (nats/step)"
+    print(f"{args.task} task, T = {args.T}: {metric}; a memoryless guess scores {baseline:.4f}")
+    histories = []
+    for cell in dict.fromkeys(args.cell):
+        _, history = train_task(args.task, args.T, cell, args.hidden, args.steps, args.batch, args.lr, args.clip,
+                                args.seed, not args.no_progress)
+        print(f"  {cell:4s}: loss {history.final():.4f} after {len(history.losses)} updates in {history.seconds:.1f} s "
+              f"({history.tokens_per_second:,.0f} tokens/s)")
+        histories.append(history)
+    if args.plot:
+        plot_losses(histories, args.plot, title=f"{args.task} problem, T = {args.T}", ylabel=metric,
+                    baseline=baseline, baseline_label="memoryless guess")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+COMMANDS = [
+    SimpleNamespace(NAME="train", HELP="train a character-level language model (default text: the Zen of Python)",
+                    add_arguments=_add_train_arguments, run=_run_train),
+    SimpleNamespace(NAME="sample", HELP="generate text from a checkpoint written by `train --save`",
+                    add_arguments=_add_sample_arguments, run=_run_sample),
+    SimpleNamespace(NAME="task", HELP="train on a long-range task (adding problem, copy task) and compare cells",
+                    add_arguments=_add_task_arguments, run=_run_task),
+]

@@ -1,0 +1,13 @@
+"""viz: draw the recorded (unrolled) graph of a tinygrad_rnn computation with Graphviz.
+
+    import viz
+    g = viz.draw(L, view="unrolled")               # graphviz.Digraph; shows inline in Jupyter
+    viz.render(L, "hello.pdf", view="rolled")      # .pdf .svg .png (need Graphviz's `dot`) or .dot
+
+Views: "unrolled" (one box per time step, copies W(t) inside, Σ edges into the shared W), "rolled"
+(x → s → y with the self-loop W), "ops" (every op with its shape, grouped by step). Graphviz is imported
+only when drawing, so `import viz` stays cheap.
+"""
+from .examples import EXAMPLES, example, write_demo_figures  # noqa: F401
+from .render import FORMATS, GraphvizNotFound, draw, render  # noqa: F401
+from .view import DEFAULT_MAX_STEPS, VIEWS, View, build_view  # noqa: F401

@@ -1,0 +1,63 @@
+"""The lecture's two small networks, recorded (and back-propagated) ready to draw.
+
+"hello": inputs "hell" → targets "ello" over [h, e, l, o]; "deep": "deep" → "eep<stop>" over
+[d, e, p, <stop>]. With steps=T the text repeats ("hellohello…", "deep<stop>deep…") to T inputs, each
+target the next token.
+"""
+EXAMPLES = ("hello", "deep")
+_TEXT = {"hello": list("hello"), "deep": ["d", "e", "e", "p", "<stop>"]}
+
+
+def example(name="hello", steps=None, hidden=3, seed=0, backward=True):
+    """(L, out): the loss and RNNOutput of the named example over `steps` steps (default 4, as on the slides).
+
+    backward=True runs L.backward() with the named results a(t), s(t), y(t), L(t) keeping their
+    gradients (retain_grad), so a drawing can colour the states as well as the copies W(t).
+    """
+    from tinygrad_rnn import nn
+    from tinygrad_rnn.data import CharVocab
+    from tinygrad_rnn.demo import hello_example
+
+    if name not in EXAMPLES:
+        raise ValueError(f"viz.example: unknown example {name!r}; choose one of {EXAMPLES}")
+    if steps is not None and (int(steps) != steps or steps < 1):
+        raise ValueError(f"viz.example: steps must be a positive integer, got {steps!r}")
+    if name == "hello":
+        model, xs, targets, vocab = hello_example(hidden=hidden, seed=seed)
+    else:
+        vocab = CharVocab(["d", "e", "p", "<stop>"])
+        model = nn.RNN(len(vocab), hidden, len(vocab), seed=seed)
+        xs, targets = vocab.one_hot(["d", "e", "e", "p"]), vocab.encode(["e", "e", "p", "<stop>"])
+    if steps is not None:
+        text = _TEXT[name]
+        tokens = [text[k % len(text)] for k in range(int(steps) + 1)]
+        xs, targets = vocab.one_hot(tokens[:-1]), vocab.encode(tokens[1:])
+    L, out = model.loss(xs, targets)
+    if backward:
+        for t in out.preactivations + out.states[1:] + out.logits + out.losses:
+            t.retain_grad()
+        L.backward()
+    return L, out
+
+
+def write_demo_figures(out_dir="out", fallback_to_dot=True):
+    """Render the hello network's unrolled and rolled views after backward; returns the paths written.
+
+    Writes out_dir/hello-unrolled.pdf and out_dir/hello-rolled.pdf. When Graphviz's `dot` program is
+    missing and fallback_to_dot is true, writes the .dot sources instead (and returns those paths).
+    """
+    import os
+
+    from .render import GraphvizNotFound, render
+
+    L, _ = example("hello")
+    paths = []
+    for view in ("unrolled", "rolled"):
+        path = os.path.join(out_dir, f"hello-{view}.pdf")
+        try:
+            paths.append(render(L, path, view=view))
+        except GraphvizNotFound:
+            if not fallback_to_dot:
+                raise
+            paths.append(render(L, path[:-len(".pdf")] + ".dot", view=view))
+    return paths

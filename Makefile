@@ -13,7 +13,8 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(VENV)/bin/tinygrad-rnn bench
+	# BLAS reads these at load time and they can force an older, slower kernel: benchmarks run without them
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(VENV)/bin/tinygrad-rnn bench
 
 setup: system-deps $(STAMP)
 

@@ -1,0 +1,60 @@
+"""`tinygrad-rnn bench`: time one BPTT training step against PyTorch and numpy, write the results table.
+
+BLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when numpy loads, so this command cannot unset them itself:
+`make bench` runs it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE tinygrad-rnn bench`, and the table's
+header reports the kernel numpy's BLAS actually uses.
+"""
+import sys
+
+NAME = "bench"
+HELP = ("benchmark one BPTT training step (forward + backward, copies on) against PyTorch autograd, "
+        "torch.nn.RNN and hand-written numpy; writes a markdown table and a chart")
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true", help="only the lecture's toy row (1,25,16,4), short timings")
+    parser.add_argument("--rows", metavar="B,T,d,V[;B,T,d,V...]",
+                        help="rows to run instead of the grid, e.g. '32,50,128,65;1,5000,32,16'")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where to write the table, JSON and chart (default benchmarks/results/)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the float64 check that every implementation gives the same loss and gradients")
+    parser.add_argument("--min-time", type=float, default=None,
+                        help="seconds each implementation is timed per row, at least (default 1.0; 0.05 with --quick)")
+    parser.add_argument("--min-repeats", type=int, default=5, help="calls per implementation per row, at least")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--no-overhead", action="store_true", help="skip the per-op overhead measurement")
+    parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
+    parser.add_argument("--profile", action="store_true",
+                        help="also write a cProfile of the tinygrad_rnn step for each row (profile-<row>.txt)")
+
+
+def run(args):
+    from tinygrad_rnn.cli import UsageError
+    from . import bench_bptt as bench
+
+    if args.quick and args.rows:
+        raise UsageError("--quick and --rows choose rows both; give one of them")
+    try:
+        rows = bench.parse_rows(args.rows) if args.rows else bench.QUICK_GRID if args.quick else bench.GRID
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    min_time = args.min_time if args.min_time is not None else 0.05 if args.quick else 1.0
+    if min_time < 0 or args.min_repeats < 1:
+        raise UsageError(f"--min-time must be ≥ 0 and --min-repeats ≥ 1, got {min_time} and {args.min_repeats}")
+    stem = "bptt-quick" if args.quick else "bptt-rows" if args.rows else "bptt"
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+
+    results = bench.run_benchmark(rows, check=not args.no_check, min_time=min_time, min_repeats=args.min_repeats,
+                                  memory=not args.no_memory, overhead=not args.no_overhead, log=log)
+    out_dir = args.out or bench.RESULTS_DIR
+    paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)
+    if args.profile:
+        from pathlib import Path
+        for row in rows:
+            path = Path(out_dir) / f"profile-{row.B}-{row.T}-{row.d}-{row.V}.txt"
+            path.write_text(bench.profile_tinygrad(row))
+            paths.append(path)
+    print(bench.markdown(results))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

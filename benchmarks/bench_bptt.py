@@ -428,7 +428,7 @@ def peak_memory(impl, step):
         return peak
     if impl.memory == "profiler":
         from torch.profiler import ProfilerActivity, profile
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             out = step()
         del out
         changes = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
@@ -439,6 +439,70 @@ def peak_memory(impl, step):
             peak = max(peak, current)
         return peak
     return None
+
+
+class _quiet_stderr:
+    """Silence file descriptor 2 (the profiler's C++ start/stop log lines) for the duration of a block."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        return False
+
+
+# --- other processes on the machine -------------------------------------------------------------------
+
+class CpuMeter:
+    """How many cores other processes kept busy while a block ran: /proc/stat busy time minus our own
+    CPU time, over the wall time (Linux; `others` is None elsewhere). A benchmark on a shared 2-core machine
+    is only as good as this number is small."""
+
+    def __enter__(self):
+        self._start = (_busy_seconds(), _own_cpu_seconds(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc):
+        busy, own, wall = self._start
+        busy_now = _busy_seconds()
+        self.others = None if busy is None else max(0.0, ((busy_now - busy) - (_own_cpu_seconds() - own))
+                                                    / (time.perf_counter() - wall))
+        return False
+
+
+def _busy_seconds():
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
+def wait_until_quiet(max_wait, threshold=0.2, log=print):
+    """Wait (≤ max_wait seconds) until other processes use < `threshold` cores over one second.
+    Returns the last measured load of other processes (cores), or None where it cannot be measured."""
+    deadline, said = time.perf_counter() + max_wait, False
+    while True:
+        with CpuMeter() as meter:
+            time.sleep(1.0)
+        if meter.others is None or meter.others < threshold or time.perf_counter() >= deadline:
+            return meter.others
+        if not said:
+            log(f"other processes keep {meter.others:.1f} cores busy: waiting up to {max_wait:.0f} s for quiet")
+            said = True
 
 
 # --- per-op overhead ----------------------------------------------------------------------------------------
@@ -630,7 +694,7 @@ def targets(row, median):
 # --- the run -------------------------------------------------------------------------------------------------
 
 def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=True, overhead=True,
-                  implementations=None, log=print):
+                  implementations=None, wait_quiet=0.0, log=print):
     """Check, time and measure every implementation on every row. Returns the results dict that
     `write_markdown`, `write_chart` and `write_json` turn into files."""
     implementations = implementations or available_implementations()
@@ -657,7 +721,11 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
                 f"{max(entry['check'].values()):.1e})")
         problem = make_problem(row, np.float32)
         steps = {impl.key: impl.make(problem) for impl in implementations}
-        times = time_steps(steps, min_time=min_time, min_repeats=min_repeats)
+        if wait_quiet:
+            wait_until_quiet(wait_quiet, log=log)
+        with CpuMeter() as meter:
+            times = time_steps(steps, min_time=min_time, min_repeats=min_repeats)
+        entry["others_cores"] = meter.others
         entry["median_s"] = {k: statistics.median(ts) for k, ts in times.items()}
         entry["min_s"] = {k: min(ts) for k, ts in times.items()}
         entry["repeats"] = {k: len(ts) for k, ts in times.items()}
@@ -667,10 +735,15 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
             entry["peak_bytes"] = {impl.key: peak_memory(impl, steps[impl.key]) for impl in implementations
                                    if impl.memory}
         results["rows"].append(entry)
-        log(f"{row.label}: " + ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in entry["median_s"].items()))
+        log(f"{row.label}: " + ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in entry["median_s"].items())
+            + ("" if meter.others is None else f" (other processes: {meter.others:.2f} cores)"))
         del steps, problem
     if overhead:
-        results["overhead"] = op_overhead()
+        if wait_quiet:
+            wait_until_quiet(wait_quiet, log=log)
+        with CpuMeter() as meter:
+            results["overhead"] = op_overhead()
+        results["overhead_others_cores"] = meter.others
     results["elapsed_s"] = time.perf_counter() - started
     return results
 
@@ -720,17 +793,21 @@ def markdown(results):
               "stacked", "torch_fused": "torch.nn.RNN + Linear", "numpy_minchar": "numpy min-char-rnn",
               "numpy_hoisted": "numpy hoisted", "matmul_floor": "numpy matmul floor"}
     lines += ["", "## Time of one step, ms: median (min)", "",
-              "| (B,T,d,V) | " + " | ".join(labels[k] for k in keys) + " | FLOP floor |",
-              "|---|" + "--:|" * (len(keys) + 1)]
+              "| (B,T,d,V) | " + " | ".join(labels[k] for k in keys) + " | FLOP floor | other processes |",
+              "|---|" + "--:|" * (len(keys) + 2)]
     for r in rows:
         cells = [f"{_ms(r['median_s'][k])} ({_ms(r['min_s'][k])})" for k in keys]
         gflops = r["flops"] / r["median_s"]["tinygrad"] / 1e9 if "tinygrad" in keys else None
         if gflops is not None:
             cells[0] += f" [{gflops:.3g} GF/s]"
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {_ms(r['flop_floor_s'])} |")
+        others = r.get("others_cores")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {_ms(r['flop_floor_s'])} | "
+                     + ("—" if others is None else f"{others:.2f} cores") + " |")
     lines.append("")
-    lines.append(f"FLOP floor = 2TB(5Vd + 3d²) FLOPs at the sgemm rate above. [GF/s] = tinygrad_rnn's achieved "
-                 "matmul GFLOP/s.")
+    lines.append("FLOP floor = 2TB(5Vd + 3d²) FLOPs at the sgemm rate above. [GF/s] = tinygrad_rnn's achieved "
+                 "matmul GFLOP/s. Other processes = cores kept busy by the rest of the machine while the row was "
+                 "timed (/proc/stat minus this process): above ~0.2 the row's times are inflated, torch's the most "
+                 "(its OpenMP threads wait at barriers for descheduled siblings).")
     if "tinygrad" in keys:
         ref_keys = [k for k in keys if k != "tinygrad"]
         lines += ["", "## tinygrad_rnn relative to each (time ÷ time; < 1 is faster) and the targets of issue 7", "",

@@ -25,6 +25,9 @@ def add_arguments(parser):
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--no-overhead", action="store_true", help="skip the per-op overhead measurement")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
+    parser.add_argument("--wait-quiet", type=float, default=60.0, metavar="SECONDS",
+                        help="before each row, wait up to this long for other processes to go quiet (default 60; "
+                             "0 = never wait)")
     parser.add_argument("--profile", action="store_true",
                         help="also write a cProfile of the tinygrad_rnn step for each row (profile-<row>.txt)")
 
@@ -46,7 +49,8 @@ def run(args):
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
     results = bench.run_benchmark(rows, check=not args.no_check, min_time=min_time, min_repeats=args.min_repeats,
-                                  memory=not args.no_memory, overhead=not args.no_overhead, log=log)
+                                  memory=not args.no_memory, overhead=not args.no_overhead,
+                                  wait_quiet=0.0 if args.quick else args.wait_quiet, log=log)
     out_dir = args.out or bench.RESULTS_DIR
     paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)
     if args.profile:

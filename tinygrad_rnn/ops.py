@@ -8,6 +8,7 @@ one place, `unbroadcast`.
 import numpy as np
 
 from .lazy import OuterSum
+from . import tensor as _tensor
 from .tensor import Tensor, result, shape_error
 
 
@@ -320,7 +321,7 @@ def copy(p, step):
     out.data, out._grad, out.requires_grad = p.data, None, True
     out.name, out.step, out.parents, out.op = f"{p.name or 'param'}({step})", step, (p,), "copy"
     out._backward, out._retains_grad = _identity, True
-    out._epoch, out._version = p._epoch, 0
+    out._epoch, out._version = _tensor._inplace_epoch, 0
     return out
 
 

@@ -261,7 +261,8 @@ def _check_saved_values(order):
                 f"backward: trying to backward through the graph a second time ({node.op}{at_step(node)}): "
                 "its saved values were freed after the first backward. Pass retain_graph=True to the first "
                 "backward, or recompute the forward (in truncated BPTT, detach() the carried state).")
-        if node._epoch != epoch:  # some in-place update happened since this node was made
+        if node._epoch != epoch and node.op != "copy":  # an in-place update since this node was made
+            # (a copy saves nothing, so only the other ops can hold stale values)
             for x in node.parents + (node,):
                 if x._version > node._epoch:
                     raise InplaceError(

@@ -61,75 +61,194 @@ def fmt(x):
 
 
 def to_digraph(view, rankdir=None, graph_name=None):
-    """graphviz.Digraph of a View (see viz.view). Nothing is rendered: that needs Graphviz's `dot` program."""
+    """graphviz.Digraph of a View (see viz.view). Nothing is rendered: that needs Graphviz's `dot` program.
+
+    rankdir: "BT" (default: as on the slides, inputs at the bottom and time running left to right, the
+    recurrence chain s(0) → a(1) → s(1) → a(2) → … on one row) or "TB", "LR", "RL" (dot's own layout).
+    """
     try:
         import graphviz
     except ImportError:
         raise ImportError("viz needs the graphviz Python package: pip install graphviz") from None
-    rankdir = rankdir or ("BT" if view.kind == "rolled" else "LR")
-    g = graphviz.Digraph(graph_name or f"{view.kind}", strict=False)
-    g.attr(rankdir=rankdir, fontname=FONT, fontsize="14", labelloc="t", label=view.title, newrank="true",
-           nodesep="0.25", ranksep="0.35", compound="true")
+    rankdir = rankdir or "BT"
+    if rankdir not in ("BT", "TB", "LR", "RL"):
+        raise ValueError(f"viz: rankdir must be one of BT, TB, LR, RL, got {rankdir!r}")
+    g = graphviz.Digraph(graph_name or view.kind)
+    g.attr(rankdir=rankdir, fontname=FONT, fontsize="15", labelloc="t", label=view.title, newrank="true",
+           nodesep="0.22", ranksep="0.4")
+    if view.steps and rankdir in ("BT", "TB"):
+        g.attr(mclimit="0.01")  # keep the steps in the order they are declared: time order
     g.attr("node", fontname=FONT, fontsize="12", margin="0.06,0.03", height="0.3")
     g.attr("edge", fontname=FONT, fontsize="11", arrowsize="0.7", color="#555555")
     scale = LogScale([n.grad_norm for n in view.nodes.values()] + [e.grad_norm for e in view.edges]) \
         if view.show_grads else None
+    layout = _Layout(view) if view.steps and rankdir in ("BT", "TB") else None
 
     def node(graph, n):
-        attrs = {"shape": _SHAPE[n.kind], "style": _STYLE[n.kind], "fillcolor": _FILL[n.kind], "class": n.kind}
-        label = n.label
-        if n.kind == "copy" and scale is not None and n.grad_norm is not None:
-            base = n.label.split("(")[0]
-            label = f"{n.label}\n‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}" if base else n.label
-        if n.note:
-            label = f"{label}\n{n.note}"
-        if scale is not None:
-            x = scale(n.grad_norm)
-            if n.grad_norm is not None or n.kind in ("copy", "state"):
-                attrs["fillcolor"] = NO_GRAD if x is None else heat(x)
-                if x is not None and x > 0.72:
-                    attrs["fontcolor"] = "white"
-            if n.grad_norm is not None:
-                attrs["tooltip"] = f"‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}"
-        if n.kind == "copy":
-            attrs["fontsize"] = "10"
-        if n.kind == "fold":
-            attrs["fontsize"] = "13"
-        graph.node(n.id, label, **attrs)
+        graph.node(n.id, _node_label(n, scale), **_node_attrs(n, scale))
 
-    # steps in time order, each in its own box; then everything outside the steps
+    # the initial state first, then the steps in time order (the fold in its place), then the rest
+    outside = list(view.outside)
+    first = [i for i in outside if layout and i in layout.chain]
+    for i in first:
+        node(g, view.nodes[i])
+    fold_after = _last_before_fold(view) if view.folded else None
     for t, ids in view.steps.items():
         with g.subgraph(name=f"cluster_{t}") as c:
-            c.attr(label=f"t = {t}", style="rounded", color="#999999", fontcolor="#444444", labeljust="c",
-                   fontsize="13", margin="10")
+            c.attr(label=f"t = {t}", style="rounded", color="#999999", fontcolor="#333333", fontsize="14",
+                   labelloc="b" if rankdir == "BT" else "t", margin="10")
             for i in ids:
                 node(c, view.nodes[i])
-        if view.folded and t == _last_before_fold(view):
-            for fold_id, *_ in view.folded:
-                node(g, view.nodes[fold_id])
-    for i in view.outside:
-        node(g, view.nodes[i])
-    if view.folded and not view.steps:
-        for fold_id, *_ in view.folded:
-            node(g, view.nodes[fold_id])
+        if t == fold_after:
+            node(g, view.nodes[view.folded[0][0]])
+    if view.folded and fold_after is None:
+        node(g, view.nodes[view.folded[0][0]])
+    for i in outside:
+        if i not in first:
+            node(g, view.nodes[i])
+
     for e in view.edges:
-        attrs = dict(_EDGE_STYLE[e.kind])
-        attrs["class"] = e.kind
-        if e.label:
-            attrs["label"] = e.label
-        if e.kind == "state" and view.kind == "rolled":
-            attrs.update(dir="forward", penwidth="2.2")
-        if scale is not None:
-            x = scale(e.grad_norm)
-            if x is not None:
-                colour = heat(0.3 + 0.7 * x)  # keep the faintest edge visible on white
-                attrs.update(color=colour, penwidth=f"{1 + 2.5 * x:.2f}")
-                if e.kind == "sum":
-                    attrs["fontcolor"] = "#444444"
+        attrs = _edge_attrs(e, scale, view.kind)
+        if layout and (e.tail, e.head) in layout.loose:
+            attrs["constraint"] = "false"
         g.edge(e.tail, e.head, **attrs)
     if scale is not None:
         g.node("legend", _legend(scale), shape="plaintext", fontsize="10", **{"class": "legend"})
+    if layout:
+        layout.apply(g, "legend" if scale is not None else None)
     return g
+
+
+def _node_label(n, scale):
+    label = n.label
+    if n.kind == "copy" and scale is not None and n.grad_norm is not None:
+        label = f"{n.label}\n‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}"
+    return f"{label}\n{n.note}" if n.note else label
+
+
+def _node_attrs(n, scale):
+    attrs = {"shape": _SHAPE[n.kind], "style": _STYLE[n.kind], "fillcolor": _FILL[n.kind], "class": n.kind}
+    if scale is not None:
+        x = scale(n.grad_norm)
+        if n.grad_norm is not None or n.kind in ("copy", "state"):
+            attrs["fillcolor"] = NO_GRAD if x is None else heat(x)
+            if x is not None and x > 0.72:
+                attrs["fontcolor"] = "white"
+        if n.grad_norm is not None:
+            attrs["tooltip"] = f"‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}"
+    if n.kind == "copy":
+        attrs["fontsize"] = "10"
+    if n.kind == "fold":
+        attrs["fontsize"] = "13"
+    return attrs
+
+
+def _edge_attrs(e, scale, view_kind):
+    attrs = dict(_EDGE_STYLE[e.kind])
+    attrs["class"] = e.kind
+    if e.label:
+        attrs["label"] = f" {e.label} "
+    if view_kind == "rolled" and e.kind == "weight":
+        attrs["color"] = "#555555"
+    if scale is not None:
+        x = scale(e.grad_norm)
+        if x is not None:
+            attrs.update(color=heat(0.3 + 0.7 * x), penwidth=f"{1 + 2.5 * x:.2f}")  # faintest still visible
+    return attrs
+
+
+class _Layout:
+    """Rows for the slide layout (rankdir BT/TB). The recurrence chain (s(0), a(t), s(t): the values on
+    the way from one state to the next) is one row; copies used below or on the chain sit under it with
+    their shared parameters in a row beneath; copies used above it (V(t), c(t) into y(t)) sit above their
+    use with their parameters in the top row beside the output. `loose` edges do not set rows."""
+
+    def __init__(self, view):
+        nodes, edges = view.nodes, view.edges
+        self.view = view
+        self.chain = _chain(view)
+        within = {}
+        for e in edges:
+            if e.kind in ("data", "state", "weight"):
+                within.setdefault(e.tail, []).append(e.head)
+        above = set()  # everything downstream of the chain
+        stack = [i for i in self.chain]
+        while stack:
+            for h in within.get(stack.pop(), ()):
+                if h not in above and h not in self.chain:
+                    above.add(h)
+                    stack.append(h)
+        self.top_copies, self.bottom_copies = [], []
+        for p, copies in view.copies.items():
+            for c in copies:
+                heads = [e.head for e in edges if e.tail == c and e.kind == "weight"]
+                (self.top_copies if heads and all(h in above for h in heads) else self.bottom_copies).append(c)
+        top = set(self.top_copies)
+        self.top_params = [p for p, cs in view.copies.items() if cs and all(c in top for c in cs)]
+        self.bottom_params = [p for p in view.copies if p not in self.top_params]
+        # shared parameters whose copies are all folded away keep their Σ edge from the fold node
+        for e in edges:
+            if e.kind == "sum" and e.head not in view.copies:
+                self.bottom_params.append(e.head)
+        self.loose = set()
+        bottom_params = set(self.bottom_params)
+        for e in edges:
+            if e.kind == "state" or (e.kind == "sum" and e.head in bottom_params) \
+                    or (e.kind == "weight" and e.tail in top):
+                self.loose.add((e.tail, e.head))
+        self.top_uses = [(e.head, e.tail) for e in edges if e.kind == "weight" and e.tail in top]
+
+    def apply(self, g, legend):
+        def row(ids):
+            ids = [i for i in dict.fromkeys(ids) if i]
+            if ids:
+                g.body.append("\t{rank=same; " + "; ".join(_quote(i) for i in ids) + "}\n")
+
+        row(self.chain)
+        row(self.bottom_params + [legend])
+        row(self.top_copies)
+        roots = [i for i in self.view.outside if self.view.nodes[i].kind == "loss"]
+        row(self.top_params + roots if self.top_params else [])
+        for p in dict.fromkeys(self.bottom_params):  # parameters under their copies
+            for c in self.view.copies.get(p, []):
+                g.edge(p, c, style="invis")
+        for head, copy in self.top_uses:  # copies used above the chain sit above their use
+            g.edge(head, copy, style="invis")
+
+
+def _chain(view):
+    """Ids on the recurrence row: the ends of state edges and, inside each step, every value on a path from
+    a state edge's head to a state (a(t) between s(t−1) → a(t) and s(t))."""
+    nodes, edges = view.nodes, view.edges
+    heads, chain = [], []
+    for e in edges:
+        if e.kind == "state":
+            chain += [e.tail, e.head]
+            heads.append(e.head)
+    forward, backward = {}, {}
+    for e in edges:
+        if e.kind == "data" and nodes[e.tail].step is not None and nodes[e.tail].step == nodes[e.head].step:
+            forward.setdefault(e.tail, []).append(e.head)
+            backward.setdefault(e.head, []).append(e.tail)
+    reach = _reach(heads, forward)
+    states = [n.id for n in nodes.values() if n.kind == "state"]
+    chain += [i for i in _reach(states, backward) if i in reach] + states
+    order = {i: k for k, i in enumerate(nodes)}
+    return sorted(dict.fromkeys(chain), key=lambda i: order[i])
+
+
+def _reach(starts, adjacency):
+    seen, stack = set(starts), list(starts)
+    while stack:
+        for n in adjacency.get(stack.pop(), ()):
+            if n not in seen:
+                seen.add(n)
+                stack.append(n)
+    return seen
+
+
+def _quote(i):
+    return i if i.isidentifier() else f'"{i}"'
 
 
 def _last_before_fold(view):

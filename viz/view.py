@@ -337,17 +337,17 @@ def _rolled(graph, labels, links):
             r = merged[r]
         return r
 
+    roots = {graph.index[x] for x in graph.roots}
+    used = {final(role[i]) for k, i, _ in links} | {final(role[i]) for i in roots if i in role}
+    used |= {final(role[k]) for k, i, _ in links if k in role}
     nodes, ids = {}, {}
-    for i in range(len(nodes_)):
+    for i in range(len(nodes_)):  # one node per role, numbered in walk order
         r = role.get(i)
-        if r is None or r in ids or final(r) != r:
+        if r is None or r in ids or r not in used:
             continue
         ids[r] = f"r{len(ids)}"
         t = nodes_[i]
-        kind = _kind(t, labels.get(i) is not None)
-        if kind == "op" and t.step is None and i not in {graph.index[x] for x in graph.roots}:
-            continue  # unnamed ops outside steps (the stack before the sum) say nothing here
-        nodes[ids[r]] = Node(ids[r], role_label[r], kind, None, t.shape)
+        nodes[ids[r]] = Node(ids[r], role_label[r], _kind(t, labels.get(i) is not None), None, t.shape)
     # only roles that stand for a drawn node get edges
     out, seen = [], {}
     for (tail, head, recurrent), params in edges.items():

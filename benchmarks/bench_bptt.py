@@ -441,6 +441,39 @@ def peak_memory(impl, step):
     return None
 
 
+def peak_rss_delta(key, row, timeout=600):
+    """Growth of peak resident memory (ru_maxrss) during one step, in a fresh Python process: the same
+    yardstick for every implementation (it counts everything — arrays, Python objects, torch's C++ graph,
+    allocator slack — at page resolution; code paths are warmed up on a tiny row first, so the delta is
+    the step's memory, not library loading). Linux/macOS only; None where it fails."""
+    code = ("import sys; from benchmarks.bench_bptt import _rss_child; "
+            f"_rss_child({key!r}, {row.B}, {row.T}, {row.d}, {row.V})")
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+        return int(done.stdout.split()[-1]) if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _rss_child(key, B, T, d, V):
+    import resource
+    impl = BY_KEY[key]
+    if impl.uses_torch:
+        import torch
+        torch.set_num_threads(blas_info().get("threads") or 1)
+    impl.make(make_problem(Row(1, 2, 4, 4)))()              # load and warm every code path on a tiny row
+    step = impl.make(make_problem(Row(B, T, d, V)))
+    gc.collect()
+    scale = 1 if sys.platform == "darwin" else 1024           # ru_maxrss: bytes on macOS, KiB on Linux
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    step()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale - before)
+
+
 class _quiet_stderr:
     """Silence file descriptor 2 (the profiler's C++ start/stop log lines) for the duration of a block."""
 
@@ -568,6 +601,7 @@ def op_overhead(n_forward=20000, chain=2000, repeats=5):
                     y = top(y, tb)
                 return y
             entry["torch_bwd_us"] = per_node_backward(build_torch, lambda y: y.backward(torch.ones(4, 4)))
+        entry.update(n_forward=n_forward, chain=chain, repeats=repeats)
         rows.append(entry)
     # the RNN's case: a shared weight used inside an Unroll step is replaced by its copy W(t)
     x, W = Tensor(a_np.copy(), requires_grad=True), Parameter(b_np.copy(), name="W")
@@ -694,9 +728,13 @@ def targets(row, median):
 # --- the run -------------------------------------------------------------------------------------------------
 
 def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=True, overhead=True,
-                  implementations=None, wait_quiet=0.0, log=print):
+                  implementations=None, wait_quiet=0.0, rss=True, overhead_sizes=None, log=print):
     """Check, time and measure every implementation on every row. Returns the results dict that
-    `write_markdown`, `write_chart` and `write_json` turn into files."""
+    `markdown`, `write_chart` and `write_json` turn into files.
+
+    memory: tracemalloc / torch-profiler peaks (and, with rss=True, ru_maxrss growth in a fresh process per
+    implementation). wait_quiet: seconds to wait, before each row, for other processes to go quiet.
+    overhead_sizes: keyword arguments for `op_overhead` (smaller loops for a quick run)."""
     implementations = implementations or available_implementations()
     env = environment()
     threads = env["blas"].get("threads") or 1
@@ -734,6 +772,9 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         if memory:
             entry["peak_bytes"] = {impl.key: peak_memory(impl, steps[impl.key]) for impl in implementations
                                    if impl.memory}
+            if rss:
+                entry["rss_bytes"] = {impl.key: peak_rss_delta(impl.key, row) for impl in implementations
+                                      if impl.memory}
         results["rows"].append(entry)
         log(f"{row.label}: " + ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in entry["median_s"].items())
             + ("" if meter.others is None else f" (other processes: {meter.others:.2f} cores)"))
@@ -742,7 +783,7 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         if wait_quiet:
             wait_until_quiet(wait_quiet, log=log)
         with CpuMeter() as meter:
-            results["overhead"] = op_overhead()
+            results["overhead"] = op_overhead(**(overhead_sizes or {}))
         results["overhead_others_cores"] = meter.others
     results["elapsed_s"] = time.perf_counter() - started
     return results
@@ -829,11 +870,23 @@ def markdown(results):
             versus = (f"{peak['tinygrad'] / peak['torch_loop']:.2f}"
                       if peak.get("tinygrad") and peak.get("torch_loop") else "—")
             lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {versus} |")
+        if any(r.get("rss_bytes") for r in rows):
+            lines += ["", "### Same, measured as growth of peak RSS (ru_maxrss) in a fresh process, MiB", "",
+                  "| (B,T,d,V) | " + " | ".join(labels[k] for k in mem_keys) + " | tinygrad ÷ torch loop |",
+                      "|---|" + "--:|" * (len(mem_keys) + 1)]
+            for r in rows:
+                rss = r.get("rss_bytes", {})
+                versus = (f"{rss['tinygrad'] / rss['torch_loop']:.2f}"
+                          if rss.get("tinygrad") and rss.get("torch_loop") else "—")
+                lines.append(f"| {r['label']} | " + " | ".join(_mib(rss.get(k)) for k in mem_keys)
+                             + f" | {versus} |")
         lines += ["", "numpy and tinygrad_rnn: tracemalloc peak during one call (array buffers and Python objects such "
                   "as graph nodes and closures, the returned gradients included). torch: the profiler's allocator "
                   "events (`profile_memory=True`, each op's self_cpu_memory_usage summed in time order): tensor "
                   "storage only, at op resolution; autograd's C++ graph nodes are not counted, so torch's figure "
-                  "is a lower bound."]
+                  "is a lower bound. The RSS table measures everyone the same way (every allocation, at page "
+                  "resolution, after warming code paths on a tiny row): below a few MiB it is mostly allocator "
+                  "noise (glibc reuses freed pages, so 0 means 'fits in memory already touched')."]
     if results.get("overhead"):
         lines += ["", "## Per-op overhead, (4,4) float32, µs (target ≤ 1 µs forward and backward)", "",
                   "| op | numpy | tinygrad_rnn forward | tinygrad_rnn backward / node | torch forward | "
@@ -843,9 +896,11 @@ def markdown(results):
             lines.append(f"| {o['op']} | {fmt(o.get('numpy_us'))} | {fmt(o.get('tinygrad_fwd_us'))} | "
                          f"{fmt(o.get('tinygrad_bwd_us'))} | {fmt(o.get('torch_fwd_us'))} | "
                          f"{fmt(o.get('torch_bwd_us'))} |")
-        lines += ["", "Forward: one op on inputs that require grad, result dropped (record + free), best of 5 × "
-                  "20000. Backward: a chain of 2000 such ops (the second input shared by all), "
-                  "root.backward(ones) ÷ 2000, best of 5 (topological sort, walk and gradient sums included)."]
+        o = results["overhead"][0]
+        lines += ["", "Forward: one op on inputs that require grad, result dropped (record + free), best of "
+                  f"{o.get('repeats')} × {o.get('n_forward')}. Backward: a chain of {o.get('chain')} such ops (the "
+                  "second input shared by all), root.backward(ones) ÷ chain length, best of "
+                  f"{o.get('repeats')} (topological sort, walk and gradient sums included)."]
     return "\n".join(lines) + "\n"
 
 

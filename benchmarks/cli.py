@@ -23,6 +23,9 @@ def add_arguments(parser):
                         help="seconds each implementation is timed per row, at least (default 1.0; 0.05 with --quick)")
     parser.add_argument("--min-repeats", type=int, default=5, help="calls per implementation per row, at least")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--no-rss", action="store_true",
+                        help="skip the ru_maxrss measurement (one fresh process per implementation and row; "
+                             "always skipped with --quick)")
     parser.add_argument("--no-overhead", action="store_true", help="skip the per-op overhead measurement")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
     parser.add_argument("--wait-quiet", type=float, default=60.0, metavar="SECONDS",
@@ -50,7 +53,10 @@ def run(args):
 
     results = bench.run_benchmark(rows, check=not args.no_check, min_time=min_time, min_repeats=args.min_repeats,
                                   memory=not args.no_memory, overhead=not args.no_overhead,
-                                  wait_quiet=0.0 if args.quick else args.wait_quiet, log=log)
+                                  wait_quiet=0.0 if args.quick else args.wait_quiet,
+                                  rss=not (args.quick or args.no_rss),
+                                  overhead_sizes=dict(n_forward=2000, chain=300, repeats=3) if args.quick else None,
+                                  log=log)
     out_dir = args.out or bench.RESULTS_DIR
     paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)
     if args.profile:

@@ -314,3 +314,98 @@ def test_cross_entropy_equals_manual_log_softmax_graph():
     F.cross_entropy(a, t).backward()
     (-(b.log_softmax() * F.one_hot(t, 6)).sum() / 3).backward()
     np.testing.assert_allclose(a.grad, b.grad, rtol=1e-12, atol=1e-15)
+
+
+# --- in-place updates, shape errors, all-or-nothing backward ----------------------------------------------
+
+
+def test_in_place_update_of_a_tensor_requiring_grad_is_refused_while_recording():
+    from tinygrad_rnn import InplaceError
+
+    w = Parameter(np.ones(2), name="w")
+    with pytest.raises(InplaceError, match=r"w \(2,\)"):
+        w += 1
+    with no_grad():  # as optimizers do
+        w -= np.array([0.5, 0.25])
+    np.testing.assert_array_equal(w.data, [0.5, 0.75])
+
+
+def test_in_place_update_of_a_saved_value_is_detected_at_backward():
+    from tinygrad_rnn import InplaceError
+
+    w = Parameter(np.array([1.0, 2.0]), name="w")
+    x = Tensor(np.array([3.0, 4.0]), name="x")
+    y = (w * x).sum()
+    x *= 2  # x is a constant, so the update itself is allowed; mul saved its old values
+    with pytest.raises(InplaceError, match="x"):
+        y.backward()
+    assert w.grad is None
+    # after the update, a fresh forward is fine and uses the new values
+    (w * x).sum().backward()
+    np.testing.assert_array_equal(w.grad, [6.0, 8.0])
+
+
+def test_in_place_setitem_and_raw_data_writes():
+    x = Tensor(np.zeros(3))
+    x[1] = 5.0
+    np.testing.assert_array_equal(x.data, [0, 5, 0])
+    p = Parameter(np.zeros(3))
+    p.data = np.ones(3)  # reassignment is always allowed
+    with no_grad():
+        p[0] = 2.0
+    np.testing.assert_array_equal(p.data, [2, 1, 1])
+
+
+def test_shape_errors_name_the_op_and_shapes():
+    from tinygrad_rnn import ShapeError
+
+    a = Tensor(np.ones((2, 3)), name="a")
+    b = Tensor(np.ones(4), name="b")
+    with pytest.raises(ShapeError, match=r"add.*a.*\(2, 3\).*b.*\(4,\)"):
+        a + b
+    with pytest.raises(ShapeError, match=r"matmul.*\(2, 3\).*\(4,\)"):
+        a @ b
+    with pytest.raises(ShapeError, match="reshape"):
+        a.reshape(4, 2)
+    with pytest.raises(ShapeError, match="stack"):
+        stack([a, b])
+    assert issubclass(ShapeError, ValueError)
+
+
+def test_shape_error_inside_a_step_names_the_step_and_copy():
+    from tinygrad_rnn import ShapeError, Unroll
+
+    W = Parameter(np.ones((3, 3)), name="W")
+    tape = Unroll(shared=[W])
+    with tape.step(1):
+        pass
+    with pytest.raises(ShapeError, match=r"matmul at step 2.*W\(2\).*\(3, 3\)"):
+        with tape.step(2):
+            Tensor(np.ones((1, 4)), name="x(2)") @ W
+
+
+def test_backward_inside_no_grad_is_an_error():
+    a = Parameter(np.ones(2))
+    y = (a * 2).sum()
+    with no_grad():
+        with pytest.raises(RuntimeError, match="no_grad"):
+            y.backward()
+    y.backward()
+    np.testing.assert_array_equal(a.grad, [2.0, 2.0])
+
+
+def test_failing_backward_changes_no_grad():
+    from tinygrad_rnn import ops
+
+    a = Parameter(np.array([1.0, 2.0]), name="a")
+    b = Parameter(np.array([3.0, 4.0]), name="b")
+    a.grad = np.array([10.0, 10.0])
+
+    def broken(x):
+        return ops.result(x.data * 1, "broken", (x,), lambda g: 1 / 0)
+
+    y = (a * 2 + broken(b)).sum()  # a's branch may be swept before the broken one fails
+    with pytest.raises(ZeroDivisionError):
+        y.backward()
+    np.testing.assert_array_equal(a.grad, [10.0, 10.0])
+    assert b.grad is None

@@ -234,7 +234,8 @@ def backward(root, grad=None, retain_graph=False):
                                f"{label(root)} has shape {root.shape}, so pass backward(grad=...) of that shape")
         grad = np.ones_like(root.data)
     else:
-        grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=root.dtype)
+        # a copy: the caller may reuse its array, and copies' gradients may keep it as a factor
+        grad = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=root.dtype)
         if grad.shape != root.shape:
             raise ShapeError(f"backward: grad has shape {grad.shape} but {label(root)} has shape {root.shape}")
     with gc_paused():
@@ -264,6 +265,8 @@ def _check_saved_values(order):
         if node._epoch != epoch and node.op != "copy":  # an in-place update since this node was made
             # (a copy saves nothing, so only the other ops can hold stale values)
             for x in node.parents + (node,):
+                if x.op == "copy":
+                    x = x.parents[0]  # a copy shares its parameter's array: an update of W changes W(t)
                 if x._version > node._epoch:
                     raise InplaceError(
                         f"backward: {label(x)} {x.shape} was modified by an in-place operation (version "
@@ -373,13 +376,6 @@ def shape_error(op, operands, reason):
 
 def is_grad_enabled():
     return _grad_enabled
-
-
-def _set_step(step):
-    """Used by Unroll.step: the step whose copies ops should use (None to leave steps)."""
-    global _step
-    previous, _step = _step, step
-    return previous
 
 
 def current_step():

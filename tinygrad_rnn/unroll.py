@@ -20,15 +20,31 @@ from .tensor import Parameter
 
 
 class _Step:
-    """The active step: which tape, which t, and this step's copies (one per shared parameter)."""
-    __slots__ = ("tape", "t", "copies")
+    """One step of a tape: which tape, which t, and this step's copies (one per shared parameter).
+    Also the context manager `tape.step(t)` returns: while it is active, ops read it from tensor._step."""
+    __slots__ = ("tape", "t", "copies", "shared")
 
     def __init__(self, tape, t):
-        self.tape, self.t, self.copies = tape, t, {}
+        self.tape, self.t, self.copies, self.shared = tape, t, {}, tape._shared_set
+
+    def __enter__(self):
+        tape, t = self.tape, self.t
+        if tape.steps and t <= tape.steps[-1]:
+            raise ValueError(f"Unroll.step({t}): steps are entered once each, in increasing order "
+                             f"(the last recorded step was {tape.steps[-1]})")
+        if _tensor._step is not None:
+            raise ValueError(f"Unroll.step({t}): already inside step {_tensor._step.t}; steps do not nest")
+        tape.steps.append(t)
+        _tensor._step = self
+        return tape
+
+    def __exit__(self, *exc):
+        _tensor._step = None
+        return False
 
     def substitute(self, inputs):
         """Inputs with every shared parameter replaced by its copy for this step (hot path: every op)."""
-        shared = self.tape._shared_set
+        shared = self.shared
         out = inputs
         for i, x in enumerate(inputs):
             if (x in shared) if shared is not None else isinstance(x, Parameter):
@@ -73,7 +89,7 @@ class Unroll:
 
     def step(self, t):
         """Context manager: ops inside belong to step t and use the copies P(t)."""
-        return _StepScope(self, t)
+        return _Step(self, t)
 
     # --- what was recorded ------------------------------------------------------------------------
     @property
@@ -93,26 +109,3 @@ class Unroll:
         """np.ndarray (T, *P.shape): ∂L/∂P(t) for each copy (zeros where no gradient reached it).
         Their sum over axis 0 is P.grad (for a P used only inside steps)."""
         return np.stack([c.grad if c.grad is not None else np.zeros_like(c.data) for c in self.copies(p)])
-
-
-class _StepScope:
-    __slots__ = ("tape", "t", "_previous")
-
-    def __init__(self, tape, t):
-        self.tape, self.t = tape, t
-
-    def __enter__(self):
-        tape = self.tape
-        if tape.steps and self.t <= tape.steps[-1]:
-            raise ValueError(f"Unroll.step({self.t}): steps are entered once each, in increasing order "
-                             f"(the last recorded step was {tape.steps[-1]})")
-        if _tensor.current_step() is not None:
-            raise ValueError(f"Unroll.step({self.t}): already inside step {_tensor.current_step().t}; "
-                             "steps do not nest")
-        tape.steps.append(self.t)
-        self._previous = _tensor._set_step(_Step(tape, self.t))
-        return tape
-
-    def __exit__(self, *exc):
-        _tensor._set_step(self._previous)
-        return False

@@ -80,8 +80,9 @@ def to_digraph(view, rankdir=None, graph_name=None):
         g.attr(mclimit="0.01")  # keep the steps in the order they are declared: time order
     g.attr("node", fontname=FONT, fontsize="12", margin="0.06,0.03", height="0.3")
     g.attr("edge", fontname=FONT, fontsize="11", arrowsize="0.7", color="#555555")
-    scale = LogScale([n.grad_norm for n in view.nodes.values()] + [e.grad_norm for e in view.edges]) \
-        if view.show_grads else None
+    folds = {f[0] for f in view.folded}  # a fold's Σ over hundreds of copies would flatten the scale
+    scale = LogScale([n.grad_norm for n in view.nodes.values()]
+                     + [e.grad_norm for e in view.edges if e.tail not in folds]) if view.show_grads else None
     layout = _Layout(view) if view.steps and rankdir in ("BT", "TB") else None
 
     def node(graph, n):
@@ -100,9 +101,9 @@ def to_digraph(view, rankdir=None, graph_name=None):
             for i in ids:
                 node(c, view.nodes[i])
         if t == fold_after:
-            node(g, view.nodes[view.folded[0][0]])
+            _fold_box(g, view, node)
     if view.folded and fold_after is None:
-        node(g, view.nodes[view.folded[0][0]])
+        _fold_box(g, view, node)
     for i in outside:
         if i not in first:
             node(g, view.nodes[i])
@@ -233,8 +234,18 @@ def _chain(view):
     reach = _reach(heads, forward)
     states = [n.id for n in nodes.values() if n.kind == "state"]
     chain += [i for i in _reach(states, backward) if i in reach] + states
-    order = {i: k for k, i in enumerate(nodes)}
-    return sorted(dict.fromkeys(chain), key=lambda i: order[i])
+    return sorted(dict.fromkeys(chain), key=_time_order(view))
+
+
+def _time_order(view):
+    """Sort key: nodes outside the steps first, then by step (a fold at its first step), then walk order."""
+    order = {i: k for k, i in enumerate(view.nodes)}
+    fold_step = {f[0]: f[1] for f in view.folded}
+
+    def key(i):
+        step = view.nodes[i].step if i not in fold_step else fold_step[i]
+        return (-1 if step is None else step, order[i])
+    return key
 
 
 def _reach(starts, adjacency):
@@ -249,6 +260,14 @@ def _reach(starts, adjacency):
 
 def _quote(i):
     return i if i.isidentifier() else f'"{i}"'
+
+
+def _fold_box(g, view, node):
+    fold_id, first, last, count = view.folded[0]
+    with g.subgraph(name="cluster_fold") as c:  # a box of its own keeps it between the steps
+        c.attr(label=f"t = {first} … {last}", style="dashed,rounded", color="#999999", fontcolor="#333333",
+               fontsize="14", margin="10")
+        node(c, view.nodes[fold_id])
 
 
 def _last_before_fold(view):

@@ -93,7 +93,7 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
         result = _stepped(graph, labels, kept, links, view, max_steps)
     if show_grads is None:
         show_grads = any(n.grad_norm is not None for n in result.nodes.values())
-    if not show_grads:
+    if not show_grads or view == "rolled":  # the rolled view lays all steps on one node: nothing to colour
         for item in list(result.nodes.values()) + result.edges:
             item.grad_norm = None
     result.show_grads = bool(show_grads)
@@ -232,8 +232,7 @@ def _stepped(graph, labels, kept, links, view, max_steps):
             add(Edge(f"n{c}", f"n{p}", "sum", "Σ"))
 
     if folded_steps:
-        nodes[fold_id] = Node(fold_id, f"… {len(folded_steps)} steps …", "fold", None,
-                              note=f"t = {folded_steps[0]} … {folded_steps[-1]}")
+        nodes[fold_id] = Node(fold_id, f"… {len(folded_steps)} steps …", "fold", None)
         for p in shared:
             hidden = [t for t in graph.nodes if t.op == "copy" and t.step in folded and t.parents[0] is nodes_[p]]
             if hidden:
@@ -255,10 +254,10 @@ def _stepped(graph, labels, kept, links, view, max_steps):
         if n.kind in ("value", "op") and n.step is not None and _base(n) in states:
             n.kind = "state"
     root_ids = {f"n{r}" for r in roots}
-    for edge in edges:  # scalars feeding an output from inside a step are the per-step losses
-        if (edge.head in root_ids or nodes[edge.head].kind == "loss") and nodes[edge.tail].shape == () \
-                and nodes[edge.tail].kind in ("value", "op"):
-            nodes[edge.tail].kind = "loss"
+    for edge in edges:  # scalars of a step that leave the steps (L(t) into L) are the per-step losses
+        tail, head = nodes[edge.tail], nodes[edge.head]
+        if tail.step is not None and head.step is None and tail.shape == () and tail.kind in ("value", "op"):
+            tail.kind = "loss"
     for r in root_ids:
         if nodes[r].shape == () and nodes[r].kind in ("value", "op"):
             nodes[r].kind = "loss"
@@ -311,7 +310,7 @@ def _rolled(graph, labels, links):
         if tail is None:
             continue
         t_k, t_i = nodes_[k].step, nodes_[i].step
-        recurrent = t_k is not None and t_i is not None and t_k < t_i
+        recurrent = t_i is not None and (t_k is None or t_k < t_i)  # s(t−1) → a(t), and s(0) → a(1)
         key = (tail, head, recurrent)
         edges.setdefault(key, [])
         for c in via:
@@ -340,13 +339,15 @@ def _rolled(graph, labels, links):
     roots = {graph.index[x] for x in graph.roots}
     used = {final(role[i]) for k, i, _ in links} | {final(role[i]) for i in roots if i in role}
     used |= {final(role[k]) for k, i, _ in links if k in role}
-    nodes, ids = {}, {}
+    nodes, ids, step_roles = {}, {}, set()
     for i in range(len(nodes_)):  # one node per role, numbered in walk order
         r = role.get(i)
         if r is None or r in ids or r not in used:
             continue
         ids[r] = f"r{len(ids)}"
         t = nodes_[i]
+        if t.step is not None:
+            step_roles.add(ids[r])
         nodes[ids[r]] = Node(ids[r], role_label[r], _kind(t, labels.get(i) is not None), None, t.shape)
     # only roles that stand for a drawn node get edges
     out, seen = [], {}
@@ -364,6 +365,8 @@ def _rolled(graph, labels, links):
         norms = [_grad_norm(p) for p in params]
         norm = max((n for n in norms if n is not None), default=None)
         kind = "state" if recurrent else ("weight" if params else "data")
+        if not label and tail in step_roles and head not in step_roles:
+            label = f"t = 1…{len(graph.steps)}" if graph.steps else ""  # all steps meet here (L = Σ_t L(t))
         out.append(Edge(tail, head, kind, label, norm))
         if recurrent and nodes[tail].kind in ("value", "op"):
             nodes[tail].kind = "state"
@@ -382,7 +385,7 @@ def _rolled(graph, labels, links):
         if node.kind in ("value", "op") and node.shape == ():
             node.kind = "loss"
     steps = graph.steps
-    title = f"rolled graph: {len(steps)} steps on top of each other" if steps else "rolled graph"
+    title = f"rolled graph: the {len(steps)} steps laid on one another" if steps else "rolled graph"
     return View("rolled", nodes, out, outside=list(nodes), title=title)
 
 

@@ -374,6 +374,7 @@ def time_steps(steps, min_time=1.0, min_repeats=5, burst=0.1, warmup=2):
     """{key: step} → {key: [seconds per call]}. Implementations take turns in bursts of ~`burst` seconds
     (so machine noise spreads over all of them) until each has run `min_repeats` times and `min_time`
     seconds. The garbage collector runs between bursts, never inside a timed call's bookkeeping."""
+    burst = min(burst, min_time / 5)
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -744,7 +745,7 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         log(f"warning: {env['openblas_env']} is set: numpy's BLAS loaded with it (kernel "
             f"{env['blas'].get('kernel')}); run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` to measure "
             "the kernel the CPU would pick")
-    env["sgemm_gflops"] = sgemm_gflops()
+    env["sgemm_gflops"] = sgemm_gflops(repeats=10 if min_time >= 0.5 else 2)
     log(f"numpy BLAS: {env['blas'].get('library')} {env['blas'].get('version')} kernel {env['blas'].get('kernel')}, "
         f"{threads} threads, sgemm {env['sgemm_gflops']:.0f} GFLOP/s; torch threads "
         f"{env.get('torch', {}).get('threads', '-')}")

@@ -3,19 +3,22 @@ gradients of a function of plain arrays, both in float64.
 
 The helpers are fixtures (`numerical_grad`, `engine_grads`) so test files need no import path tricks.
 """
+import os
+
 import numpy as np
 import pytest
 
 from tinygrad_rnn import Parameter, Tensor, no_grad
 
-try:  # a bounded, quick hypothesis profile for CI (tests/test_properties.py); the default otherwise
+try:  # hypothesis profiles (tests/test_properties.py): "ci" (default) is bounded, quick and deterministic;
+    # HYPOTHESIS_PROFILE=thorough explores many more random graphs
     from hypothesis import HealthCheck, settings
 
-    settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
-                              suppress_health_check=[HealthCheck.too_slow])
-    settings.register_profile("thorough", max_examples=500, deadline=None,
-                              suppress_health_check=[HealthCheck.too_slow])
-    settings.load_profile("ci")
+    _quiet = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True, suppress_health_check=_quiet,
+                              print_blob=True)
+    settings.register_profile("thorough", max_examples=1000, deadline=None, suppress_health_check=_quiet)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # hypothesis is a test extra; only test_properties.py needs it
     pass
 

@@ -96,6 +96,20 @@ def test_binary_cross_entropy_after_sigmoid(numerical_grad, engine_grads):
     np.testing.assert_allclose(a.grad, 1 / (1 + np.exp(-z)) - t, rtol=1e-10)  # σ(z) − t
 
 
+def test_binary_cross_entropy_of_saturated_probabilities_is_finite():
+    # float32 sigmoid rounds to exactly 1.0 beyond x ≈ 17: PyTorch clamps log at −100, so a confident correct
+    # prediction costs 0, not NaN (0 · log 0), and its gradient is 0
+    p = Parameter(np.array([1.0, 0.0, 0.5]))
+    loss = F.binary_cross_entropy(p, np.array([1.0, 0.0, 1.0]), reduction="sum")
+    loss.backward()
+    np.testing.assert_allclose(loss.item(), np.log(2), rtol=1e-12)
+    np.testing.assert_allclose(p.grad, [0.0, 0.0, -2.0], rtol=1e-12)
+    z = Parameter(np.array([40.0], np.float32))
+    saturated = F.binary_cross_entropy(z.sigmoid(), np.array([1.0], np.float32))
+    saturated.backward()
+    assert saturated.item() == 0.0 and np.isfinite(z.grad).all()
+
+
 def test_binary_cross_entropy_errors():
     with pytest.raises(ValueError, match="binary_cross_entropy.*shape"):
         F.binary_cross_entropy(Tensor(np.full(3, 0.5)), np.ones(4))

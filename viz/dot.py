@@ -121,10 +121,11 @@ def to_digraph(view, rankdir=None, graph_name=None):
 
 
 def _node_label(n, scale):
-    label = n.label
+    # DOT's own "\\n" line break (not a newline character) keeps one statement per line of source
+    label = n.label.replace("\\", "\\\\")
     if n.kind == "copy" and scale is not None and n.grad_norm is not None:
-        label = f"{n.label}\n‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}"
-    return f"{label}\n{n.note}" if n.note else label
+        label = f"{label}\\n‖∂L/∂{label}‖ = {fmt(n.grad_norm)}"
+    return f"{label}\\n{n.note}" if n.note else label
 
 
 def _node_attrs(n, scale):
@@ -234,6 +235,7 @@ def _chain(view):
     reach = _reach(heads, forward)
     states = [n.id for n in nodes.values() if n.kind == "state"]
     chain += [i for i in _reach(states, backward) if i in reach] + states
+    chain = [i for i in chain if nodes[i].kind != "fold"]  # on the row, dot moves it past the last step
     return sorted(dict.fromkeys(chain), key=_time_order(view))
 
 

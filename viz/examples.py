@@ -40,6 +40,14 @@ def example(name="hello", steps=None, hidden=3, seed=0, backward=True):
     return L, out
 
 
+def title(name, view, T):
+    """A caption for an example's drawing, e.g. 'hello: "hell" → "ello", unrolled over T = 4 steps'."""
+    text = {"hello": '"hell" → "ello"', "deep": '"deep" → "eep<stop>"'}[name]
+    how = {"unrolled": f"unrolled over T = {T} steps", "rolled": f"rolled (T = {T})",
+           "ops": f"every op, T = {T} steps"}[view]
+    return f"{name}: {text}, {how}"
+
+
 def write_demo_figures(out_dir="out", fallback_to_dot=True):
     """Render the hello network's unrolled and rolled views after backward; returns the paths written.
 
@@ -50,14 +58,15 @@ def write_demo_figures(out_dir="out", fallback_to_dot=True):
 
     from .render import GraphvizNotFound, render
 
-    L, _ = example("hello")
+    L, out = example("hello")
     paths = []
     for view in ("unrolled", "rolled"):
         path = os.path.join(out_dir, f"hello-{view}.pdf")
+        options = dict(view=view, title=title("hello", view, out.T))
         try:
-            paths.append(render(L, path, view=view))
+            paths.append(render(L, path, **options))
         except GraphvizNotFound:
             if not fallback_to_dot:
                 raise
-            paths.append(render(L, path[:-len(".pdf")] + ".dot", view=view))
+            paths.append(render(L, path[:-len(".pdf")] + ".dot", **options))
     return paths

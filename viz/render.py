@@ -16,7 +16,8 @@ class GraphvizNotFound(RuntimeError):
     """Graphviz's `dot` program is not on PATH, so a graph cannot be rendered to PDF/SVG/PNG."""
 
 
-def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None, rankdir=None):
+def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None, rankdir=None,
+         title=None):
     """The recorded graph behind `roots` as a graphviz.Digraph (shown inline in Jupyter; `.source` is DOT).
 
     Parameters
@@ -37,14 +38,20 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
     names : dict, optional
         {name: Tensor} labels for tensors without a `.name` (e.g. `names=locals()`); `.name` wins.
     rankdir : str, optional
-        Graphviz direction: "LR" (default for unrolled and ops: time runs left to right) or "TB", "BT", "RL".
+        Graphviz direction: "BT" (default: inputs at the bottom, time left to right, as on the slides),
+        or "TB", "LR", "RL" (dot's own layout, no rows).
+    title : str, optional
+        The caption on top (default: the view, T and the folded steps).
 
     Returns
     -------
     graphviz.Digraph
     """
     from .dot import to_digraph
-    return to_digraph(build_view(roots, view, max_steps, show_grads, names), rankdir=rankdir)
+    drawing = build_view(roots, view, max_steps, show_grads, names)
+    if title is not None:
+        drawing.title = title
+    return to_digraph(drawing, rankdir=rankdir)
 
 
 def render(roots, path, view="unrolled", format=None, **draw_options):

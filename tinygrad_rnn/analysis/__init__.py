@@ -11,7 +11,7 @@ All of them recompute from an RNNOutput on a float64 twin of the model, so they 
 L.backward() and never change any parameter's .grad.
 """
 from ..optim import clip_grad_norm  # noqa: F401  (re-exported: truncated BPTT usually clips)
-from .contributions import contribution_norms, contributions  # noqa: F401
+from .contributions import contribution_norms, contribution_rows, contributions, step_grads  # noqa: F401
 from .examples import hello_sequence  # noqa: F401
 from .flow import GradientFlow, gradient_flow  # noqa: F401
 from .jacobians import (all_state_jacobians, explicit_grad, jacobian, state_jacobian, state_jacobian_rows,  # noqa: F401

@@ -38,6 +38,16 @@ class GradientFlow:
                 f"(vanishing below {VANISHING_BELOW}, exploding above {EXPLODING_ABOVE})")
 
 
+def spectral_norms(matrices):
+    """‖A‖₂ (largest singular value) of each matrix in a stack (n, d, d): √(largest eigenvalue of A Aᵀ),
+    a few times faster than an SVD; each A is scaled to max |entry| 1 first so tiny norms do not underflow."""
+    scale = np.abs(matrices).max(axis=(1, 2))
+    safe = np.where(scale > 0, scale, 1.0)[:, None, None]
+    A = matrices / safe
+    top = np.linalg.eigvalsh(A @ np.swapaxes(A, 1, 2))[:, -1]
+    return np.sqrt(np.maximum(top, 0.0)) * scale
+
+
 def fit_rate(gaps, norms):
     """The geometric factor r of norms ≈ C·r^gap: exp of the least-squares slope of log(norm) against
     the gap (with an intercept, so a first step unlike the rest does not bias r). One gap: r = norm^(1/gap).
@@ -73,7 +83,7 @@ def gradient_flow(output, batch=0):
     norms = np.zeros((T + 1, T + 1))
     norms[0, 0] = 1.0
     for t, rows in state_jacobian_rows(output, batch):
-        norms[t, :t + 1] = np.linalg.norm(rows, 2, axis=(1, 2))  # spectral norms (largest singular values)
+        norms[t, :t + 1] = spectral_norms(rows)
     gaps = np.arange(1, T)
     per_gap = np.array([max(norms[k + g, k] for k in range(1, T - g + 1)) for g in gaps])
     _, gamma = _rerun.derivative(model, np.zeros(1))

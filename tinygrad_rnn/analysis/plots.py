@@ -5,7 +5,7 @@ it shows in a notebook and saves with fig.savefig("name.png") or .pdf anywhere.
 """
 import numpy as np
 
-from .contributions import contribution_norms, contributions
+from .contributions import contribution_norms, step_grads
 from .flow import GradientFlow, gradient_flow
 
 
@@ -68,7 +68,8 @@ def plot_step_grads(output, P=None):
     """Bars of ‖∂L/∂P(t)‖_F per copy step t (default P = W): how much each step's copy contributes to
     ∂L/∂P = Σ_t ∂L/∂P(t). Recomputed (the column sums of the contributions), so it works after backward."""
     P, name = _label(output, P)
-    per_step = contribution_norms_per_step(output, P)
+    grads = step_grads(output, P)
+    per_step = np.sqrt((grads.reshape(len(grads), -1) ** 2).sum(axis=1))
     fig, ax = _figure((5.6, 3.6))
     steps = np.arange(1, len(per_step) + 1)
     ax.bar(steps, per_step, color="C0")
@@ -79,9 +80,3 @@ def plot_step_grads(output, P=None):
     ax.set_ylabel(f"‖∂L/∂{name}(t)‖_F")
     ax.set_title(f"Per-step copies: ∂L/∂{name} = Σ_t ∂L/∂{name}(t)")
     return fig
-
-
-def contribution_norms_per_step(output, P):
-    """‖∂L/∂P(t)‖_F for t = 1 … T (the norms of tape.step_grads(P), recomputed)."""
-    grads = contributions(output, P).sum(axis=0)
-    return np.sqrt((grads.reshape(len(grads), -1) ** 2).sum(axis=1))

@@ -113,7 +113,11 @@ class SequenceClassifier(Module):
             return F.cross_entropy(y, np.asarray(targets), reduction="mean"), y
         if kind != "regression":
             raise ValueError(f"SequenceClassifier.loss: kind must be 'classification' or 'regression', got {kind!r}")
-        targets = np.asarray(targets, dtype=y.dtype).reshape(y.shape)
+        targets = np.asarray(targets, dtype=y.dtype)
+        if targets.size != y.size:
+            raise ValueError(f"SequenceClassifier.loss: regression targets {targets.shape} do not fit the "
+                             f"predictions {y.shape}")
+        targets = targets.reshape(y.shape)
         return ((y - targets) ** 2).mean(), y
 
 

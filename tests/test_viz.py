@@ -1,0 +1,287 @@
+"""viz: the DOT source of the three views, folding, gradient colours, real renders and the missing-`dot` error."""
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+pytest.importorskip("graphviz")
+
+import viz  # noqa: E402
+from tinygrad_rnn import Parameter, Tensor, Unroll  # noqa: E402
+from tinygrad_rnn.cli import main  # noqa: E402
+from viz.dot import HEAT, NO_GRAD, fmt, heat  # noqa: E402
+
+HAS_DOT = shutil.which("dot") is not None
+needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot program is not installed")
+
+NODE = re.compile(r'^\s*(\w+) \[label=("(?:[^"\\]|\\.)*"|\S+)(.*)\]$')
+EDGE = re.compile(r"^\s*(\w+) -> (\w+)(?: \[(.*)\])?$")
+
+
+class Dot:
+    """The parts of a DOT source the tests look at: nodes (label, attrs, cluster) and edges in order."""
+
+    def __init__(self, source):
+        self.source = source
+        self.nodes, self.edges, self.clusters = {}, [], {}
+        cluster = None
+        for line in source.splitlines():
+            m = re.match(r"^\s*subgraph (cluster_\w+) \{", line)
+            if m:
+                cluster = m.group(1)
+                self.clusters[cluster] = re.search(r'label="([^"]*)"', source[source.index(line):]).group(1)
+                continue
+            if line.strip() == "}":
+                cluster = None
+                continue
+            m = EDGE.match(line)
+            if m:
+                self.edges.append((m.group(1), m.group(2), m.group(3) or ""))
+                continue
+            m = NODE.match(line)
+            if m:
+                label = m.group(2).strip('"').split("\\n")[0]
+                self.nodes[m.group(1)] = {"label": label, "attrs": m.group(3), "cluster": cluster,
+                                          "full": m.group(2)}
+
+    def ids(self, label):
+        return [i for i, n in self.nodes.items() if n["label"] == label]
+
+    def id(self, label):
+        (i,) = self.ids(label)
+        return i
+
+    def label(self, i):
+        return self.nodes[i]["label"]
+
+    def of_class(self, cls):
+        return [i for i, n in self.nodes.items() if f"class={cls}" in n["attrs"]]
+
+    def edges_of_class(self, cls):
+        return [(t, h, a) for t, h, a in self.edges if f"class={cls}" in a]
+
+
+@pytest.fixture(scope="module")
+def hello():
+    L, out = viz.example("hello", backward=False)
+    return L, out
+
+
+@pytest.fixture(scope="module")
+def hello_grads():
+    return viz.example("hello")
+
+
+def test_unrolled_has_one_cluster_per_step_with_its_copies_inside(hello):
+    L, out = hello
+    d = Dot(viz.draw(L, view="unrolled").source)
+    assert d.clusters == {f"cluster_{t}": f"t = {t}" for t in out.tape.steps}
+    for p in out.tape.parameters:  # every copy W(t) of the recorded tape sits in the box of step t
+        for copy in out.tape.copies(p):
+            i = d.id(copy.name)
+            assert d.nodes[i]["cluster"] == f"cluster_{copy.step}"
+            assert f"class=copy" in d.nodes[i]["attrs"]
+        assert d.nodes[d.id(p.name)]["cluster"] is None  # the shared parameter is outside every step
+    for t in out.tape.steps:
+        for name in ("x", "a", "s", "y", "L"):
+            assert d.nodes[d.id(f"{name}({t})")]["cluster"] == f"cluster_{t}"
+    assert d.nodes[d.id("L")]["cluster"] is None and d.nodes[d.id("s(0)")]["cluster"] is None
+
+
+def test_exactly_T_sigma_edges_into_each_shared_parameter(hello):
+    L, out = hello
+    d = Dot(viz.draw(L).source)
+    T = out.T
+    for p in out.tape.parameters:
+        into = [(t, a) for t, h, a in d.edges if h == d.id(p.name)]
+        assert len(into) == T and all('label=" Σ "' in a for _, a in into)
+        assert sorted(d.label(t) for t, _ in into) == sorted(c.name for c in out.tape.copies(p))
+    assert len(d.edges_of_class("sum")) == T * len(out.tape.parameters)
+
+
+def test_state_edges_run_in_time_order(hello):
+    L, out = hello
+    d = Dot(viz.draw(L).source)
+    states = [(d.label(t), d.label(h)) for t, h, _ in d.edges_of_class("state")]
+    assert states == [(f"s({t - 1})", f"a({t})") for t in range(1, out.T + 1)]
+    # and inside each step a(t) -> s(t) -> y(t) -> L(t) -> L, as in the lecture's equations
+    pairs = {(d.label(t), d.label(h)) for t, h, _ in d.edges}
+    for t in range(1, out.T + 1):
+        assert {(f"a({t})", f"s({t})"), (f"s({t})", f"y({t})"), (f"y({t})", f"L({t})"), (f"L({t})", "L"),
+                (f"x({t})", f"a({t})"), (f"W({t})", f"a({t})"), (f"V({t})", f"y({t})")} <= pairs
+
+
+def test_long_sequences_fold_the_middle_steps():
+    L, out = viz.example("hello", steps=30, backward=False)
+    d = Dot(viz.draw(L, max_steps=12).source)
+    kept = list(range(1, 7)) + list(range(25, 31))
+    assert [c for c in d.clusters if c != "cluster_fold"] == [f"cluster_{t}" for t in kept]
+    assert d.clusters["cluster_fold"] == "t = 7 … 24"
+    fold = d.id("… 18 steps …")
+    W = d.id("W")
+    into_W = [(d.label(t), a) for t, h, a in d.edges if h == W]
+    assert len(into_W) == 12 + 1 and ("… 18 steps …", 'label=" Σ ×18 " class=sum') in \
+        [(lab, a[:len('label=" Σ ×18 " class=sum')]) for lab, a in into_W]
+    states = [(d.label(t), d.label(h)) for t, h, _ in d.edges_of_class("state")]
+    assert ("s(6)", "… 18 steps …") in states and ("… 18 steps …", "a(25)") in states
+    assert not any(f"({t})" in n["label"] for n in d.nodes.values() for t in range(7, 25))
+    assert fold in d.nodes and len(Dot(viz.draw(L, max_steps=None).source).clusters) == 30
+
+
+def test_a_thousand_steps_draw_folded():
+    L, out = viz.example("deep", steps=1000)
+    d = Dot(viz.draw(L).source)  # default max_steps=12; the walk over ~15,000 nodes is iterative
+    assert len(d.clusters) == 13 and d.clusters["cluster_fold"] == "t = 7 … 994"
+    assert d.ids("… 988 steps …")
+
+
+def test_gradient_colours_and_copy_norms_after_backward(hello, hello_grads):
+    L, out = hello_grads
+    d = Dot(viz.draw(L).source)
+    W_steps = out.tape.step_grads(out.model.W)
+    for t, copy in zip(out.tape.steps, out.tape.copies(out.model.W)):
+        full = d.nodes[d.id(f"W({t})")]["full"]
+        assert f"‖∂L/∂W({t})‖ = {fmt(np.linalg.norm(W_steps[t - 1]))}" in full
+    norms = [np.linalg.norm(g) for g in W_steps]
+    assert norms[0] == 0  # s(0) = 0, so ∂L/∂W(1) = s(0)ᵀ δ(1) = 0: drawn grey, "no gradient"
+    assert f'fillcolor="{NO_GRAD}"' in d.nodes[d.id("W(1)")]["attrs"]
+    # the largest drawn gradient is the darkest colour of the ramp, and colours grow with the norm
+    fills = {t: re.search(r'fillcolor="(#\w+)"', d.nodes[d.id(f"W({t})")]["attrs"]).group(1) for t in (2, 3, 4)}
+    assert all(c not in (NO_GRAD, "#ffffff") for c in fills.values())
+    order = np.argsort(norms[1:])
+    darkness = [sum(int(fills[t][k:k + 2], 16) for k in (1, 3, 5)) for t in (2, 3, 4)]
+    assert list(np.argsort(darkness)[::-1]) == list(order)
+    assert "legend" in d.nodes and "log scale" in d.source
+    assert re.search(r'class=sum color="#[0-9a-f]{6}"', d.source)  # Σ edges coloured too
+    # before backward: no colours, no norms, no legend
+    plain = Dot(viz.draw(hello[0]).source)
+    assert "legend" not in plain.nodes and "‖∂L" not in plain.source
+    assert "‖∂L" not in viz.draw(L, show_grads=False).source
+
+
+def test_heat_ramp_ends():
+    assert heat(0) == HEAT[0] and heat(1) == HEAT[-1] and heat(0.5) not in (HEAT[0], HEAT[-1])
+
+
+def test_rolled_view_is_derived_from_the_recorded_graph(hello):
+    L, _ = hello
+    d = Dot(viz.draw(L, view="rolled").source)
+    assert {n["label"] for n in d.nodes.values()} == {"x(t)", "s(0)", "s(t)", "y(t)", "L(t)", "L"}
+    edges = {(d.label(t), d.label(h)): a for t, h, a in d.edges}
+    assert 'label=" W "' in edges[("s(t)", "s(t)")] and "class=state" in edges[("s(t)", "s(t)")]
+    assert 'label=" U "' in edges[("x(t)", "s(t)")] and 'label=" V "' in edges[("s(t)", "y(t)")]
+    assert ("y(t)", "L(t)") in edges and ("L(t)", "L") in edges
+    assert not d.clusters
+
+
+def test_ops_view_shows_every_recorded_op_with_shapes(hello):
+    from viz.graph import walk
+    L, out = hello
+    d = Dot(viz.draw(L, view="ops").source)
+    graph = walk(L)
+    assert len(d.nodes) == len(graph)  # every tensor of the walk, parameters and constants included
+    full = {n["full"] for n in d.nodes.values()}
+    assert '"a(2)\\nadd  3"' in full and '"W(3)\\ncopy  3×3"' in full and '"matmul\\n3"' in full
+    assert sum(1 for n in d.nodes.values() if n["label"] == "matmul") == 3 * out.T  # x U, s W, s V
+    assert all(d.nodes[i]["cluster"] == f"cluster_{graph.nodes[int(i[1:])].step}"
+               for i in d.nodes if graph.nodes[int(i[1:])].step is not None)
+
+
+def test_drawing_after_backward_and_deterministic_ids():
+    L1, _ = viz.example("hello")  # backward already ran: the saved closures are freed
+    L2, _ = viz.example("hello")
+    assert viz.draw(L1).source == viz.draw(L2).source  # ids from a counter in walk order, not id()
+    assert re.findall(r"^\s*(n\d+) \[", viz.draw(L1).source, re.M)[:3] == ["n4", "n0", "n2"]
+    for view in viz.VIEWS:
+        assert viz.draw(L1, view=view).source == viz.draw(L1, view=view).source
+
+
+def test_names_a_tensor_name_wins_and_unnamed_graphs_still_draw():
+    W = Parameter(np.eye(2), name="Whh")
+    tape = Unroll(shared=[W])
+    h = Tensor(np.ones(2))
+    for t in (1, 2, 3):
+        with tape.step(t):
+            h = (h @ W).tanh()
+    loss = h.sum()
+    hidden = h
+    d = Dot(viz.draw(loss, names={"hidden": hidden, "W_alias": W}).source)
+    assert d.ids("Whh") and not d.ids("W_alias")  # .name wins over names=
+    assert d.ids("hidden") and [d.label(c) for c in d.of_class("copy")] == ["Whh(1)", "Whh(2)", "Whh(3)"]
+    # nothing but the output named: the unnamed ops stay, labelled by op, one cluster per step
+    d2 = Dot(viz.draw(loss).source)
+    assert len(d2.clusters) == 3 and len(d2.ids("tanh")) == 3 and len(d2.edges_of_class("sum")) == 3
+
+
+def test_bad_arguments_are_named():
+    L, _ = viz.example("hello", backward=False)
+    with pytest.raises(ValueError, match="view must be one of"):
+        viz.draw(L, view="folded")
+    with pytest.raises(ValueError, match="max_steps must be an integer >= 2"):
+        viz.draw(L, max_steps=1)
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        viz.render(L, "graph.jpeg")
+    with pytest.raises(TypeError, match="expected a Tensor"):
+        viz.draw("L")
+
+
+def test_deep_example_is_the_lecture_sequence():
+    L, out = viz.example("deep", backward=False)
+    vocab = ["d", "e", "p", "<stop>"]
+    assert [vocab[i] for i in np.argmax(out.inputs, axis=-1)] == ["d", "e", "e", "p"]
+    assert [vocab[i] for i in out.targets] == ["e", "e", "p", "<stop>"]
+    L8, out8 = viz.example("deep", steps=8, backward=False)
+    assert [vocab[i] for i in out8.targets] == ["e", "e", "p", "<stop>", "d", "e", "e", "p"]
+
+
+@needs_dot
+def test_render_pdf_and_svg(tmp_path, hello_grads):
+    L, _ = hello_grads
+    pdf = viz.render(L, tmp_path / "hello.pdf")
+    with open(pdf, "rb") as f:
+        assert f.read(5) == b"%PDF-"
+    if shutil.which("pdfinfo"):
+        info = subprocess.run(["pdfinfo", pdf], capture_output=True, text=True, check=True).stdout
+        assert re.search(r"^Pages:\s+1$", info, re.M)
+    svg = viz.render(L, tmp_path / "hello.svg", view="rolled")
+    text = open(svg, encoding="utf-8").read()
+    assert "<svg" in text and "s(t)" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.pdf", "hello.svg"]  # no stray .gv files
+
+
+def test_missing_dot_gives_install_instructions_and_dot_output_still_works(tmp_path, monkeypatch, capsys):
+    L, _ = viz.example("hello", backward=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no `dot` anywhere
+    with pytest.raises(viz.GraphvizNotFound, match="apt-get install graphviz") as e:
+        viz.render(L, tmp_path / "hello.pdf")
+    assert "brew install graphviz" in str(e.value) and "conda" in str(e.value)
+    assert not (tmp_path / "hello.pdf").exists()
+    assert "digraph" in open(viz.render(L, tmp_path / "hello.dot")).read()
+    assert viz.draw(L).source.startswith("digraph")
+    assert main(["render", "-o", str(tmp_path / "cli.pdf")]) == 1
+    assert "Install Graphviz" in capsys.readouterr().err
+    paths = viz.write_demo_figures(tmp_path / "out")  # the demo falls back to the DOT sources
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["hello-unrolled.dot", "hello-rolled.dot"]
+
+
+def test_cli_render(tmp_path, capsys):
+    out = tmp_path / "deep.dot"
+    assert main(["render", "--example", "deep", "--view", "rolled", "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out and "s(t)" in out.read_text()
+    assert main(["render", "--steps", "20", "--max-steps", "6", "-o", str(tmp_path / "h.gv")]) == 0
+    assert "… 14 steps …" in (tmp_path / "h.gv").read_text()
+    assert main(["render", "--format", "dot", "--no-grads", "-o", str(tmp_path / "plain")]) == 0
+    assert "‖∂L" not in (tmp_path / "plain").read_text()
+    assert main(["render", "-o", str(tmp_path / "x.txt")]) == 2
+    assert main(["render", "--steps", "0", "-o", str(tmp_path / "x.dot")]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+@needs_dot
+def test_write_demo_figures(tmp_path):
+    paths = viz.write_demo_figures(tmp_path)
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["hello-unrolled.pdf", "hello-rolled.pdf"]
+    for p in paths:
+        assert open(p, "rb").read(5) == b"%PDF-"

@@ -386,12 +386,14 @@ def time_steps(steps, min_time=1.0, min_repeats=5, burst=0.1, warmup=2):
         for key in pending:
             gc.collect()
             step, spent = steps[key], 0.0
-            while spent < burst:
+            while True:  # at least one call per burst
                 t0 = time.perf_counter()
                 step()
                 dt = time.perf_counter() - t0
                 times[key].append(dt)
                 spent += dt
+                if spent >= burst:
+                    break
 
 
 def sgemm_gflops(n=1024, repeats=10):

@@ -27,7 +27,8 @@ def main(steps=300, length=4, cell="gru", seed=0):
     src = rng.integers(0, 10, size=(length, 500))
     out = model.translate(src, length)
     exact = np.mean(np.all(out == src[::-1], axis=0))
-    print(f"{cell} seq2seq: {np.mean(out == src[::-1]):.1%} of digits, {exact:.1%} of whole sequences reversed")
+    digits = np.mean(out == src[::-1])
+    print(f"{cell} seq2seq: {digits:.1%} of digits, {exact:.1%} of whole sequences reversed")
     print("e.g.", "".join(map(str, src[:, 0])), "->", "".join(map(str, out[:, 0])))
     print(f"encoder steps {[c.step for c in tape.copies(model.encoder.cell.weight_hh)]}, "
           f"decoder steps {[c.step for c in tape.copies(model.cell.weight_hh)]}")

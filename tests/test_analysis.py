@@ -179,7 +179,8 @@ def test_explicit_grad_formula_and_total_derivative(nonlinearity):
 
     # ∂s_t/∂W = Σ_{k≤t} ∂s_t/∂s_k · ∂⁺s_k/∂W, against finite differences of s_t in W
     t = out.T
-    total = sum(np.einsum("pr,rqs->pqs", state_jacobian(out, t, k), explicit_grad(out, k)) for k in range(1, t + 1))
+    total = sum(np.einsum("pr,rqs->pqs", state_jacobian(out, t, k), explicit_grad(out, k))
+                for k in range(1, t + 1))
     W0 = model.W.data.copy()
 
     def s_t_of(W):
@@ -228,3 +229,21 @@ def test_scaling_W_down_vanishes_and_up_explodes():
         verdicts[scale] = (flow.verdict, flow.rate)
     assert verdicts[0.5][0] == "vanishing" and verdicts[0.5][1] < 0.6
     assert verdicts[3.0][0] == "exploding" and verdicts[3.0][1] > 1.15
+
+
+def test_a_float32_model_is_analysed_in_float64():
+    from tinygrad_rnn.demo import hello_example
+    model, xs, targets, _ = hello_example(hidden=3, seed=0, dtype=np.float32)  # (T, n) inputs, no batch axis
+    L, out = model.loss(xs, targets)
+    L.backward()
+    C = contributions(out, model.W)
+    assert C.dtype == np.float64
+    np.testing.assert_allclose(C.sum(axis=(0, 1)), model.W.grad, rtol=1e-5, atol=1e-6)
+    assert step_jacobian(out, 2).dtype == np.float64
+
+
+def test_gated_cells_are_refused_with_a_clear_error():
+    model = nn.RNN(4, 3, 4, cell="gru", dtype=np.float64)
+    out = model.forward(np.eye(4)[[0, 1, 2]])
+    with pytest.raises(TypeError, match="vanilla nn.RNN"):
+        state_jacobian(out, 2, 1)

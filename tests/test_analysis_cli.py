@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from tinygrad_rnn.analysis import gradient_flow, hello_sequence, plot_contributions, plot_gradient_flow, plot_step_grads
+from tinygrad_rnn.analysis import (gradient_flow, hello_sequence, plot_contributions, plot_gradient_flow,
+                                   plot_step_grads)
 from tinygrad_rnn.cli import main
 
 pytest.importorskip("matplotlib")
@@ -27,19 +28,21 @@ def test_plots_are_figures_with_the_measured_values(tmp_path):
     assert (tmp_path / "bars.pdf").read_bytes()[:4] == b"%PDF"
 
 
-@pytest.mark.parametrize("scale, verdict", [(0.5, "vanishing"), (3.0, "exploding")])
-def test_analyze_writes_the_figures_and_the_verdict(tmp_path, capsys, scale, verdict):
+@pytest.mark.parametrize("scale, verdict, fmt", [(0.5, "vanishing", "png"), (3.0, "exploding", "pdf")])
+def test_analyze_writes_the_figures_and_the_verdict(tmp_path, capsys, scale, verdict, fmt):
     assert main(["analyze", "--example", "hello", "--init-scale", str(scale), "-o", str(tmp_path),
-                 "--repeats", "4", "--truncate", "4"]) == 0
+                 "--repeats", "4", "--truncate", "4", "--format", fmt]) == 0
     printed = capsys.readouterr().out
     assert printed.strip().splitlines()[-1] == f"verdict: {verdict}"
-    assert "truncated BPTT (k = 4)" in printed
+    assert "truncated BPTT (k = 4)" in printed and "T = 19" in printed
+    magic = b"\x89PNG" if fmt == "png" else b"%PDF"
     for name in ("contributions", "gradient_flow", "step_grads"):
-        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / f"{name}.{fmt}").read_bytes()[:4] == magic
 
 
 def test_analyze_rejects_bad_input(tmp_path, capsys):
-    assert main(["analyze", "--example", "nope", "-o", str(tmp_path)]) == 2
-    assert "unknown example 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", "--example", "nope", "-o", str(tmp_path)])
+    assert exit_.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
     assert main(["analyze", "--init-scale", "-1", "-o", str(tmp_path)]) == 2
     assert "--init-scale must be a positive number" in capsys.readouterr().err

@@ -119,3 +119,13 @@ def test_detects_a_wrong_cross_entropy(monkeypatch):
     z = Parameter(np.array([[0.1, 0.2, 0.3]]), name="logits")
     with pytest.raises(GradcheckError, match="logits"):
         gradcheck(lambda t: F.cross_entropy(t, [1]), [z])
+
+
+def test_leaves_the_gradients_of_other_tensors_alone():
+    # checking a model's loss w.r.t. one weight must not leave an extra gradient on the others (the next
+    # optimizer step would use it), as torch.autograd.gradcheck does not touch any .grad
+    model, xs, targets, _ = hello_example(hidden=3, seed=0, dtype=np.float64)
+    model.U.grad = np.full(model.U.shape, 7.0)
+    assert gradcheck(lambda W: model.loss(xs, targets)[0], [model.W])
+    np.testing.assert_array_equal(model.U.grad, 7.0)
+    assert all(P.grad is None for P in (model.b, model.V, model.c, model.W))

@@ -42,7 +42,8 @@ def test_rnn_init_is_unchanged_by_the_cell_option():
     m = nn.RNN(4, 3, 5, seed=7)
     rng = np.random.default_rng(7)
     for p in (m.U, m.W, m.b, m.V, m.c):
-        np.testing.assert_array_equal(p.data, rng.uniform(-1 / np.sqrt(3), 1 / np.sqrt(3), p.shape).astype(np.float32))
+        expected = rng.uniform(-1 / np.sqrt(3), 1 / np.sqrt(3), p.shape).astype(np.float32)
+        np.testing.assert_array_equal(p.data, expected)
 
 
 # --- state dict and checkpoints -------------------------------------------------------------------------
@@ -158,7 +159,8 @@ def test_linear_matches_torch_outputs_and_gradients():
 
 # --- cells against PyTorch --------------------------------------------------------------------------------
 
-TORCH_CELLS = {"rnn": ("RNNCell", nn.RNNCell), "gru": ("GRUCell", nn.GRUCell), "lstm": ("LSTMCell", nn.LSTMCell)}
+TORCH_CELLS = {"rnn": ("RNNCell", nn.RNNCell), "gru": ("GRUCell", nn.GRUCell),
+               "lstm": ("LSTMCell", nn.LSTMCell)}
 
 
 def _run_cell_both(torch, kind, dtype, steps=3, batch=2, n=3, d=4):
@@ -201,7 +203,8 @@ def test_cells_match_torch_outputs_and_gradients(kind):
         pairs = [(cell.U, ref.weight_ih.grad.T), (cell.W, ref.weight_hh.grad.T), (cell.b, ref.bias_ih.grad)]
         np.testing.assert_allclose(ref.bias_ih.grad.numpy(), ref.bias_hh.grad.numpy())
     else:
-        pairs = [(getattr(cell, name), getattr(ref, name).grad) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        pairs = [(getattr(cell, name), getattr(ref, name).grad) for name in names]
         pairs = [(p, g.T if g.ndim == 2 else g) for p, g in pairs]  # our weights are torch's transposed
     for p, g in pairs:
         np.testing.assert_allclose(p.grad, g.numpy(), rtol=1e-4, atol=1e-5, err_msg=p.name)
@@ -296,7 +299,8 @@ def test_gated_rnn_records_per_step_copies(kind):
     assert [y.name for y in out.logits] == ["y(1)", "y(2)", "y(3)", "y(4)"]
     assert [l.name for l in out.losses] == ["L(1)", "L(2)", "L(3)", "L(4)"]
     assert out.preactivations == []
-    assert [c.name for c in out.cell_states] == (["C(0)", "C(1)", "C(2)", "C(3)", "C(4)"] if kind == "lstm" else [])
+    expected = ["C(0)", "C(1)", "C(2)", "C(3)", "C(4)"] if kind == "lstm" else []
+    assert [c.name for c in out.cell_states] == expected
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
@@ -309,7 +313,8 @@ def test_rnn_matches_torch_module_with_same_weights(kind):
     L, out = m.loss(xs, targets)
     L.backward()
     logits, _ = ref(torch.tensor(xs))
-    tL = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), torch.tensor(targets).reshape(-1), reduction="sum")
+    tL = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), torch.tensor(targets).reshape(-1),
+                                           reduction="sum")
     tL.backward()
     np.testing.assert_allclose(np.stack([y.data for y in out.logits]), logits.detach().numpy(), rtol=1e-10)
     np.testing.assert_allclose(L.item(), tL.item(), rtol=1e-10)

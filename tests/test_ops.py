@@ -325,3 +325,12 @@ def test_stack_and_concat_need_tensors():
         stack([])
     with pytest.raises(ValueError, match="concat"):
         concat([])
+
+
+def test_pow_zero_exponent_gradient_is_zero_everywhere():
+    a = Parameter(np.array([0.0, 2.0, -1.0]))
+    (a ** 0).sum().backward()
+    np.testing.assert_array_equal(a.grad, [0.0, 0.0, 0.0])  # d/dx x⁰ = 0, also at x = 0 (as torch)
+    b = Parameter(np.array([0.0, 3.0]))
+    (b ** 1).sum().backward()
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])

@@ -28,7 +28,8 @@ def _run_both(torch, make_ours, make_theirs, steps=6, dtype=np.float32):
         opt.step()
         topt.step()
         for p, tp in zip(ours, theirs):
-            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=f"step {step}")
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-6, atol=1e-7,
+                                       err_msg=f"step {step}")
             assert p.data.dtype == dtype
     return ours
 

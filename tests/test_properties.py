@@ -72,7 +72,7 @@ def replay(kind, xs, param, engine):
     if kind == "const":  # a number or an array on the left or the right (reflected forms)
         a = xs[0]
         op, value, left = param
-        c = value if np.ndim(value) == 0 or engine else torch.tensor(value)
+        c = value if engine or not isinstance(value, np.ndarray) else torch.tensor(value)
         if op == "add":
             return c + a if left else a + c
         if op == "sub":
@@ -150,7 +150,7 @@ def graphs(draw):
             transpose = b.ndim >= 2 and a.shape[-1] != b.shape[-2]
             bt = b.shape[:-2] + b.shape[:-3:-1] if transpose else b.shape
             try:
-                np.matmul(np.empty(a.shape), np.empty(bt))
+                np.matmul(np.zeros(a.shape), np.zeros(bt))
             except ValueError:
                 continue
             param, args = transpose, (i, j)

@@ -156,7 +156,7 @@ def random_program(seed, n_ops=12):
             axis = int(rng.integers(-len(a), len(a)))
             keep = bool(rng.integers(2))
             program.append(("reduce", op, (i,), (axis, keep)))
-            shape = np.empty(a).sum(axis=axis, keepdims=keep).shape
+            shape = np.zeros(a).sum(axis=axis, keepdims=keep).shape
         elif kind == "matmul":
             j = int(rng.integers(len(pool)))
             b = pool[j]
@@ -165,7 +165,7 @@ def random_program(seed, n_ops=12):
             transpose = len(b) >= 2 and a[-1] != b[-2 if len(b) >= 2 else 0]
             bt = b[:-2] + (b[-1], b[-2]) if transpose else b
             try:
-                shape = np.matmul(np.empty(a), np.empty(bt)).shape
+                shape = np.matmul(np.zeros(a), np.zeros(bt)).shape
             except ValueError:
                 continue
             program.append(("matmul", "matmul", (i, j), transpose))

@@ -47,8 +47,8 @@ def test_cli_train_then_sample(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("Beautiful is better than ugly. " * 4, encoding="utf-8")
     ckpt = tmp_path / "m.npz"
-    code = cli.main(["train", "--text", str(text), "--cell", "gru", "--hidden", "8", "--seq", "10", "--batch", "4",
-                     "--steps", "3", "--save", str(ckpt), "--no-progress"])
+    code = cli.main(["train", "--text", str(text), "--cell", "gru", "--hidden", "8", "--seq", "10",
+                     "--batch", "4", "--steps", "3", "--save", str(ckpt), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0 and ckpt.exists() and (tmp_path / "m.png").exists()
     assert "unigram entropy" in out and "tokens/s" in out and "after 3 updates" in out
@@ -61,8 +61,8 @@ def test_cli_train_then_sample(tmp_path, capsys):
 
 def test_cli_sample_errors_are_one_line(tmp_path, capsys):
     ckpt = tmp_path / "m.npz"
-    cli.main(["train", "--text", str(_write(tmp_path, "abab" * 10)), "--hidden", "4", "--seq", "5", "--steps", "1",
-              "--save", str(ckpt), "--no-progress"])
+    cli.main(["train", "--text", str(_write(tmp_path, "abab" * 10)), "--hidden", "4", "--seq", "5",
+              "--steps", "1", "--save", str(ckpt), "--no-progress"])
     capsys.readouterr()
     assert cli.main(["sample", "--load", str(ckpt), "--prime", "xyz"]) == 2
     assert "not in the model's vocabulary" in capsys.readouterr().err
@@ -94,6 +94,8 @@ def test_cli_task_compares_cells(tmp_path, capsys):
     assert "memoryless guess scores 0.1667" in out and "rnn :" in out and "lstm:" in out
     assert cli.main(["task", "copy", "--T", "2", "--hidden", "4", "--steps", "1", "--batch", "2",
                      "--no-progress"]) == 0
+    assert cli.main(["task", "copy", "--threads", "0", "--no-progress"]) == 2
+    assert "--threads must be positive" in capsys.readouterr().err
 
 
 def _write(tmp_path, text):

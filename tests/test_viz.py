@@ -1,4 +1,4 @@
-"""viz: the DOT source of the three views, folding, gradient colours, real renders and the missing-`dot` error."""
+"""viz: DOT source of the three views, folding, gradient colours, real renders, the missing-`dot` error."""
 import re
 import shutil
 import subprocess
@@ -38,7 +38,11 @@ class Dot:
                 continue
             m = EDGE.match(line)
             if m:
-                self.edges.append((m.group(1), m.group(2), m.group(3) or ""))
+                tail, head, attrs = m.group(1), m.group(2), m.group(3) or ""
+                if "dir=back" in attrs:  # written head -> tail, drawn (and meant) tail -> head
+                    tail, head = head, tail
+                if "style=invis" not in attrs:  # layout helpers are not part of the drawing
+                    self.edges.append((tail, head, attrs))
                 continue
             m = NODE.match(line)
             if m:
@@ -82,7 +86,7 @@ def test_unrolled_has_one_cluster_per_step_with_its_copies_inside(hello):
         for copy in out.tape.copies(p):
             i = d.id(copy.name)
             assert d.nodes[i]["cluster"] == f"cluster_{copy.step}"
-            assert f"class=copy" in d.nodes[i]["attrs"]
+            assert "class=copy" in d.nodes[i]["attrs"]
         assert d.nodes[d.id(p.name)]["cluster"] is None  # the shared parameter is outside every step
     for t in out.tape.steps:
         for name in ("x", "a", "s", "y", "L"):
@@ -148,7 +152,8 @@ def test_gradient_colours_and_copy_norms_after_backward(hello, hello_grads):
     assert norms[0] == 0  # s(0) = 0, so ∂L/∂W(1) = s(0)ᵀ δ(1) = 0: drawn grey, "no gradient"
     assert f'fillcolor="{NO_GRAD}"' in d.nodes[d.id("W(1)")]["attrs"]
     # the largest drawn gradient is the darkest colour of the ramp, and colours grow with the norm
-    fills = {t: re.search(r'fillcolor="(#\w+)"', d.nodes[d.id(f"W({t})")]["attrs"]).group(1) for t in (2, 3, 4)}
+    fills = {t: re.search(r'fillcolor="(#\w+)"', d.nodes[d.id(f"W({t})")]["attrs"]).group(1)
+             for t in (2, 3, 4)}
     assert all(c not in (NO_GRAD, "#ffffff") for c in fills.values())
     order = np.argsort(norms[1:])
     darkness = [sum(int(fills[t][k:k + 2], 16) for k in (1, 3, 5)) for t in (2, 3, 4)]
@@ -213,6 +218,12 @@ def test_names_a_tensor_name_wins_and_unnamed_graphs_still_draw():
     # nothing but the output named: the unnamed ops stay, labelled by op, one cluster per step
     d2 = Dot(viz.draw(loss).source)
     assert len(d2.clusters) == 3 and len(d2.ids("tanh")) == 3 and len(d2.edges_of_class("sum")) == 3
+    states = [(d2.label(t), d2.label(h)) for t, h, _ in d2.edges_of_class("state")]
+    assert states == [("const", "matmul"), ("tanh", "matmul"), ("tanh", "matmul")]
+    # rolled: the three steps' tanh are one role, with the recurrence as a self-loop through Whh
+    rolled = Dot(viz.draw(loss, view="rolled").source)
+    assert [(rolled.label(t), rolled.label(h), 'label=" Whh "' in a) for t, h, a in rolled.edges
+            if "class=state" in a] == [("const", "tanh", True), ("tanh", "tanh", True)]
 
 
 def test_bad_arguments_are_named():
@@ -275,6 +286,7 @@ def test_cli_render(tmp_path, capsys):
     assert main(["render", "--format", "dot", "--no-grads", "-o", str(tmp_path / "plain")]) == 0
     assert "‖∂L" not in (tmp_path / "plain").read_text()
     assert main(["render", "-o", str(tmp_path / "x.txt")]) == 2
+    assert main(["render", "--format", "svg", "-o", str(tmp_path / "x.pdf")]) == 2
     assert main(["render", "--steps", "0", "-o", str(tmp_path / "x.dot")]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
 

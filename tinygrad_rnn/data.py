@@ -64,7 +64,8 @@ def load_text(path=None):
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if len(text) < 2:
-        raise ValueError(f"load_text: {path!r} holds {len(text)} characters; a language model needs at least 2")
+        raise ValueError(f"load_text: {path!r} holds {len(text)} characters; "
+                         "a language model needs at least 2")
     return text
 
 

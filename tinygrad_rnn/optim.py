@@ -37,7 +37,7 @@ class Optimizer:
         self.steps = 0
 
     def zero_grad(self):
-        """Set every gradient to None (as torch's zero_grad(set_to_none=True)): the next backward starts fresh."""
+        """Set every gradient to None (torch's zero_grad(set_to_none=True)): the next backward starts anew."""
         for p in self.params:
             p.grad = None
 
@@ -48,8 +48,8 @@ class Optimizer:
                 continue
             g = np.asarray(p.grad, dtype=p.dtype)
             if g.shape != p.shape:
-                raise ValueError(f"{type(self).__name__}.step: {p.name or 'parameter'} {p.shape} has a gradient "
-                                 f"of shape {g.shape}")
+                raise ValueError(f"{type(self).__name__}.step: {p.name or 'parameter'} {p.shape} has a "
+                                 f"gradient of shape {g.shape}")
             p.data = self._update(p.data, g, state)
 
     def _update(self, w, g, state):

@@ -43,19 +43,21 @@ def train_loop(update, steps, tokens_per_step=0, desc="train", progress=True, la
     history = History(label=label)
     smooth = None
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5, leave=False,
+               dynamic_ncols=True)
     for i in bar:
         loss = float(update())
         if not np.isfinite(loss):
             bar.close()
-            raise FloatingPointError(f"{desc}: the loss became {loss} at update {i + 1}; lower the learning rate "
-                                     "or clip gradients harder")
+            raise FloatingPointError(f"{desc}: the loss became {loss} at update {i + 1}; lower the "
+                                     "learning rate or clip gradients harder")
         history.losses.append(loss)
         history.tokens += tokens_per_step
         smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
         if i % 10 == 0 or i == steps - 1:
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{history.tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
+            rate = history.tokens / max(elapsed, 1e-9)
+            bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
     bar.close()
     history.seconds = time.perf_counter() - start
     return history
@@ -128,7 +130,8 @@ def sample(model, vocab, prime, n=200, temperature=1.0, seed=None):
     """prime + n characters sampled from the model (one-to-many generation, see nn.architectures.generate)."""
     missing = sorted(set(prime) - set(vocab.tokens))
     if missing:
-        raise ValueError(f"sample: the prime {prime!r} has characters not in the model's vocabulary: {missing}")
+        raise ValueError(f"sample: the prime {prime!r} has characters not in the model's vocabulary: "
+                         f"{missing}")
     return prime + vocab.decode(generate(model, vocab.encode(prime), n, temperature, seed))
 
 
@@ -144,10 +147,11 @@ def load_char_lm(path):
     """(model, vocab, metadata) from a checkpoint written by `tinygrad-rnn train --save`."""
     state, meta = nn.load_npz(path)
     if not meta or meta.get("kind") != "char_lm":
-        raise nn.CheckpointError(f"load: {path!r} is not a character-model checkpoint of `tinygrad-rnn train` "
-                                 "(its metadata is missing)")
+        raise nn.CheckpointError(f"load: {path!r} is not a character-model checkpoint of "
+                                 "`tinygrad-rnn train` (its metadata is missing)")
     vocab = CharVocab(meta["vocab"])
-    model = nn.RNN(len(vocab), meta["hidden"], len(vocab), nonlinearity=meta["nonlinearity"], cell=meta["cell"])
+    model = nn.RNN(len(vocab), meta["hidden"], len(vocab), nonlinearity=meta["nonlinearity"],
+                   cell=meta["cell"])
     model.load_state_dict(state)
     return model, vocab, meta
 
@@ -226,6 +230,8 @@ def plot_losses(histories, path, title="", ylabel="loss", baseline=None, baselin
                 label=f"{h.label} (final {h.final():.3f}, {h.tokens_per_second:,.0f} tok/s)")
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", label=f"{baseline_label} {baseline:.3f}")
+    if all(min(h.losses, default=1) > 0 for h in histories):
+        ax.set_yscale("log")  # a loss that falls by orders of magnitude stays readable, spikes stay small
     ax.set_xlabel("update")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -243,6 +249,21 @@ def _usage(message):
     return UsageError(message)
 
 
+def _blas_threads(n):
+    """A context limiting numpy's BLAS threads to n (None: leave as is). Small recurrent matmuls gain little
+    from threads, and on a busy machine OpenBLAS threads waiting on each other can cost 10× or more."""
+    import contextlib
+    if n is None:
+        return contextlib.nullcontext()
+    _positive("threads", n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise _usage("--threads needs the threadpoolctl package (pip install threadpoolctl), or set "
+                     "OPENBLAS_NUM_THREADS before starting") from None
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def _positive(name, value):
     if value is not None and value <= 0:
         raise _usage(f"--{name} must be positive, got {value}")
@@ -253,7 +274,8 @@ def _add_train_arguments(p):
     p.add_argument("--cell", choices=list(CELLS), default="rnn", help="recurrent cell (default rnn)")
     p.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
     p.add_argument("--seq", type=int, default=50, help="characters per training window (default 50)")
-    p.add_argument("--bptt", type=int, metavar="K", help="truncate backpropagation to K steps (default: --seq)")
+    p.add_argument("--bptt", type=int, metavar="K",
+                   help="truncate backpropagation to K steps (default: --seq)")
     p.add_argument("--batch", type=int, default=32, help="windows per batch (default 32)")
     p.add_argument("--epochs", type=int, default=300, help="passes over the text (default 300)")
     p.add_argument("--steps", type=int, help="stop after this many updates")
@@ -262,11 +284,17 @@ def _add_train_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", metavar="CKPT", help="write the trained model to this .npz checkpoint")
     p.add_argument("--plot", metavar="PNG", help="write the loss curve here (default: beside --save)")
+    p.add_argument("--threads", type=int, help="limit numpy's BLAS threads (needs threadpoolctl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_train(args):
-    for name in ("hidden", "seq", "bptt", "batch", "epochs", "steps", "lr"):
+    with _blas_threads(args.threads):
+        return _train(args)
+
+
+def _train(args):
+    for name in ("hidden", "seq", "bptt", "batch", "epochs", "steps", "lr", "threads"):
         _positive(name, getattr(args, name))
     text = load_text(args.text)
     if len(text) < args.seq + 1:
@@ -276,10 +304,11 @@ def _run_train(args):
     source = args.text or "the Zen of Python"
     vocab_size = len(set(text))
     entropy = unigram_entropy(CharVocab.from_text(text).encode(text))
-    print(f"Training a {args.cell} language model (hidden {args.hidden}) on {source}: {len(text)} characters, "
-          f"{vocab_size} distinct; unigram entropy {entropy:.3f} nats/char")
-    model, vocab, history = train_char_lm(text, args.cell, args.hidden, args.seq, args.bptt, args.batch, args.epochs,
-                                          args.lr, args.clip, args.seed, args.steps, not args.no_progress)
+    print(f"Training a {args.cell} language model (hidden {args.hidden}) on {source}: {len(text)} "
+          f"characters, {vocab_size} distinct; unigram entropy {entropy:.3f} nats/char")
+    model, vocab, history = train_char_lm(text, args.cell, args.hidden, args.seq, args.bptt, args.batch,
+                                          args.epochs, args.lr, args.clip, args.seed, args.steps,
+                                          not args.no_progress)
     print(f"loss {history.final():.3f} nats/char (unigram entropy {entropy:.3f}) after {len(history.losses)} "
           f"updates in {history.seconds:.1f} s, {history.tokens_per_second:,.0f} tokens/s")
     prime = text[0]
@@ -299,7 +328,8 @@ def _add_sample_arguments(p):
     p.add_argument("--load", metavar="CKPT", required=True, help="checkpoint written by `train --save`")
     p.add_argument("--prime", default="Beautiful", help='text to start from (default "Beautiful")')
     p.add_argument("--n", type=int, default=200, help="characters to generate (default 200)")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy; default 0.7)")
+    p.add_argument("--temperature", type=float, default=0.7,
+                   help="sampling temperature (0: greedy; default 0.7)")
     p.add_argument("--seed", type=int)
 
 
@@ -320,7 +350,8 @@ def _run_sample(args):
 
 
 def _add_task_arguments(p):
-    p.add_argument("task", choices=TASKS, help="adding: the adding problem (many-to-one); copy: the copy task")
+    p.add_argument("task", choices=TASKS,
+                   help="adding: the adding problem (many-to-one); copy: the copy task")
     p.add_argument("--T", type=int, default=50, help="sequence length / delay (default 50)")
     p.add_argument("--cell", choices=list(CELLS), nargs="+", default=["lstm"],
                    help="one or more cells to train and compare (default lstm)")
@@ -331,11 +362,17 @@ def _add_task_arguments(p):
     p.add_argument("--clip", type=float, default=1.0, help="clip the gradient norm (0: off; default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", metavar="PNG", help="write the loss curves here")
+    p.add_argument("--threads", type=int, help="limit numpy's BLAS threads (needs threadpoolctl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_task(args):
-    for name in ("T", "hidden", "steps", "batch", "lr"):
+    with _blas_threads(args.threads):
+        return _task(args)
+
+
+def _task(args):
+    for name in ("T", "hidden", "steps", "batch", "lr", "threads"):
         _positive(name, getattr(args, name))
     if args.task == "adding" and args.T < 2:
         raise _usage(f"the adding problem needs --T ≥ 2, got {args.T}")
@@ -344,10 +381,10 @@ def _run_task(args):
     print(f"{args.task} task, T = {args.T}: {metric}; a memoryless guess scores {baseline:.4f}")
     histories = []
     for cell in dict.fromkeys(args.cell):
-        _, history = train_task(args.task, args.T, cell, args.hidden, args.steps, args.batch, args.lr, args.clip,
-                                args.seed, not args.no_progress)
-        print(f"  {cell:4s}: loss {history.final():.4f} after {len(history.losses)} updates in {history.seconds:.1f} s "
-              f"({history.tokens_per_second:,.0f} tokens/s)")
+        _, history = train_task(args.task, args.T, cell, args.hidden, args.steps, args.batch, args.lr,
+                                args.clip, args.seed, not args.no_progress)
+        print(f"  {cell:4s}: loss {history.final():.4f} after {len(history.losses)} updates in "
+              f"{history.seconds:.1f} s ({history.tokens_per_second:,.0f} tokens/s)")
         histories.append(history)
     if args.plot:
         plot_losses(histories, args.plot, title=f"{args.task} problem, T = {args.T}", ylabel=metric,
@@ -357,10 +394,10 @@ def _run_task(args):
 
 
 COMMANDS = [
-    SimpleNamespace(NAME="train", HELP="train a character-level language model (default text: the Zen of Python)",
+    SimpleNamespace(NAME="train", HELP="train a character-level language model (default: the Zen of Python)",
                     add_arguments=_add_train_arguments, run=_run_train),
     SimpleNamespace(NAME="sample", HELP="generate text from a checkpoint written by `train --save`",
                     add_arguments=_add_sample_arguments, run=_run_sample),
-    SimpleNamespace(NAME="task", HELP="train on a long-range task (adding problem, copy task) and compare cells",
+    SimpleNamespace(NAME="task", HELP="train on a long-range task (adding problem, copy task), compare cells",
                     add_arguments=_add_task_arguments, run=_run_task),
 ]

@@ -10,7 +10,7 @@ def add_arguments(parser):
     from .render import FORMATS
     from .view import DEFAULT_MAX_STEPS, VIEWS
     parser.add_argument("--example", choices=EXAMPLES, default="hello",
-                        help='"hello": hell -> ello over [h,e,l,o]; "deep": deep -> eep<stop> (default hello)')
+                        help='"hello": hell -> ello over [h,e,l,o] (default); "deep": deep -> eep<stop>')
     parser.add_argument("--view", choices=VIEWS, default="unrolled", help="what to draw (default unrolled)")
     parser.add_argument("-o", "--output", help="output file; the suffix gives the format "
                         "(default out/<example>-<view>.pdf)")
@@ -18,8 +18,8 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, help="sequence length T: the example's text repeats "
                         "(default: the 4 steps of the slides)")
     parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS,
-                        help=f"draw at most this many steps, folding the middle (default {DEFAULT_MAX_STEPS}; "
-                        "0 draws all)")
+                        help=f"draw at most this many steps, folding the middle "
+                        f"(default {DEFAULT_MAX_STEPS}; 0 draws all)")
     parser.add_argument("--no-grads", action="store_true", help="draw the forward graph only (no backward, "
                         "no gradient colours)")
     parser.add_argument("--hidden", type=int, default=3, help="hidden size d (default 3)")
@@ -44,9 +44,13 @@ def run(args):
     path = args.output or os.path.join("out", f"{args.example}-{args.view}.{args.format or 'pdf'}")
     suffix = os.path.splitext(path)[1].lstrip(".").lower()
     fmt = args.format or ("dot" if suffix == "gv" else suffix)
+    if args.format and suffix in FORMATS and suffix != args.format:
+        raise UsageError(f"--format {args.format} does not match the suffix of {path!r}")
     if fmt not in FORMATS:
-        raise UsageError(f"cannot tell the format of {path!r}: end it in .pdf, .svg, .png or .dot, or pass --format")
-    L, out = example(args.example, steps=args.steps, hidden=args.hidden, seed=args.seed, backward=not args.no_grads)
+        raise UsageError(f"cannot tell the format of {path!r}: end it in .pdf, .svg, .png or .dot, "
+                         "or pass --format")
+    L, out = example(args.example, steps=args.steps, hidden=args.hidden, seed=args.seed,
+                     backward=not args.no_grads)
     folds = args.max_steps and out.T > args.max_steps  # then the default caption names the folded steps
     try:
         render(L, path, view=args.view, format=fmt, max_steps=args.max_steps or None, rankdir=args.rankdir,

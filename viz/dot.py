@@ -1,9 +1,10 @@
 """View -> graphviz.Digraph: one cluster per time step, shared parameters outside, gradient heat.
 
-Colour legend (when the drawing has gradients): copies, states and other tensors with a gradient are filled
-by ‖∂L/∂·‖ on a log scale from pale yellow (smallest, vanishing) to dark red (largest); edges take the colour
-and width of the gradient of their tail, the value whose gradient flows back along them. Grey: no gradient
-reached it. Without gradients: shared parameters blue, copies light blue, inputs white, losses pink.
+Colour legend (when the drawing has gradients): copies, states and other tensors with a gradient are
+filled by ‖∂L/∂·‖ on a log scale from pale yellow (smallest, vanishing) to dark red (largest); edges
+take the colour and width of the gradient of their tail, the value whose gradient flows back along them.
+Grey: no gradient reached it. Without gradients: shared parameters blue, copies light blue, states green,
+inputs white, losses pink.
 """
 import math
 
@@ -27,6 +28,7 @@ class LogScale:
 
     def __init__(self, norms):
         positive = [n for n in norms if n is not None and n > 0 and math.isfinite(n)]
+        self.empty = not positive
         self.lo = min(positive) if positive else 1.0
         self.hi = max(positive) if positive else 1.0
 
@@ -60,11 +62,12 @@ def fmt(x):
     return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.2e}".replace("e-0", "e-").replace("e+0", "e")
 
 
-def to_digraph(view, rankdir=None, graph_name=None):
+def to_digraph(view, rankdir=None):
     """graphviz.Digraph of a View (see viz.view). Nothing is rendered: that needs Graphviz's `dot` program.
 
     rankdir: "BT" (default: as on the slides, inputs at the bottom and time running left to right, the
-    recurrence chain s(0) → a(1) → s(1) → a(2) → … on one row) or "TB", "LR", "RL" (dot's own layout).
+    recurrence chain s(0) → a(1) → s(1) → a(2) → … on one row) or "TB", "LR", "RL" (dot's own
+    layout).
     """
     try:
         import graphviz
@@ -73,7 +76,7 @@ def to_digraph(view, rankdir=None, graph_name=None):
     rankdir = rankdir or "BT"
     if rankdir not in ("BT", "TB", "LR", "RL"):
         raise ValueError(f"viz: rankdir must be one of BT, TB, LR, RL, got {rankdir!r}")
-    g = graphviz.Digraph(graph_name or view.kind)
+    g = graphviz.Digraph(view.kind)
     g.attr(rankdir=rankdir, fontname=FONT, fontsize="15", labelloc="t", label=view.title, newrank="true",
            nodesep="0.22", ranksep="0.4")
     if view.steps and rankdir in ("BT", "TB"):
@@ -112,6 +115,12 @@ def to_digraph(view, rankdir=None, graph_name=None):
         attrs = _edge_attrs(e, scale, view.kind)
         if layout and (e.tail, e.head) in layout.loose:
             attrs["constraint"] = "false"
+        if layout and e.kind == "state":
+            # with newrank, dot draws a flat edge from one box into the next twice (Graphviz 2.43) unless
+            # it is written head -> tail with dir=back: the same arrow s(t−1) → a(t) on the page
+            attrs["dir"] = "back"
+            g.edge(e.head, e.tail, **attrs)
+            continue
         g.edge(e.tail, e.head, **attrs)
     if scale is not None:
         g.node("legend", _legend(scale), shape="plaintext", fontsize="10", **{"class": "legend"})
@@ -180,11 +189,15 @@ class _Layout:
                 if h not in above and h not in self.chain:
                     above.add(h)
                     stack.append(h)
+        uses = {}
+        for e in edges:
+            if e.kind == "weight":
+                uses.setdefault(e.tail, []).append(e.head)
         self.top_copies, self.bottom_copies = [], []
         for p, copies in view.copies.items():
             for c in copies:
-                heads = [e.head for e in edges if e.tail == c and e.kind == "weight"]
-                (self.top_copies if heads and all(h in above for h in heads) else self.bottom_copies).append(c)
+                used_above = c in uses and all(h in above for h in uses[c])
+                (self.top_copies if used_above else self.bottom_copies).append(c)
         top = set(self.top_copies)
         self.top_params = [p for p, cs in view.copies.items() if cs and all(c in top for c in cs)]
         self.bottom_params = [p for p in view.copies if p not in self.top_params]
@@ -201,21 +214,23 @@ class _Layout:
         self.top_uses = [(e.head, e.tail) for e in edges if e.kind == "weight" and e.tail in top]
 
     def apply(self, g, legend):
-        def row(ids):
-            ids = [i for i in dict.fromkeys(ids) if i]
-            if ids:
-                g.body.append("\t{rank=same; " + "; ".join(_quote(i) for i in ids) + "}\n")
-
-        row(self.chain)
-        row(self.bottom_params + [legend])
-        row(self.top_copies)
-        roots = [i for i in self.view.outside if self.view.nodes[i].kind == "loss"]
-        row(self.top_params + roots if self.top_params else [])
+        nodes = self.view.nodes
+        _row(g, self.chain)
+        _row(g, self.top_copies)
+        _row(g, self.bottom_params + [legend])
+        roots = [i for i in self.view.outside if nodes[i].kind == "loss"]
+        _row(g, self.top_params + roots if self.top_params else [])
         for p in dict.fromkeys(self.bottom_params):  # parameters under their copies
             for c in self.view.copies.get(p, []):
                 g.edge(p, c, style="invis")
         for head, copy in self.top_uses:  # copies used above the chain sit above their use
             g.edge(head, copy, style="invis")
+
+
+def _row(g, ids):
+    ids = [i for i in dict.fromkeys(ids) if i]
+    if ids:
+        g.body.append("\t{rank=same; " + "; ".join(_quote(i) for i in ids) + "}\n")
 
 
 def _chain(view):
@@ -235,7 +250,7 @@ def _chain(view):
     reach = _reach(heads, forward)
     states = [n.id for n in nodes.values() if n.kind == "state"]
     chain += [i for i in _reach(states, backward) if i in reach] + states
-    chain = [i for i in chain if nodes[i].kind != "fold"]  # on the row, dot moves it past the last step
+    chain = [i for i in chain if nodes[i].kind != "fold"]  # on the row dot moves it past the last step
     return sorted(dict.fromkeys(chain), key=_time_order(view))
 
 
@@ -280,12 +295,12 @@ def _last_before_fold(view):
 
 def _legend(scale):
     cells = []
-    for v in scale.ticks():
+    for v in ([] if scale.empty else scale.ticks()):
         x = scale(v)
         colour = heat(x)
         text = f'<FONT COLOR="white">{fmt(v)}</FONT>' if x > 0.72 else fmt(v)
         cells.append(f'<TD BGCOLOR="{colour}">{text}</TD>')
-    cells.append(f'<TD BGCOLOR="{NO_GRAD}">0</TD>')
+    cells.append(f'<TD BGCOLOR="{NO_GRAD}">0 / none</TD>')
     return ('<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">'
             f'<TR><TD COLSPAN="{len(cells)}">gradient norm ‖∂L/∂·‖ (log scale)</TD></TR>'
             f'<TR>{"".join(cells)}</TR></TABLE>>')

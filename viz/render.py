@@ -33,7 +33,8 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
         Steps drawn at most (default 12): the first and last steps are kept and the middle is folded into
         one "… k steps …" node, so T = 1000 draws in well under a second. None draws every step.
     show_grads : bool or None
-        Colour by gradient norm on a log scale, with a legend, and write ‖∂L/∂W(t)‖ in each copy's label.
+        Colour by gradient norm on a log scale, with a legend, and write ‖∂L/∂W(t)‖ in each copy's
+        label.
         None (default): when any drawn tensor has a gradient, i.e. after backward.
     names : dict, optional
         {name: Tensor} labels for tensors without a `.name` (e.g. `names=locals()`); `.name` wins.

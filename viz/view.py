@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinygrad_rnn.tensor import Tensor
+
 from .graph import walk
 
 VIEWS = ("unrolled", "rolled", "ops")
@@ -81,8 +83,8 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
     if view not in VIEWS:
         raise ValueError(f"viz: view must be one of {VIEWS}, got {view!r}")
     if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 2):
-        raise ValueError(f"viz: max_steps must be an integer >= 2 (the first and last steps are always drawn) "
-                         f"or None, got {max_steps!r}")
+        raise ValueError(f"viz: max_steps must be an integer >= 2 (the first and last steps are always "
+                         f"drawn) or None, got {max_steps!r}")
     graph = walk(roots)
     labels = _labels(graph, names)
     kept = _kept(graph, labels, view)
@@ -105,8 +107,8 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
 def _labels(graph, names):
     """Position -> label for every named tensor: its .name, else a name from `names`."""
     given = {}
-    for name, value in (names or {}).items():
-        if value in graph.index and not name.startswith("_"):
+    for name, value in (names or {}).items():  # names=locals() holds all sorts of values: only Tensors count
+        if isinstance(value, Tensor) and value in graph.index and not str(name).startswith("_"):
             given.setdefault(graph.index[value], str(name))
     return {i: (t.name if t.name else given.get(i)) for i, t in enumerate(graph.nodes)
             if t.name or i in given}
@@ -145,11 +147,11 @@ def _links(graph, kept):
         if t.op == "copy":
             continue
         incoming = {}
+        copies = [q for q in t.parents if q.op == "copy"]  # once per node: `stack` has T parents
         for p in t.parents:
             j = index[p]
             if j in kept:
-                via = tuple(index[q] for q in t.parents if q.op == "copy" and q is not p)
-                incoming.setdefault(j, set()).update(via)
+                incoming.setdefault(j, set()).update(index[q] for q in copies if q is not p)
             else:
                 for k, via in reaching.get(j, ()):
                     incoming.setdefault(k, set()).update(via)
@@ -178,23 +180,23 @@ def _shape(shape):
 # --- unrolled and ops views ----------------------------------------------------------------------
 
 def _stepped(graph, labels, kept, links, view, max_steps):
-    nodes_ = graph.nodes
-    roots = {graph.index[r] for r in graph.roots}
+    """The unrolled and ops views: nodes grouped by step, the middle steps folded into one node."""
+    tensors = graph.nodes
     steps = graph.steps
     folded_steps = []
     if max_steps is not None and len(steps) > max_steps:
         first, last = max_steps - max_steps // 2, max_steps // 2
         folded_steps = steps[first:len(steps) - last]
-    fold_id = "fold0"
-    folded = set(folded_steps)
+    folded, fold_id = set(folded_steps), "fold0"
 
     def node_id(i):
-        return fold_id if nodes_[i].step in folded else f"n{i}"
+        return fold_id if tensors[i].step in folded else f"n{i}"
 
-    # nodes, in walk order, the folded steps' nodes replaced by one fold node
-    nodes, shared = {}, {}
+    nodes, copies_of = {}, {}  # copies_of: shared parameter position -> its copies' positions, folded too
     for i in sorted(kept):
-        t = nodes_[i]
+        t = tensors[i]
+        if t.op == "copy":
+            copies_of.setdefault(graph.index[t.parents[0]], []).append(i)
         if t.step in folded:
             continue
         label = labels.get(i)
@@ -207,8 +209,6 @@ def _stepped(graph, labels, kept, links, view, max_steps):
         elif kind == "param":
             note = _shape(t.shape)
         nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t), note)
-        if kind == "copy":
-            shared.setdefault(graph.index[t.parents[0]], []).append(i)
 
     edges, seen = [], set()
 
@@ -219,33 +219,47 @@ def _stepped(graph, labels, kept, links, view, max_steps):
             edges.append(edge)
 
     for k, i, _ in links:
-        tail, head = nodes_[k], nodes_[i]
+        tail, head = tensors[k], tensors[i]
         if tail.op == "copy" or not tail.parents and tail.requires_grad:
             kind = "weight"
         elif head.step is not None and (tail.step is None or tail.step < head.step):
-            kind = "state"
+            kind = "state"  # a value carried into step t from before it: s(t−1) → a(t)
         else:
             kind = "data"
         add(Edge(node_id(k), node_id(i), kind))
-    for p, copies in shared.items():
+    for p, copies in copies_of.items():
         for c in copies:
-            add(Edge(f"n{c}", f"n{p}", "sum", "Σ"))
-
+            if tensors[c].step not in folded:
+                add(Edge(f"n{c}", f"n{p}", "sum", "Σ"))
     if folded_steps:
-        nodes[fold_id] = Node(fold_id, f"… {len(folded_steps)} steps …", "fold", None)
-        for p in shared:
-            hidden = [t for t in graph.nodes if t.op == "copy" and t.step in folded and t.parents[0] is nodes_[p]]
-            if hidden:
+        nodes[fold_id] = Node(fold_id, f"… {len(folded_steps)} steps …", "fold")
+        for p, copies in copies_of.items():
+            hidden = [tensors[c] for c in copies if tensors[c].step in folded]
+            if hidden:  # one edge for the folded copies, carrying the sum of their gradients
                 grads = [c.grad for c in hidden if c.grad is not None]
                 norm = float(np.linalg.norm(np.sum(grads, axis=0))) if grads else None
                 add(Edge(fold_id, f"n{p}", "sum", f"Σ ×{len(hidden)}", norm))
-
-    by_id = {}
-    for node in nodes.values():
-        by_id.setdefault(node.step, []).append(node.id)
     for edge in edges:  # an edge carries the gradient of its tail (what flows back along it)
-        if edge.grad_norm is None and edge.tail in nodes:
+        if edge.grad_norm is None:
             edge.grad_norm = nodes[edge.tail].grad_norm
+    _name_kinds(nodes, edges, {f"n{graph.index[r]}" for r in graph.roots})
+
+    by_step = {}
+    for node in nodes.values():
+        by_step.setdefault(node.step, []).append(node.id)
+    copies = {f"n{p}": [f"n{c}" for c in sorted(cs, key=lambda c: tensors[c].step)
+                        if tensors[c].step not in folded] for p, cs in copies_of.items()}
+    title = f"{view} graph, T = {len(steps)} steps" if steps else f"{view} graph"
+    if folded_steps:
+        title += f" (steps {folded_steps[0]}–{folded_steps[-1]} folded)"
+    return View(view, nodes, edges, {t: by_step.get(t, []) for t in steps if t not in folded}, copies,
+                [n for n in by_step.get(None, []) if n != fold_id],
+                [(fold_id, folded_steps[0], folded_steps[-1], len(folded_steps))] if folded_steps else [],
+                title=title)
+
+
+def _name_kinds(nodes, edges, roots):
+    """Tell states and losses from other values by where their edges go."""
     for edge in edges:  # values carried into a later step are the states s(t)
         if edge.kind == "state" and nodes[edge.tail].kind in ("value", "op"):
             nodes[edge.tail].kind = "state"
@@ -253,24 +267,13 @@ def _stepped(graph, labels, kept, links, view, max_steps):
     for n in nodes.values():  # the last s(T) carries nothing on, but it is a state like the others
         if n.kind in ("value", "op") and n.step is not None and _base(n) in states:
             n.kind = "state"
-    root_ids = {f"n{r}" for r in roots}
     for edge in edges:  # scalars of a step that leave the steps (L(t) into L) are the per-step losses
         tail, head = nodes[edge.tail], nodes[edge.head]
         if tail.step is not None and head.step is None and tail.shape == () and tail.kind in ("value", "op"):
             tail.kind = "loss"
-    for r in root_ids:
-        if nodes[r].shape == () and nodes[r].kind in ("value", "op"):
+    for r in roots:
+        if r in nodes and nodes[r].shape == () and nodes[r].kind in ("value", "op"):
             nodes[r].kind = "loss"
-
-    drawn_steps = [t for t in steps if t not in folded]
-    copies = {f"n{p}": [f"n{c}" for c in sorted(cs, key=lambda c: nodes_[c].step)] for p, cs in shared.items()}
-    title = f"{view} graph, T = {len(steps)} steps" if steps else f"{view} graph"
-    if folded_steps:
-        title += f" (steps {folded_steps[0]}–{folded_steps[-1]} folded)"
-    return View(view, nodes, edges, {t: by_id.get(t, []) for t in drawn_steps}, copies,
-                [n for n in by_id.get(None, []) if n != fold_id],
-                [(fold_id, folded_steps[0], folded_steps[-1], len(folded_steps))] if folded_steps else [],
-                title=title)
 
 
 # --- rolled view ---------------------------------------------------------------------------------
@@ -279,9 +282,9 @@ def _rolled(graph, labels, links):
     """Lay the steps on top of each other: one node per role (x, s, y, L(t)), edges labelled by the copies
     they go through, recurrent edges from step t−1 to t kept, then the path from a recurrent edge's head
     to its tail (a(t) → s(t)) merged into the state, so the recurrence is a self-loop W on s."""
-    nodes_ = graph.nodes
+    tensors = graph.nodes
     role, role_label = {}, {}
-    for i, t in enumerate(nodes_):  # walk order: parents first, so structural keys of unnamed ops resolve
+    for i, t in enumerate(tensors):  # walk order: parents first, so structural keys of unnamed ops resolve
         if t.op == "copy":
             continue
         label = labels.get(i)
@@ -293,29 +296,27 @@ def _rolled(graph, labels, links):
         if base:
             role[i] = ("named", base)
             role_label[role[i]] = f"{base}(t)" if base != label else label
-        else:
-            role[i] = ("op", t.op, tuple(role.get(graph.index[p], ("copy", p.name)) for p in t.parents))
+        else:  # unnamed: the op and its inputs' roles, anything from an earlier step being "carried"
+            role[i] = ("op", t.op, tuple(_input_key(p, t.step, role, graph.index) for p in t.parents))
             role_label[role[i]] = t.op or "const"
 
     def param_of(i):
-        return nodes_[i].parents[0]
+        return tensors[i].parents[0]
 
     edges, loose = {}, {}
     for k, i, via in links:
         head = role[i]
-        if nodes_[k].op == "copy":
+        if tensors[k].op == "copy":
             loose.setdefault(head, []).append(param_of(k))
             continue
         tail = role.get(k)
         if tail is None:
             continue
-        t_k, t_i = nodes_[k].step, nodes_[i].step
+        t_k, t_i = tensors[k].step, tensors[i].step
         recurrent = t_i is not None and (t_k is None or t_k < t_i)  # s(t−1) → a(t), and s(0) → a(1)
-        key = (tail, head, recurrent)
-        edges.setdefault(key, [])
+        params = edges.setdefault((tail, head, recurrent), [])
         for c in via:
-            if param_of(c) not in edges[key]:
-                edges[key].append(param_of(c))
+            _append_new(params, param_of(c))
 
     # merge the roles between each recurrent edge's head and its tail into the tail (the state)
     within = {}
@@ -340,33 +341,30 @@ def _rolled(graph, labels, links):
     used = {final(role[i]) for k, i, _ in links} | {final(role[i]) for i in roots if i in role}
     used |= {final(role[k]) for k, i, _ in links if k in role}
     nodes, ids, step_roles = {}, {}, set()
-    for i in range(len(nodes_)):  # one node per role, numbered in walk order
+    for i in range(len(tensors)):  # one node per role, numbered in walk order
         r = role.get(i)
         if r is None or r in ids or r not in used:
             continue
         ids[r] = f"r{len(ids)}"
-        t = nodes_[i]
+        t = tensors[i]
         if t.step is not None:
             step_roles.add(ids[r])
         nodes[ids[r]] = Node(ids[r], role_label[r], _kind(t, labels.get(i) is not None), None, t.shape)
-    # only roles that stand for a drawn node get edges
     out, seen = [], {}
     for (tail, head, recurrent), params in edges.items():
         tail, head = final(tail), final(head)
-        if tail not in ids or head not in ids or ids[tail] not in nodes or ids[head] not in nodes:
+        if tail not in ids or head not in ids or (tail == head and not recurrent):
             continue
-        if tail == head and not recurrent:
-            continue
-        key = (ids[tail], ids[head], recurrent)
-        seen.setdefault(key, [])
-        seen[key].extend(p for p in params if p not in seen[key])
+        merged_params = seen.setdefault((ids[tail], ids[head], recurrent), [])
+        for p in params:
+            _append_new(merged_params, p)
     for (tail, head, recurrent), params in seen.items():
         label = ", ".join(p.name or "param" for p in params)
         norms = [_grad_norm(p) for p in params]
         norm = max((n for n in norms if n is not None), default=None)
         kind = "state" if recurrent else ("weight" if params else "data")
-        if not label and tail in step_roles and head not in step_roles:
-            label = f"t = 1…{len(graph.steps)}" if graph.steps else ""  # all steps meet here (L = Σ_t L(t))
+        if not label and tail in step_roles and head not in step_roles:  # all steps meet: L = Σ_t L(t)
+            label = f"t = {graph.steps[0]}…{graph.steps[-1]}" if graph.steps else ""
         out.append(Edge(tail, head, kind, label, norm))
         if recurrent and nodes[tail].kind in ("value", "op"):
             nodes[tail].kind = "state"
@@ -387,6 +385,22 @@ def _rolled(graph, labels, links):
     steps = graph.steps
     title = f"rolled graph: the {len(steps)} steps laid on one another" if steps else "rolled graph"
     return View("rolled", nodes, out, outside=list(nodes), title=title)
+
+
+def _append_new(items, x):
+    """Append unless already there, by identity (Tensors are compared by identity, never by value)."""
+    if not any(y is x for y in items):
+        items.append(x)
+
+
+def _input_key(p, step, role, index):
+    """How an unnamed op's input enters its structural key: copies by parameter, values from earlier steps
+    (the carried state) all alike, so that the same op at every step gets the same key."""
+    if p.op == "copy":
+        return ("copy", index[p.parents[0]])
+    if p.step != step:
+        return ("carried",)
+    return role.get(index[p], ("leaf", index[p]))
 
 
 def _between(start, end, within):

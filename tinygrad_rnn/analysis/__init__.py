@@ -14,8 +14,8 @@ from ..optim import clip_grad_norm  # noqa: F401  (re-exported: truncated BPTT u
 from .contributions import contribution_norms, contribution_rows, contributions, step_grads  # noqa: F401
 from .examples import hello_sequence  # noqa: F401
 from .flow import GradientFlow, gradient_flow  # noqa: F401
-from .jacobians import (all_state_jacobians, explicit_grad, jacobian, state_jacobian, state_jacobian_rows,  # noqa: F401
-                        step_jacobian, vjp)
+from .jacobians import (all_state_jacobians, explicit_grad, jacobian, state_jacobian,  # noqa: F401
+                        state_jacobian_rows, step_jacobian, vjp)
 from .plots import plot_contributions, plot_gradient_flow, plot_step_grads  # noqa: F401
-from .truncation import (TruncationBias, truncated_bptt, truncated_contributions, truncated_gradcheck,  # noqa: F401
-                         truncation_bias)
+from .truncation import (TruncationBias, truncated_bptt, truncated_contributions,  # noqa: F401
+                         truncated_gradcheck, truncation_bias)

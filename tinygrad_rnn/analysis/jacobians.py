@@ -93,7 +93,7 @@ def vjp(fn, x, v):
     saved = _SavedGrads(out, leaf)
     try:
         saved.clear()
-        out.backward(v)
+        out.backward(v, retain_graph=True)  # fn may use tensors of a graph the caller still needs
         return leaf.grad if leaf.grad is not None else np.zeros_like(leaf.data)
     finally:
         saved.restore()

@@ -31,7 +31,8 @@ def plot_contributions(output, P=None):
     fig, ax = _figure((5.6, 4.6))
     if shown.count():
         image = ax.imshow(shown, origin="upper", cmap="viridis", interpolation="nearest",
-                          norm=LogNorm(vmin=shown.min(), vmax=shown.max()), extent=(0.5, T + 0.5, T + 0.5, 0.5))
+                          norm=LogNorm(vmin=shown.min(), vmax=shown.max()),
+                          extent=(0.5, T + 0.5, T + 0.5, 0.5))
         fig.colorbar(image, ax=ax, label=f"‖∂L_t/∂{name}(k)‖_F")
     ax.set_xlabel(f"copy step k (the {name}(k) used at step k)")
     ax.set_ylabel("loss step t")
@@ -75,7 +76,7 @@ def plot_step_grads(output, P=None):
     ax.bar(steps, per_step, color="C0")
     positive = per_step[per_step > 0]
     if len(positive) and positive.max() / positive.min() > 100:
-        ax.set_yscale("log")  # vanishing or exploding: a linear axis would show one bar (∂L/∂W(1) = 0 when s0 = 0)
+        ax.set_yscale("log")  # a linear axis would show one bar (∂L/∂W(1) = 0 when s0 = 0: no bar there)
     ax.set_xlabel("step t")
     ax.set_ylabel(f"‖∂L/∂{name}(t)‖_F")
     ax.set_title(f"Per-step copies: ∂L/∂{name} = Σ_t ∂L/∂{name}(t)")

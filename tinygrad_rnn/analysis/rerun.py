@@ -18,7 +18,7 @@ def twin(model):
     """A float64 nn.RNN holding copies of `model`'s weights (nothing done to it reaches `model`)."""
     missing = [name for name in _NAMES + ("nonlinearity", "hidden_size") if not hasattr(model, name)]
     if missing or getattr(model, "cell_type", "rnn") != "rnn":
-        raise TypeError(f"analysis: expected the output of a vanilla nn.RNN (cell='rnn', with U, W, b, V, c), "
+        raise TypeError(f"analysis: expected the output of a vanilla nn.RNN (cell='rnn': U, W, b, V, c), "
                         f"got {model!r}")
     copy = nn.RNN(model.input_size, model.hidden_size, model.output_size, model.nonlinearity, seed=0,
                   dtype=np.float64)
@@ -49,7 +49,8 @@ def sequence(output, batch, op):
     if xs.ndim == 3:
         B = xs.shape[1]
         if not isinstance(batch, (int, np.integer)) or not 0 <= batch < B:
-            raise IndexError(f"{op}: batch must be an integer in [0, {B}) for inputs {xs.shape}, got {batch!r}")
+            raise IndexError(f"{op}: batch must be an integer in [0, {B}) for inputs {xs.shape}, "
+                             f"got {batch!r}")
         xs, s0 = xs[:, batch], s0[batch]
         targets = None if targets is None else targets[:, batch]
     elif batch != 0:

@@ -14,7 +14,7 @@ import numpy as np
 from ..gradcheck import GradcheckError
 from ..tensor import no_grad
 from . import rerun as _rerun
-from .contributions import contributions
+from .contributions import contributions, step_grads
 
 
 def _segments(T, k, op):
@@ -55,10 +55,16 @@ def truncated_bptt(model, xs, targets, k, optimizer=None, *, s0=None):
     return losses
 
 
-def _segment_starts(output, k, op):
-    """The recomputed state at the start of each segment (float64), for output's whole batch."""
-    _, run = _rerun.rerun(output)
-    return [(start, stop, run.states[start].data) for start, stop in _segments(output.T, k, op)]
+def _segment_runs(output, P, k, op):
+    """(start, stop, segment output, the twin's P) per segment: each segment rerun on a float64 twin from
+    its recomputed start state, as truncated BPTT runs it."""
+    name = _rerun.parameter_name(output, P, op)
+    _rerun.check_targets(output, op)
+    model, run = _rerun.rerun(output)
+    xs = output.inputs.astype(np.float64)
+    for start, stop in _segments(output.T, k, op):
+        _, segment = model.loss(xs[start:stop], output.targets[start:stop], run.states[start].data)
+        yield start, stop, segment, getattr(model, name)
 
 
 def truncated_contributions(output, P, k):
@@ -66,13 +72,9 @@ def truncated_contributions(output, P, k):
     inside each diagonal block (segment), exactly zero across segments, so every entry with
     t − j ≥ k is zero. Sums over t give the per-step gradients truncated_bptt puts on the copies.
     """
-    name = _rerun.parameter_name(output, P, "truncated_contributions")
-    _rerun.check_targets(output, "truncated_contributions")
-    model = _rerun.twin(output.model)
     C = np.zeros((output.T, output.T) + P.shape)
-    for start, stop, s_start in _segment_starts(output, k, "truncated_contributions"):
-        _, segment = model.loss(output.inputs[start:stop].astype(np.float64), output.targets[start:stop], s_start)
-        C[start:stop, start:stop] = contributions(segment, getattr(model, name))
+    for start, stop, segment, twin_P in _segment_runs(output, P, k, "truncated_contributions"):
+        C[start:stop, start:stop] = contributions(segment, twin_P)
     return C
 
 
@@ -123,7 +125,8 @@ def truncated_gradcheck(model, xs, targets, k, eps=1e-6, atol=1e-5, rtol=1e-3, *
                     raise GradcheckError(
                         f"truncated_gradcheck (k = {k}): gradient mismatch for {p.name or 'a parameter'} "
                         f"{tuple(p.shape)} at element {worst}: truncated BPTT {grad[worst]:.8g}, finite "
-                        f"differences of the truncated surrogate {numeric[worst]:.8g} (atol={atol}, rtol={rtol})")
+                        f"differences of the truncated surrogate {numeric[worst]:.8g} "
+                        f"(atol={atol}, rtol={rtol}, eps={eps})")
     finally:
         for p, (data, grad) in zip(params, saved):
             p.data, p.grad = data, grad
@@ -155,15 +158,20 @@ class TruncationBias:
 
 
 def truncation_bias(output, k, P=None):
-    """Full minus truncated (segments of k steps) BPTT gradient of P (default W), per copy step."""
+    """Full minus truncated (segments of k steps) BPTT gradient of P (default W), per copy step j:
+    a TruncationBias whose .report() prints the table."""
     P = output.model.W if P is None else P
     name = _rerun.parameter_name(output, P, "truncation_bias")
-    full = contributions(output, P).sum(axis=0)
-    truncated = truncated_contributions(output, P, k).sum(axis=0)
+    full = step_grads(output, P)
+    truncated = np.zeros_like(full)
+    for start, stop, segment, twin_P in _segment_runs(output, P, k, "truncation_bias"):
+        truncated[start:stop] = step_grads(segment, twin_P)
     bias = full - truncated
     total_full, total_trunc = full.sum(axis=0).ravel(), truncated.sum(axis=0).ravel()
     norm_full, norm_trunc = np.linalg.norm(total_full), np.linalg.norm(total_trunc)
-    cosine = float(total_full @ total_trunc / (norm_full * norm_trunc)) if norm_full and norm_trunc else float("nan")
-    return TruncationBias(k, name, np.arange(1, output.T + 1), full, truncated, bias,
-                          np.sqrt((bias.reshape(output.T, -1) ** 2).sum(axis=1)),
-                          float(np.linalg.norm(bias.sum(axis=0)) / norm_full) if norm_full else float("nan"), cosine)
+    nan = float("nan")
+    cosine = float(total_full @ total_trunc / (norm_full * norm_trunc)) if norm_full and norm_trunc else nan
+    relative = float(np.linalg.norm(bias.sum(axis=0)) / norm_full) if norm_full else nan
+    bias_norms = np.sqrt((bias.reshape(output.T, -1) ** 2).sum(axis=1))
+    steps = np.arange(1, output.T + 1)
+    return TruncationBias(k, name, steps, full, truncated, bias, bias_norms, relative, cosine)

@@ -33,7 +33,10 @@ def unroll(cell, xs, state=None, tape=None, start=1, embed=None, name="s"):
     for i in range(len(xs)):
         t = start + i
         with tape.step(t):
-            x = embed(xs[i]) if embed is not None else Tensor(np.asarray(xs[i], dtype=cell.dtype), name=f"x({t})")
+            if embed is not None:
+                x = embed(xs[i])
+            else:
+                x = Tensor(np.asarray(xs[i], dtype=cell.dtype), name=f"x({t})")
             state = cell(x, state)
             h = hidden_of(state)
             h.name = f"{name}({t})"
@@ -49,7 +52,7 @@ def _ids(ids, op):
 
 
 class SequenceTagger(Module):
-    """Many-to-many: ids (T, B) → one label distribution per step, from an Embedding, a cell and a Linear head."""
+    """Many-to-many: ids (T, B) → a label distribution per step (an Embedding, a cell, a Linear head)."""
 
     def __init__(self, vocab_size, embed_size, hidden_size, n_tags, cell="gru", seed=None, dtype=np.float32):
         rng = np.random.default_rng(seed)
@@ -94,7 +97,8 @@ class SequenceClassifier(Module):
         """(prediction from the last step, tape); the head is applied inside the last step."""
         xs = np.asarray(xs, dtype=self.cell.dtype)
         if xs.ndim not in (2, 3):
-            raise ValueError(f"SequenceClassifier: inputs must have shape (T, B, n) or (T, n), got {xs.shape}")
+            raise ValueError(f"SequenceClassifier: inputs must have shape (T, B, n) or (T, n), "
+                             f"got {xs.shape}")
         tape, state, T = Unroll(), None, len(xs)
         for t in range(1, T + 1):
             with tape.step(t):
@@ -112,7 +116,8 @@ class SequenceClassifier(Module):
         if kind == "classification":
             return F.cross_entropy(y, np.asarray(targets), reduction="mean"), y
         if kind != "regression":
-            raise ValueError(f"SequenceClassifier.loss: kind must be 'classification' or 'regression', got {kind!r}")
+            raise ValueError(f"SequenceClassifier.loss: kind must be 'classification' or 'regression', "
+                             f"got {kind!r}")
         targets = np.asarray(targets, dtype=y.dtype)
         if targets.size != y.size:
             raise ValueError(f"SequenceClassifier.loss: regression targets {targets.shape} do not fit the "

@@ -71,7 +71,7 @@ class _Cell(Module):
                 ("bias_ih", "bias_ih" + suffix), ("bias_hh", "bias_hh" + suffix)]
 
     def load_torch(self, module, suffix=""):
-        """Copy weights from torch.nn.GRUCell/LSTMCell (or a one-layer torch.nn.GRU/LSTM with suffix="_l0")."""
+        """Copy weights from torch.nn.GRUCell/LSTMCell (a one-layer torch.nn.GRU/LSTM with suffix="_l0")."""
         op = f"{type(self).__name__}.load_torch"
         k = self.n_gates * self.hidden_size
         expected = {"weight_ih": (k, self.input_size), "weight_hh": (k, self.hidden_size),
@@ -143,7 +143,8 @@ class RNNCell(_Cell):
         U = weight_ihᵀ, W = weight_hhᵀ, b = bias_ih + bias_hh (the lecture cell has one bias)."""
         op = "RNNCell.load_torch"
         if getattr(module, "nonlinearity", "tanh") != self.nonlinearity:
-            raise ValueError(f"{op}: the torch module uses {module.nonlinearity!r}, this cell {self.nonlinearity!r}")
+            raise ValueError(f"{op}: the torch module uses {module.nonlinearity!r}, "
+                             f"this cell {self.nonlinearity!r}")
         d, n = self.hidden_size, self.input_size
         w_ih, w_hh = getattr(module, "weight_ih" + suffix), getattr(module, "weight_hh" + suffix)
         _check_torch_shape(op, "weight_ih" + suffix, w_ih, (d, n))
@@ -162,7 +163,8 @@ class RNNCell(_Cell):
         bias_hh = 0. PyTorch has no logistic-sigmoid RNN cell, so a sigmoid cell cannot be converted."""
         import torch
         if self.nonlinearity != "tanh":
-            raise ValueError("RNNCell.to_torch: torch.nn.RNNCell supports tanh and relu only, this cell uses sigmoid")
+            raise ValueError("RNNCell.to_torch: torch.nn.RNNCell supports tanh and relu only, "
+                             "this cell uses sigmoid")
         module = torch.nn.RNNCell(self.input_size, self.hidden_size, dtype=_torch_dtype(self.dtype))
         self._copy_to_torch(module, "")
         return module
@@ -217,7 +219,8 @@ class LSTMCell(_Cell):
         elif isinstance(state, (tuple, list)) and len(state) == 2:
             h, c = state
         else:
-            raise TypeError(f"LSTMCell: state must be a pair (h, c) or None, got {type(state).__name__}{_where()}")
+            raise TypeError(f"LSTMCell: state must be a pair (h, c) or None, "
+                            f"got {type(state).__name__}{_where()}")
         h, c = self._hidden(x, h, "h"), self._hidden(x, c, "c")
         d = self.hidden_size
         gates = x @ self.weight_ih + self.bias_ih + h @ self.weight_hh + self.bias_hh

@@ -18,7 +18,8 @@ def uniform_init(rng, bound, shape, dtype):
 
 def check_features(op, x, size, name="input"):
     if x.ndim == 0 or x.shape[-1] != size:
-        raise ValueError(f"{op}: {name} must have {size} features in its last axis, got shape {tuple(x.shape)}")
+        raise ValueError(f"{op}: {name} must have {size} features in its last axis, "
+                         f"got shape {tuple(x.shape)}")
 
 
 def as_input(x, dtype):
@@ -51,7 +52,8 @@ class Linear(Module):
 
     def load_torch(self, linear):
         """Copy the weights of a torch.nn.Linear (weight (out, in) is transposed)."""
-        _check_torch_shape("Linear.load_torch", "weight", linear.weight, (self.out_features, self.in_features))
+        expected = (self.out_features, self.in_features)
+        _check_torch_shape("Linear.load_torch", "weight", linear.weight, expected)
         self.weight.data = _numpy(linear.weight, self.weight.dtype).T.copy()
         if self.bias is not None:
             if linear.bias is None:
@@ -78,7 +80,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, seed=None, dtype=np.float32):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         rng = np.random.default_rng(seed)
-        self.weight = Parameter(rng.standard_normal((num_embeddings, embedding_dim)).astype(dtype), name="weight")
+        table = rng.standard_normal((num_embeddings, embedding_dim)).astype(dtype)
+        self.weight = Parameter(table, name="weight")
 
     def forward(self, ids):
         ids = np.asarray(ids.data if isinstance(ids, Tensor) else ids)

@@ -87,7 +87,8 @@ class RNN(Module):
 
     def __repr__(self):
         extra = f", nonlinearity={self.nonlinearity!r}" if self.cell_type == "rnn" else ""
-        return f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, cell={self.cell_type!r}{extra})"
+        sizes = f"{self.input_size}, {self.hidden_size}, {self.output_size}"
+        return f"RNN({sizes}, cell={self.cell_type!r}{extra})"
 
     def step(self, x, state=None):
         """One step outside any tape: (logits y, new state) for x (B, n) or (n,). For generation
@@ -119,7 +120,8 @@ class RNN(Module):
             s0 = np.zeros(state_shape, dtype=self.dtype)
         s = s0 if isinstance(s0, Tensor) else Tensor(np.asarray(s0, dtype=self.dtype))
         if s.shape != state_shape:
-            raise ValueError(f"RNN.forward: {what} must have shape {state_shape} for inputs {xs.shape}, got {s.shape}")
+            raise ValueError(f"RNN.forward: {what} must have shape {state_shape} for inputs {xs.shape}, "
+                             f"got {s.shape}")
         return s
 
     def _unroll(self, xs, s0, targets):
@@ -194,7 +196,8 @@ class RNN(Module):
         logits of every step, stacked. A vanilla sigmoid network has no torch equivalent (ValueError)."""
         import torch
         if self.cell_type == "rnn" and self.nonlinearity != "tanh":
-            raise ValueError("RNN.to_torch: torch.nn.RNN supports tanh and relu only, this network uses sigmoid")
+            raise ValueError("RNN.to_torch: torch.nn.RNN supports tanh and relu only, "
+                             "this network uses sigmoid")
         layer = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[self.cell_type]
         dtype = _torch_dtype(self.dtype)
 
@@ -225,9 +228,11 @@ class RNN(Module):
                              f"got {type(module).__name__}")
         kind = {"RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}.get(type(rnn).__name__)
         if kind != self.cell_type:
-            raise ValueError(f"{op}: .rnn is a torch.nn.{type(rnn).__name__}, this network has cell={self.cell_type!r}")
-        if getattr(rnn, "num_layers", 1) != 1 or getattr(rnn, "bidirectional", False) or getattr(rnn, "batch_first", False):
-            raise ValueError(f"{op}: only one-layer, unidirectional, time-major (batch_first=False) torch RNNs convert")
+            raise ValueError(f"{op}: .rnn is a torch.nn.{type(rnn).__name__}, "
+                             f"this network has cell={self.cell_type!r}")
+        if rnn.num_layers != 1 or rnn.bidirectional or rnn.batch_first:
+            raise ValueError(f"{op}: only one-layer, unidirectional, time-major (batch_first=False) "
+                             "torch RNNs convert")
         _check_torch_shape(op, "out.weight", out.weight, (self.output_size, self.hidden_size))
         self.cell.load_torch(rnn, suffix="_l0")
         self.V.data = _numpy(out.weight, self.dtype).T.copy()

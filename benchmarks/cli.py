@@ -55,7 +55,7 @@ def run(args):
                                   memory=not args.no_memory, overhead=not args.no_overhead,
                                   wait_quiet=0.0 if args.quick else args.wait_quiet,
                                   rss=not (args.quick or args.no_rss),
-                                  overhead_sizes=dict(n_forward=2000, chain=300, repeats=3) if args.quick else None,
+                                  overhead_sizes=dict(n_forward=500, chain=100, repeats=2) if args.quick else None,
                                   log=log)
     out_dir = args.out or bench.RESULTS_DIR
     paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)

@@ -127,3 +127,35 @@ def test_bad_k_and_clip_grad_norm_reexport():
     with pytest.raises(ValueError, match="truncated_bptt: k must be a positive integer"):
         truncated_bptt(model, xs, targets, 0)
     assert clip_grad_norm is optim_clip_grad_norm
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_truncated_bptt_matches_pytorch_with_detached_states(k):
+    torch = pytest.importorskip("torch")
+    model, xs, targets = network()
+    module = model.to_torch()
+    h = None
+    for start in range(0, len(xs), k):
+        logits, h = module(torch.from_numpy(xs[start:start + k]), h)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 4), torch.from_numpy(targets[start:start + k])
+                                                 .reshape(-1), reduction="sum")
+        loss.backward()
+        h = h.detach()  # PyTorch's truncated BPTT
+    model.zero_grad()
+    truncated_bptt(model, xs, targets, k)
+    np.testing.assert_allclose(model.W.grad, module.rnn.weight_hh_l0.grad.numpy().T, atol=1e-12)
+    np.testing.assert_allclose(model.U.grad, module.rnn.weight_ih_l0.grad.numpy().T, atol=1e-12)
+    np.testing.assert_allclose(model.b.grad, module.rnn.bias_ih_l0.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(model.V.grad, module.out.weight.grad.numpy().T, atol=1e-12)
+
+
+def test_truncated_bptt_trains_with_the_projects_sgd():
+    optim = pytest.importorskip("tinygrad_rnn.optim")
+    if not hasattr(optim, "SGD"):
+        pytest.skip("optim.SGD not built yet")
+    model, xs, targets = network()
+    opt = optim.SGD(model.parameters(), lr=0.05)
+    first = sum(truncated_bptt(model, xs, targets, 3, opt))
+    for _ in range(20):
+        last = sum(truncated_bptt(model, xs, targets, 3, opt))
+    assert last < first

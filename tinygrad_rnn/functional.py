@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import ops
+from .errors import ShapeError
 from .tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -18,12 +19,12 @@ def cross_entropy(logits, targets, reduction="mean"):
     _check_reduction("cross_entropy", reduction)
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     if logits.ndim not in (1, 2):
-        raise ValueError(f"cross_entropy: logits must have shape (B, k) or (k,), got {logits.shape}")
+        raise ShapeError(f"cross_entropy: logits must have shape (B, k) or (k,), got {logits.shape}")
     if targets.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: targets must be integer class indices, got dtype {targets.dtype}")
     expected = logits.shape[:1] if logits.ndim == 2 else ()
     if targets.shape != expected:
-        raise ValueError(f"cross_entropy: logits {logits.shape} need targets of shape {expected}, "
+        raise ShapeError(f"cross_entropy: logits {logits.shape} need targets of shape {expected}, "
                          f"got {targets.shape}")
     k = logits.shape[-1]
     if targets.size and (targets.min() < 0 or targets.max() >= k):
@@ -35,15 +36,12 @@ def cross_entropy(logits, targets, reduction="mean"):
 def binary_cross_entropy(probs, targets, reduction="mean"):
     """−[t log p + (1 − t) log(1 − p)] elementwise, for probabilities p in [0, 1] (e.g. after sigmoid)."""
     _check_reduction("binary_cross_entropy", reduction)
-    t = targets if isinstance(targets, Tensor) else Tensor(targets, dtype=probs.dtype)
+    t = np.asarray(targets.data if isinstance(targets, Tensor) else targets, dtype=probs.dtype)
     if t.shape != probs.shape:
-        raise ValueError(f"binary_cross_entropy: probs {probs.shape} and targets {t.shape} must have the same shape")
+        raise ShapeError(f"binary_cross_entropy: probs {probs.shape} and targets {t.shape} must have the same shape")
     if probs.data.size and (probs.data.min() < 0 or probs.data.max() > 1):
         raise ValueError("binary_cross_entropy: probs must lie in [0, 1] (apply sigmoid first)")
-    losses = -(t * probs.log() + (1 - t) * (1 - probs).log())
-    if reduction == "none":
-        return losses
-    return losses.sum() if reduction == "sum" else losses.mean()
+    return ops.binary_cross_entropy(probs, t, reduction)
 
 
 def one_hot(indices, num_classes, dtype=np.float32):

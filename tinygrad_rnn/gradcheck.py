@@ -1,7 +1,7 @@
 """gradcheck: the engine's gradients against central finite differences, in float64."""
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .tensor import Tensor, no_grad, topological_order
 
 
 class GradcheckError(AssertionError):
@@ -35,7 +35,12 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     try:
         for x in targets:
             x.data, x._grad = x.data.astype(np.float64), None
-        _scalar_objective(fn, inputs, projection).backward()
+        objective = _scalar_objective(fn, inputs, projection)
+        # other leaves of fn's graph (a model's other weights) get gradients too: restore theirs after
+        others = [(x, x._grad) for x in topological_order(objective) if not x.parents and x not in targets]
+        objective.backward()
+        for x, grad in others:
+            x._grad = grad
         analytic = [x.grad if x.grad is not None else np.zeros_like(x.data) for x in targets]
         for i, x in enumerate(targets):
             numeric = np.zeros_like(x.data)

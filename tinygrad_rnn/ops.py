@@ -85,6 +85,8 @@ def pow(a, exponent):
         exponent = exponent.item()  # a Python number keeps float32 data float32
     x = a.data
     def backward(g):
+        if exponent == 0:
+            return (np.zeros_like(g),)  # x ** 0 is constant (also at x = 0, where x ** -1 is inf)
         return (g * exponent * x ** (exponent - 1),)
     return result(x ** exponent, "pow", (a,), backward)
 
@@ -239,6 +241,20 @@ def cross_entropy(logits, targets, reduction="mean"):
     return result(np.asarray(out, dtype=z.dtype), "cross_entropy", (logits,), backward)
 
 
+def binary_cross_entropy(probs, targets, reduction="mean"):
+    """−[t log p + (1 − t) log(1 − p)] elementwise; as in PyTorch each log is clamped at −100, so a
+    saturated p (float32 sigmoid(40) is exactly 1) gives a finite loss and gradient, not NaN."""
+    p, t = probs.data, targets
+    with np.errstate(divide="ignore"):
+        log_p, log_q = np.maximum(np.log(p), -100), np.maximum(np.log1p(-p), -100)
+    losses = -(t * log_p + (1 - t) * log_q)
+    out = losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()
+    def backward(g):
+        dp = (p - t) / np.maximum(p * (1 - p), 1e-12)
+        return (dp * (g / losses.size if reduction == "mean" else g),)
+    return result(np.asarray(out, dtype=p.dtype), "binary_cross_entropy", (probs,), backward)
+
+
 # --- shape ----------------------------------------------------------------------------------------
 
 def reshape(a, *shape):
@@ -255,7 +271,7 @@ def reshape(a, *shape):
 def transpose(a, *axes):
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
-    axes = axes or None
+    axes = tuple(axis % a.data.ndim for axis in axes) or None  # negative axes name the same axes
     inverse = None if axes is None else tuple(np.argsort(axes))
     return result(np.transpose(a.data, axes), "transpose", (a,), lambda g: (np.transpose(g, inverse),))
 

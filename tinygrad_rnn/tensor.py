@@ -284,6 +284,8 @@ def _sweep(order, root, grad):
         if g is None:
             continue
         if node._retains_grad:
+            if type(g) is OuterSum:
+                g.owned = False  # stored in .grad and passed on: nobody may grow it in place now
             updates.append((node, g))
         if not node.parents:
             continue

@@ -450,7 +450,7 @@ def peak_rss_delta(key, row, timeout=600):
     allocator slack — at page resolution; code paths are warmed up on a tiny row first, so the delta is
     the step's memory, not library loading). Linux/macOS only; None where it fails."""
     code = ("import sys; from benchmarks.bench_bptt import _rss_child; "
-            f"_rss_child({key!r}, {row.B}, {row.T}, {row.d}, {row.V})")
+            f"_rss_child({key!r}, {row.B}, {row.T}, {row.d}, {row.V}, {blas_info().get('threads')!r})")
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -462,12 +462,15 @@ def peak_rss_delta(key, row, timeout=600):
         return None
 
 
-def _rss_child(key, B, T, d, V):
+def _rss_child(key, B, T, d, V, threads=None):
     import resource
     impl = BY_KEY[key]
+    if threads:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=threads, user_api="blas")
     if impl.uses_torch:
         import torch
-        torch.set_num_threads(blas_info().get("threads") or 1)
+        torch.set_num_threads(threads or blas_info().get("threads") or 1)
     impl.make(make_problem(Row(1, 2, 4, 4)))()              # load and warm every code path on a tiny row
     step = impl.make(make_problem(Row(B, T, d, V)))
     gc.collect()
@@ -731,13 +734,22 @@ def targets(row, median):
 # --- the run -------------------------------------------------------------------------------------------------
 
 def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=True, overhead=True,
-                  implementations=None, wait_quiet=0.0, rss=True, overhead_sizes=None, log=print):
+                  implementations=None, wait_quiet=0.0, rss=True, overhead_sizes=None, threads=None, log=print):
     """Check, time and measure every implementation on every row. Returns the results dict that
     `markdown`, `write_chart` and `write_json` turn into files.
 
     memory: tracemalloc / torch-profiler peaks (and, with rss=True, ru_maxrss growth in a fresh process per
     implementation). wait_quiet: seconds to wait, before each row, for other processes to go quiet.
-    overhead_sizes: keyword arguments for `op_overhead` (smaller loops for a quick run)."""
+    overhead_sizes: keyword arguments for `op_overhead` (smaller loops for a quick run).
+    threads: BLAS threads for numpy (set at run time through threadpoolctl, restored afterwards) and torch;
+    None keeps numpy's (torch then gets the same count)."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=threads, user_api="blas"):
+            results = run_benchmark(rows, check, min_time, min_repeats, memory, overhead, implementations,
+                                    wait_quiet, rss, overhead_sizes, None, log)
+        results["settings"]["threads"] = threads
+        return results
     implementations = implementations or available_implementations()
     env = environment()
     threads = env["blas"].get("threads") or 1
@@ -813,7 +825,9 @@ def markdown(results):
     lines.append(f"- Python {env['python']}, numpy {env['numpy']}, tinygrad_rnn {env['tinygrad_rnn']}"
                  f" (git {env['commit']})" + (f", torch {tor['version']}" if tor else ", torch not installed"))
     lines.append(f"- numpy BLAS (threadpoolctl): {blas.get('library')} {blas.get('version')}, kernel "
-                 f"**{blas.get('kernel')}**, {blas.get('threads')} threads; sgemm 1024³ "
+                 f"**{blas.get('kernel')}**, {blas.get('threads')} threads"
+                 + (" (set by `--threads` through threadpoolctl)" if results["settings"].get("threads") else "")
+                 + "; sgemm 1024³ "
                  f"{env['sgemm_gflops']:.0f} GFLOP/s")
     if tor:
         lines.append(f"- torch: {tor['blas']}; `torch.set_num_threads({tor['threads']})` = numpy's BLAS thread "

@@ -31,6 +31,9 @@ def add_arguments(parser):
     parser.add_argument("--wait-quiet", type=float, default=60.0, metavar="SECONDS",
                         help="before each row, wait up to this long for other processes to go quiet (default 60; "
                              "0 = never wait)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads for numpy (set through threadpoolctl) and torch.set_num_threads "
+                             "(default: numpy's BLAS thread count, and torch gets the same)")
     parser.add_argument("--profile", action="store_true",
                         help="also write a cProfile of the tinygrad_rnn step for each row (profile-<row>.txt)")
 
@@ -46,6 +49,8 @@ def run(args):
     except ValueError as e:
         raise UsageError(str(e)) from None
     min_time = args.min_time if args.min_time is not None else 0.05 if args.quick else 1.0
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
     if min_time < 0 or args.min_repeats < 1:
         raise UsageError(f"--min-time must be ≥ 0 and --min-repeats ≥ 1, got {min_time} and {args.min_repeats}")
     stem = "bptt-quick" if args.quick else "bptt-rows" if args.rows else "bptt"
@@ -56,7 +61,7 @@ def run(args):
                                   wait_quiet=0.0 if args.quick else args.wait_quiet,
                                   rss=not (args.quick or args.no_rss),
                                   overhead_sizes=dict(n_forward=500, chain=100, repeats=2) if args.quick else None,
-                                  log=log)
+                                  threads=args.threads, log=log)
     out_dir = args.out or bench.RESULTS_DIR
     paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)
     if args.profile:

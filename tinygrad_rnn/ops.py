@@ -5,6 +5,8 @@ one gradient per input (None where an input needs none). Closures capture arrays
 output tensor, so freeing a graph is dropping its closures. Broadcasting is undone in exactly
 one place, `unbroadcast`.
 """
+import math
+
 import numpy as np
 
 from .lazy import OuterSum
@@ -16,6 +18,8 @@ def unbroadcast(grad, shape):
     """Sum `grad` back to `shape`: the adjoint of numpy broadcasting (leading axes and size-1 axes)."""
     if grad.shape == shape:
         return grad
+    if grad.size == math.prod(shape):
+        return grad.reshape(shape)  # only size-1 axes differ (a batch of one): nothing to sum
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
@@ -220,13 +224,25 @@ def log_softmax(a, axis=-1):
     return result(y, "log_softmax", (a,), backward)
 
 
+_ROWS = {}
+
+
+def _row_numbers(n):
+    """np.arange(n), cached: cross-entropy picks one entry per row at every step."""
+    rows = _ROWS.get(n)
+    if rows is None:
+        rows = _ROWS[n] = np.arange(n)
+        rows.flags.writeable = False
+    return rows
+
+
 def cross_entropy(logits, targets, reduction="mean"):
     """−log softmax(logits)[target] per row; its backward is the notes' p − onehot(target).
 
     logits (B, k) with integer targets (B,), or logits (k,) with one integer target.
     """
     z = logits.data
-    pick = (np.arange(z.shape[0]), targets) if z.ndim == 2 else (targets,)
+    pick = (_row_numbers(z.shape[0]), targets) if z.ndim == 2 else (targets,)
     shifted = z - z.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
     total = e.sum(axis=-1, keepdims=True)

@@ -15,6 +15,8 @@ import numpy as np
 from .errors import GraphFreedError, InplaceError, ShapeError
 from .lazy import OuterSum
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
 # Recording state, read by every op: module globals are the cheapest lookup Python has.
 _grad_enabled = True
 _step = None         # the active Unroll step (set by Unroll.step), or None outside steps
@@ -32,6 +34,8 @@ class Tensor:
             data = data.data
         if dtype is not None:
             data = np.asarray(data, dtype=dtype)
+        elif type(data) is np.ndarray and (data.dtype is _F32 or data.dtype is _F64):
+            pass  # the common case, kept cheap: an input x(t) is wrapped at every step
         elif isinstance(data, (np.ndarray, np.generic)):
             data = np.asarray(data)
             if data.dtype.kind == "f" and data.dtype not in (np.float32, np.float64):

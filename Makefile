@@ -8,6 +8,14 @@ STAMP  := $(VENV)/.installed
 
 demo: setup
 	$(VENV)/bin/tinygrad-rnn demo
+	@echo
+	$(VENV)/bin/tinygrad-rnn render --example hello --view unrolled -o out/hello-unrolled.pdf
+	$(VENV)/bin/tinygrad-rnn render --example hello --view rolled -o out/hello-rolled.pdf
+	@echo
+	$(VENV)/bin/tinygrad-rnn analyze --init-scale 0.5 -o out/vanishing
+	@echo
+	$(VENV)/bin/tinygrad-rnn analyze --init-scale 3.0 -o out/exploding
+	@echo; echo "Figures: out/hello-unrolled.pdf, out/hello-rolled.pdf, out/vanishing/, out/exploding/"
 
 test: setup
 	$(PY) -m pytest

@@ -676,6 +676,17 @@ def configure_torch(threads):
             "interop_threads": torch.get_num_interop_threads(), "blas": mkl}
 
 
+def engine_fingerprint():
+    """sha1 (12 hex digits) of the engine's source files as imported: names the engine version measured,
+    also in an uncommitted working tree."""
+    import hashlib
+    import tinygrad_rnn
+    digest = hashlib.sha1()
+    for path in sorted(Path(tinygrad_rnn.__file__).resolve().parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def environment():
     """Machine, versions, BLAS kernel, threads and the OpenBLAS environment variables (read, never set)."""
     import tinygrad_rnn
@@ -697,6 +708,7 @@ def environment():
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu, "cores": os.cpu_count(),
+            "engine_sha1": engine_fingerprint(),
             "memory_gib": memory, "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "tinygrad_rnn": tinygrad_rnn.__version__, "commit": commit,
             "blas": blas_info(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -823,7 +835,8 @@ def markdown(results):
     lines = ["# One BPTT training step: tinygrad_rnn vs PyTorch autograd vs hand-written numpy", ""]
     lines.append(f"- {env['date']} · {env['cpu']}, {env['cores']} cores, {env['memory_gib']} GiB · {env['platform']}")
     lines.append(f"- Python {env['python']}, numpy {env['numpy']}, tinygrad_rnn {env['tinygrad_rnn']}"
-                 f" (git {env['commit']})" + (f", torch {tor['version']}" if tor else ", torch not installed"))
+                 f" (git {env['commit']}, engine sources sha1 {env.get('engine_sha1')})"
+                 + (f", torch {tor['version']}" if tor else ", torch not installed"))
     lines.append(f"- numpy BLAS (threadpoolctl): {blas.get('library')} {blas.get('version')}, kernel "
                  f"**{blas.get('kernel')}**, {blas.get('threads')} threads"
                  + (" (set by `--threads` through threadpoolctl)" if results["settings"].get("threads") else "")

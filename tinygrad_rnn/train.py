@@ -2,7 +2,7 @@
 long-range tasks (adding problem, copy task), sampling, loss-curve plots, and the CLI subcommands
 `train`, `sample` and `task`.
 
-    tinygrad-rnn train --cell lstm --hidden 128 --seq 50 --epochs 400 --save zen.npz
+    tinygrad-rnn train --cell lstm --hidden 128 --seq 50 --steps 1000 --save zen.npz
     tinygrad-rnn sample --load zen.npz --prime "Beautiful" --n 200
     tinygrad-rnn task adding --T 50 --cell rnn lstm --plot adding.png
 """
@@ -74,13 +74,14 @@ def _final_state(out):
     return (h, out.cell_states[-1]) if out.cell_states else h
 
 
-def train_char_lm(text=None, cell="rnn", hidden=128, seq=50, bptt=None, batch=32, epochs=300, lr=3e-3,
-                  clip=5.0, seed=0, max_steps=None, progress=True):
+def train_char_lm(text=None, cell="rnn", hidden=128, seq=50, bptt=None, batch=32, epochs=None, lr=3e-3,
+                  clip=5.0, seed=0, max_steps=1000, progress=True):
     """Train nn.RNN(cell=cell) as a character-level language model on `text` (default: the Zen of Python).
 
     Each batch holds `batch` windows of `seq` characters (data.windows); with bptt = K < seq, every window
     is processed in segments of K steps, the state carried forward detached (truncated BPTT) and one Adam
-    update per segment. The loss is the mean cross-entropy per character (nats).
+    update per segment. Training stops after `epochs` passes over the text or `max_steps` updates, whichever
+    comes first (None: no limit of that kind). The loss is the mean cross-entropy per character (nats).
     Returns (model, vocab, history).
     """
     text = load_text() if text is None else text
@@ -94,10 +95,11 @@ def train_char_lm(text=None, cell="rnn", hidden=128, seq=50, bptt=None, batch=32
     rng = np.random.default_rng(seed)
     eye = np.eye(len(vocab), dtype=model.dtype)
     segments_per_window = -(-seq // bptt)
+    if epochs is None and max_steps is None:
+        raise ValueError("train_char_lm: give epochs or max_steps (or both)")
     per_epoch = sum(1 for _ in windows(ids, seq, batch, np.random.default_rng(0)))
-    steps = epochs * per_epoch * segments_per_window
-    if max_steps is not None:
-        steps = min(steps, max_steps)
+    steps = min(n for n in (max_steps, None if epochs is None else epochs * per_epoch * segments_per_window)
+                if n is not None)
 
     def segments():
         while True:
@@ -277,8 +279,9 @@ def _add_train_arguments(p):
     p.add_argument("--bptt", type=int, metavar="K",
                    help="truncate backpropagation to K steps (default: --seq)")
     p.add_argument("--batch", type=int, default=32, help="windows per batch (default 32)")
-    p.add_argument("--epochs", type=int, default=300, help="passes over the text (default 300)")
-    p.add_argument("--steps", type=int, help="stop after this many updates")
+    p.add_argument("--epochs", type=int, help="passes over the text (default: until --steps)")
+    p.add_argument("--steps", type=int, help="stop after this many updates (default 1000 when --epochs is not "
+                   "given; on the Zen of Python one epoch is one update)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     p.add_argument("--clip", type=float, default=5.0, help="clip the gradient norm (0: off; default 5)")
     p.add_argument("--seed", type=int, default=0)
@@ -306,8 +309,9 @@ def _train(args):
     entropy = unigram_entropy(CharVocab.from_text(text).encode(text))
     print(f"Training a {args.cell} language model (hidden {args.hidden}) on {source}: {len(text)} "
           f"characters, {vocab_size} distinct; unigram entropy {entropy:.3f} nats/char")
+    steps = args.steps if args.steps is not None or args.epochs is not None else 1000
     model, vocab, history = train_char_lm(text, args.cell, args.hidden, args.seq, args.bptt, args.batch,
-                                          args.epochs, args.lr, args.clip, args.seed, args.steps,
+                                          args.epochs, args.lr, args.clip, args.seed, steps,
                                           not args.no_progress)
     print(f"loss {history.final():.3f} nats/char (unigram entropy {entropy:.3f}) after {len(history.losses)} "
           f"updates in {history.seconds:.1f} s, {history.tokens_per_second:,.0f} tokens/s")

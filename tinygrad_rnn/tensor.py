@@ -8,6 +8,7 @@ Backward walks the graph in an iterative topological order (unrolled graphs are 
 nodes deep, so no recursion anywhere) and sums gradients, never assigns them: a weight used at
 T steps receives T contributions.
 """
+import functools
 import gc
 
 import numpy as np
@@ -330,10 +331,10 @@ class no_grad:
         return False
 
     def __call__(self, fn):
+        @functools.wraps(fn)
         def wrapped(*args, **kwargs):
             with no_grad():
                 return fn(*args, **kwargs)
-        wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
         return wrapped
 
 

@@ -229,7 +229,7 @@ def plot_losses(histories, path, title="", ylabel="loss", baseline=None, baselin
         line, = ax.plot(steps, h.losses, alpha=0.25, linewidth=0.8)
         smooth = moving_average(h.losses, window)
         ax.plot(steps[window - 1:], smooth, color=line.get_color(),
-                label=f"{h.label} (final {h.final():.3f}, {h.tokens_per_second:,.0f} tok/s)")
+                label=f"{h.label} (final {h.final():.3g}, {h.tokens_per_second:,.0f} tok/s)")
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", label=f"{baseline_label} {baseline:.3f}")
     if all(min(h.losses, default=1) > 0 for h in histories):

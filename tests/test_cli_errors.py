@@ -1,0 +1,70 @@
+"""Bad command-line input: one line on stderr, exit code 2, no traceback, nothing overwritten."""
+import numpy as np
+import pytest
+
+from tinygrad_rnn import nn
+from tinygrad_rnn.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinygrad-rnn "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def checkpoint(tmp_path, capsys):
+    path = tmp_path / "zen.npz"
+    assert main(["train", "--steps", "2", "--hidden", "8", "--seq", "10", "--save", str(path)]) == 0
+    capsys.readouterr()
+    return path
+
+
+def test_missing_text_file(tmp_path, capsys):
+    assert_one_line_error(*run_cli(capsys, "train", "--text", tmp_path / "nope.txt", "--steps", "1"), "nope.txt")
+
+
+def test_empty_text_file(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_one_line_error(*run_cli(capsys, "train", "--text", empty, "--steps", "1"), "empty.txt")
+
+
+def test_text_file_that_is_not_utf8(tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00not utf-8 \x80")
+    assert_one_line_error(*run_cli(capsys, "train", "--text", bad, "--steps", "1"), "utf-8")
+
+
+def test_prime_with_unknown_characters(checkpoint, capsys):
+    assert_one_line_error(*run_cli(capsys, "sample", "--load", checkpoint, "--prime", "Beautiful☃", "--n", "5"),
+                          "☃")
+
+
+def test_checkpoint_of_another_architecture_and_garbled_file(tmp_path, capsys):
+    linear = tmp_path / "linear.npz"
+    nn.Linear(3, 4).save(linear)
+    assert_one_line_error(*run_cli(capsys, "sample", "--load", linear, "--n", "5"), "linear.npz")
+    garbled = tmp_path / "garbled.npz"
+    garbled.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    assert_one_line_error(*run_cli(capsys, "sample", "--load", garbled, "--n", "5"), "garbled.npz")
+
+
+def test_failed_training_does_not_overwrite_the_checkpoint(checkpoint, tmp_path, capsys):
+    before = checkpoint.read_bytes()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    code, err = run_cli(capsys, "train", "--text", empty, "--steps", "1", "--save", checkpoint)
+    assert_one_line_error(code, err)
+    assert checkpoint.read_bytes() == before
+    with np.load(checkpoint, allow_pickle=False) as f:  # still a readable checkpoint
+        assert len(f.files) > 0

@@ -600,10 +600,13 @@ def op_overhead(n_forward=20000, chain=2000, repeats=5):
         best = float("inf")
         for _ in range(repeats):
             root = build()
-            gc.collect()
-            t0 = time.perf_counter()
-            backward(root)
-            best = min(best, (time.perf_counter() - t0) / chain)
+            gc.disable()  # no collector pass inside the timed walk, for either engine
+            try:
+                t0 = time.perf_counter()
+                backward(root)
+                best = min(best, (time.perf_counter() - t0) / chain)
+            finally:
+                gc.enable()
             del root
         return best * 1e6
 
@@ -775,8 +778,8 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
     """Check, time and measure every implementation on every row. Returns the results dict that
     `markdown`, `write_chart` and `write_json` turn into files.
 
-    memory: tracemalloc / torch-profiler peaks (and, with rss=True, ru_maxrss growth in a fresh process per
-    implementation). wait_quiet: seconds to wait, before each row, for other processes to go quiet.
+    memory: tracemalloc / torch-profiler peaks ("tracemalloc": numpy and tinygrad_rnn only, no profiler runs),
+    and with rss=True the peak-RSS growth in a fresh process per implementation. wait_quiet: seconds to wait, before each row, for other processes to go quiet.
     overhead_sizes: keyword arguments for `op_overhead` (smaller loops for a quick run).
     threads: BLAS threads for numpy (set at run time through threadpoolctl, restored afterwards) and torch;
     None keeps numpy's (torch then gets the same count)."""
@@ -823,8 +826,9 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         entry["repeats"] = {k: len(ts) for k, ts in times.items()}
         entry["targets"] = targets(row, entry["median_s"])
         if memory:
+            kinds = ("tracemalloc", "profiler") if memory != "tracemalloc" else ("tracemalloc",)
             entry["peak_bytes"] = {impl.key: peak_memory(impl, steps[impl.key]) for impl in implementations
-                                   if impl.memory}
+                                   if impl.memory in kinds}
             if rss:
                 entry["rss_bytes"] = {impl.key: peak_rss_delta(impl.key, row) for impl in implementations
                                       if impl.memory}
@@ -920,13 +924,13 @@ def markdown(results):
             goals = "; ".join(f"{text} {'✅' if met else '❌'}" for text, met in r["targets"]) or "—"
             lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {goals} |")
     if any("peak_bytes" in r for r in rows):
-        mem_keys = [k for k in keys if k in rows[0].get("peak_bytes", {})]
+        mem_keys = [k for k in keys if BY_KEY.get(k) is None or BY_KEY[k].memory]
         lines += ["", "## Peak memory of one step, MiB (and ÷ T·B·d·4 bytes, one float32 state per step)", "",
                   "| (B,T,d,V) | " + " | ".join(labels[k] for k in mem_keys) + " | tinygrad ÷ torch loop |",
                   "|---|" + "--:|" * (len(mem_keys) + 1)]
         for r in rows:
             peak, unit = r["peak_bytes"], r["row"][0] * r["row"][1] * r["row"][2] * 4
-            cells = [f"{_mib(peak[k])} ({peak[k] / unit:.3g})" for k in mem_keys]
+            cells = [f"{_mib(peak[k])} ({peak[k] / unit:.3g})" if peak.get(k) is not None else "—" for k in mem_keys]
             versus = (f"{peak['tinygrad'] / peak['torch_loop']:.2f}"
                       if peak.get("tinygrad") and peak.get("torch_loop") else "—")
             lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {versus} |")

@@ -22,7 +22,8 @@ def add_arguments(parser):
     parser.add_argument("--min-time", type=float, default=None,
                         help="seconds each implementation is timed per row, at least (default 1.0; 0.05 with --quick)")
     parser.add_argument("--min-repeats", type=int, default=5, help="calls per implementation per row, at least")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory measurements (--quick measures numpy and tinygrad_rnn only)")
     parser.add_argument("--no-rss", action="store_true",
                         help="skip the ru_maxrss measurement (one fresh process per implementation and row; "
                              "always skipped with --quick)")
@@ -57,7 +58,7 @@ def run(args):
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
     results = bench.run_benchmark(rows, check=not args.no_check, min_time=min_time, min_repeats=args.min_repeats,
-                                  memory=not args.no_memory, overhead=not args.no_overhead,
+                                  memory=False if args.no_memory else "tracemalloc" if args.quick else True, overhead=not args.no_overhead,
                                   wait_quiet=0.0 if args.quick else args.wait_quiet,
                                   rss=not (args.quick or args.no_rss),
                                   overhead_sizes=dict(n_forward=500, chain=100, repeats=2) if args.quick else None,

@@ -254,3 +254,83 @@ def test_long_sequence_forward_backward_without_recursion():
     assert np.isfinite(model.W.grad).all()
     np.testing.assert_allclose(out.tape.step_grads(model.W)[-100:].sum(0) + out.tape.step_grads(model.W)[:-100].sum(0),
                                model.W.grad, rtol=1e-3, atol=1e-4)
+
+
+# --- found in review: each was a silently wrong gradient or a raw numpy error ------------------------
+
+def test_requires_grad_set_after_construction_gets_a_gradient():
+    t = Tensor([1.0, 2.0])
+    t.requires_grad = True
+    (t * t).sum().backward()
+    np.testing.assert_allclose(t.grad, [2.0, 4.0])
+
+
+def test_inplace_update_through_a_view_is_caught():
+    x = Parameter(np.array([1.0, 2.0]), name="x")
+    L = (x * x).sum()
+    v = x[0:1]
+    with no_grad():
+        v += 10.0
+    with pytest.raises(tg.InplaceError, match="x"):
+        L.backward()
+    assert x.grad is None
+
+
+def test_inplace_update_of_the_base_of_a_detached_tensor_is_caught():
+    W = Parameter(np.array([1.0, 2.0]), name="W")
+    Q = Parameter(np.ones(2), name="Q")
+    y = (W.detach() * Q).sum()
+    with no_grad():
+        W += 10.0
+    with pytest.raises(tg.InplaceError):
+        y.backward()
+
+
+def test_inplace_update_of_a_value_no_backward_reads_is_allowed():
+    a = Parameter(np.ones(2), name="a")
+    x = Tensor(np.ones(2), name="x")
+    y = (a + x).sum()  # add saves nothing
+    x += 1.0
+    y.backward()
+    np.testing.assert_allclose(a.grad, [1.0, 1.0])
+
+
+def test_float32_parameters_keep_float32_gradients_through_lazy_factors():
+    W = Parameter(np.ones((3, 3), np.float32), name="W")
+    s = Parameter(np.ones((2, 3), np.float32))
+    tape = Unroll(shared=[W])
+    with tape.step(1):
+        y = (s @ W).max()
+    y.backward()
+    assert W.grad.dtype == np.float32 and tape.copies(W)[0].grad.dtype == np.float32
+    W.grad = None
+    (Tensor(np.ones((2, 3))) @ W).sum().backward()  # a float64 input meets a float32 weight
+    assert W.grad.dtype == np.float32
+
+
+def test_matmul_batch_mismatch_and_grad_setter_are_shape_errors():
+    with pytest.raises(tg.ShapeError, match="matmul"):
+        Parameter(np.zeros((2, 2, 3))) @ Parameter(np.zeros((5, 3, 4)))
+    W = Parameter(np.ones((2, 2)), name="W")
+    with pytest.raises(tg.ShapeError, match=r"W has shape \(2, 2\)"):
+        W.grad = np.ones(3)
+
+
+def test_cross_entropy_keeps_its_own_targets():
+    logits = Parameter(np.zeros((2, 3)))
+    targets = np.array([0, 1])
+    loss = F.cross_entropy(logits, targets, reduction="sum")
+    targets[:] = 2  # a data loader refilling its buffer
+    loss.backward()
+    np.testing.assert_allclose(logits.grad, np.full((2, 3), 1 / 3) - np.eye(3)[[0, 1]])
+
+
+def test_frozen_parameters_get_no_copies_with_gradients():
+    W = Parameter(np.eye(2), name="W")
+    c = Parameter(np.ones(2), name="c")
+    c.requires_grad = False
+    tape = Unroll()
+    with tape.step(1):
+        y = (Tensor(np.ones((1, 2))) @ W + c).sum()
+    y.backward()
+    assert tape.parameters == [W] and c.grad is None

@@ -1,5 +1,8 @@
 """detect_anomaly(): find the first op, step and source line where a NaN or Inf appears.
 
+Inf counts too (PyTorch's anomaly mode checks NaN only), so the `logits + mask` idiom with -inf
+entries trips it: mask with a large finite negative number inside this context.
+
 Inside the context every recorded node remembers the user's line that created it (the first frame
 outside tinygrad_rnn), every forward value is checked as it is made, and every gradient as the
 backward sweep makes it. Slow (a stack walk per op): a debugging mode, as in PyTorch.
@@ -19,7 +22,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def _user_frame():
     for frame in reversed(traceback.extract_stack()[:-3]):
-        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR + os.sep):
             return f"{frame.filename}:{frame.lineno}: {frame.line}"
     return "<unknown>"
 
@@ -52,7 +55,7 @@ class detect_anomaly:
         if out.data.dtype.kind in "fc" and not _finite(out.data):
             bad = "NaN" if np.isnan(out.data).any() else "Inf"
             shapes = ", ".join(str(x.shape) for x in inputs)
-            raise AnomalyError(f"forward: {op}{_step_text()} produced {bad} from inputs of shapes {shapes}; "
+            raise AnomalyError(f"forward: {op}{_tensor.at_step(out)} produced {bad} from inputs of shapes {shapes}; "
                                f"created at {origin}")
 
     def backward(self, node, parent_grads):
@@ -63,7 +66,3 @@ class detect_anomaly:
                     f"({_tensor.label(parent)} {parent.shape}) contains NaN or Inf; {node.op} was created at "
                     f"{self.where(node)}")
 
-
-def _step_text():
-    step = _tensor.current_step()
-    return "" if step is None else f" at step {step.t}"

@@ -18,6 +18,8 @@ def cross_entropy(logits, targets, reduction="mean"):
     target. `reduction`: "mean" (default, as PyTorch), "sum" or "none". Backward: p − onehot(target)."""
     _check_reduction("cross_entropy", reduction)
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if logits.dtype.kind != "f":
+        raise TypeError(f"cross_entropy: logits must be floating-point, got dtype {logits.dtype}")
     if logits.ndim not in (1, 2):
         raise ShapeError(f"cross_entropy: logits must have shape (B, k) or (k,), got {logits.shape}")
     if targets.dtype.kind not in "iu":
@@ -39,7 +41,9 @@ def binary_cross_entropy(probs, targets, reduction="mean"):
     t = np.asarray(targets.data if isinstance(targets, Tensor) else targets, dtype=probs.dtype)
     if t.shape != probs.shape:
         raise ShapeError(f"binary_cross_entropy: probs {probs.shape} and targets {t.shape} must have the same shape")
-    if probs.data.size and (probs.data.min() < 0 or probs.data.max() > 1):
+    if probs.dtype.kind != "f":
+        raise TypeError(f"binary_cross_entropy: probs must be floating-point, got dtype {probs.dtype}")
+    if probs.data.size and not (probs.data.min() >= 0 and probs.data.max() <= 1):  # NaN fails this too
         raise ValueError("binary_cross_entropy: probs must lie in [0, 1] (apply sigmoid first)")
     return ops.binary_cross_entropy(probs, t, reduction)
 

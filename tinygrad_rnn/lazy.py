@@ -26,10 +26,13 @@ class OuterSum:
             return self
         return OuterSum(self.lefts + other.lefts, self.rights + other.rights, owned=True)
 
-    def value(self):
+    def value(self, dtype=None):
+        """The dense matrix, in `dtype` (the parameter's: a float64 input must not make W.grad float64)."""
         if len(self.lefts) == 1:
-            return self.lefts[0].T @ self.rights[0]
-        return np.concatenate(self.lefts).T @ np.concatenate(self.rights)
+            out = self.lefts[0].T @ self.rights[0]
+        else:
+            out = np.concatenate(self.lefts).T @ np.concatenate(self.rights)
+        return out if dtype is None else out.astype(dtype, copy=False)
 
     @property
     def shape(self):

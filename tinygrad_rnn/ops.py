@@ -105,6 +105,10 @@ def matmul(a, b):
     if x.shape[-1] != w.shape[-2 if w.ndim > 1 else 0]:
         raise shape_error("matmul", (a, b), f"inner dimensions {x.shape[-1]} and "
                           f"{w.shape[-2 if w.ndim > 1 else 0]} differ")
+    try:
+        y = x @ w
+    except ValueError:
+        raise shape_error("matmul", (a, b), "batch dimensions cannot be broadcast together") from None
     # A 2-D weight whose gradient ends at a leaf or a per-step copy gets it as factors (xᵀ, g):
     # the copies of W over all steps then meet at W as one stacked GEMM (see lazy.py).
     factored = w.ndim == 2 and (b.op is None or b.op == "copy")
@@ -116,7 +120,7 @@ def matmul(a, b):
         def backward(g):
             return (g @ w.T if need_x else None,
                     (OuterSum([x.copy() if snapshot else x], [g]) if factored else x.T @ g) if need_w else None)
-        return result(x @ w, "matmul", (a, b), backward)
+        return result(y, "matmul", (a, b), backward)
 
     def backward(g):  # 1-D operands are promoted to matrices; leading (batch) axes unbroadcast
         x2 = x[None, :] if x.ndim == 1 else x
@@ -135,7 +139,7 @@ def matmul(a, b):
         else:
             gw = unbroadcast(np.swapaxes(x2, -1, -2) @ g2, w2.shape).reshape(w.shape)
         return gx, gw
-    return result(x @ w, "matmul", (a, b), backward)
+    return result(y, "matmul", (a, b), backward)
 
 
 # --- reductions ---------------------------------------------------------------------------------
@@ -171,7 +175,7 @@ def max(a, axis=None, keepdims=False):
     def backward(g):
         # ties share the gradient evenly (as torch.amax does)
         hit = x == _expand_like(out, x.shape, axis, keepdims)
-        share = hit / hit.sum(axis=axis, keepdims=True)
+        share = (hit / hit.sum(axis=axis, keepdims=True)).astype(x.dtype, copy=False)
         return (share * _expand_like(g, x.shape, axis, keepdims),)
     return result(out, "max", (a,), backward)
 
@@ -242,6 +246,7 @@ def cross_entropy(logits, targets, reduction="mean"):
     logits (B, k) with integer targets (B,), or logits (k,) with one integer target.
     """
     z = logits.data
+    targets = np.array(targets)  # our own copy: the caller may refill its target buffer before backward
     pick = (_row_numbers(z.shape[0]), targets) if z.ndim == 2 else (targets,)
     shifted = z - z.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
@@ -281,7 +286,7 @@ def reshape(a, *shape):
         out = a.data.reshape(shape)
     except ValueError:
         raise shape_error("reshape", (a,), f"cannot reshape {a.data.size} elements into {shape}") from None
-    return result(out, "reshape", (a,), lambda g: (g.reshape(old),))
+    return view(result(out, "reshape", (a,), lambda g: (g.reshape(old),)), a)
 
 
 def transpose(a, *axes):
@@ -289,7 +294,7 @@ def transpose(a, *axes):
         axes = tuple(axes[0])
     axes = tuple(axis % a.data.ndim for axis in axes) or None  # negative axes name the same axes
     inverse = None if axes is None else tuple(np.argsort(axes))
-    return result(np.transpose(a.data, axes), "transpose", (a,), lambda g: (np.transpose(g, inverse),))
+    return view(result(np.transpose(a.data, axes), "transpose", (a,), lambda g: (np.transpose(g, inverse),)), a)
 
 
 def getitem(a, index):
@@ -297,17 +302,27 @@ def getitem(a, index):
         index = index.data
     elif isinstance(index, tuple):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    x = a.data
+    shape, dtype = a.data.shape, a.data.dtype
     advanced = isinstance(index, (list, np.ndarray)) or (
         isinstance(index, tuple) and any(isinstance(i, (list, np.ndarray)) for i in index))
     def backward(g):
-        gx = np.zeros_like(x)
+        gx = np.zeros(shape, dtype)
         if advanced:
             np.add.at(gx, index, g)  # repeated indices add up
         else:
             gx[index] = g
         return (gx,)
-    return result(x[index], "getitem", (a,), backward)
+    out = result(a.data[index], "getitem", (a,), backward)
+    return out if advanced else view(out, a)
+
+
+def view(out, a):
+    """out's array is a numpy view of a's (basic indexing, reshape, transpose): they share one version
+    box, so an in-place update through either is seen by backward's saved-value check."""
+    base = out.data.base
+    if base is not None and (base is a.data or base is a.data.base):
+        out._versions = _tensor.shared_versions(a)
+    return out
 
 
 def _tensor_list(op, items):
@@ -350,11 +365,24 @@ def copy(p, step):
     the copies' gradients sum to ∂L/∂P. It saves nothing, so freeing a graph leaves it usable.
     """
     out = Tensor.__new__(Tensor)
-    out.data, out._grad, out.requires_grad = p.data, None, True
+    out.data, out._grad, out.requires_grad = p.data, None, p.requires_grad
     out.name, out.step, out.parents, out.op = f"{p.name or 'param'}({step})", step, (p,), "copy"
     out._backward, out._retains_grad = _identity, True
-    out._epoch, out._version = _tensor._inplace_epoch, 0
+    out._epoch, out._versions = _tensor._inplace_epoch, None
     return out
+
+
+# Which values each op's backward reads (its inputs', its output's): an in-place update of anything else
+# after the forward is harmless, so backward's saved-value check looks only at these (as PyTorch does).
+SAVES = {
+    "add": (False, False), "sub": (False, False), "neg": (False, False), "sum": (False, False),
+    "mean": (False, False), "reshape": (False, False), "transpose": (False, False), "getitem": (False, False),
+    "stack": (False, False), "concat": (False, False), "copy": (False, False), "cross_entropy": (False, False),
+    "mul": (True, False), "div": (True, False), "pow": (True, False), "matmul": (True, False),
+    "log": (True, False), "relu": (True, False), "binary_cross_entropy": (True, False), "max": (True, True),
+    "exp": (False, True), "tanh": (False, True), "sigmoid": (False, True), "softmax": (False, True),
+    "log_softmax": (False, True),
+}
 
 
 def install_methods(cls):

@@ -27,7 +27,7 @@ _inplace_epoch = 0   # counts in-place updates; a node remembers the count at it
 
 class Tensor:
     __slots__ = ("data", "_grad", "requires_grad", "name", "step", "parents", "op",
-                 "_backward", "_retains_grad", "_epoch", "_version", "__weakref__")
+                 "_backward", "_retains_grad", "_epoch", "_versions", "__weakref__")
     __array_priority__ = 1000  # make numpy defer to our reflected operators (array + Tensor)
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
@@ -59,19 +59,24 @@ class Tensor:
         self.op = None
         self._backward = None
         self._retains_grad = requires_grad  # leaves that require grad keep their gradient
-        self._epoch = self._version = 0
+        self._epoch = 0
+        self._versions = None  # [last in-place update], shared by a tensor and its views (made on demand)
 
     # --- plain attributes -------------------------------------------------------------------
     @property
     def grad(self):
         g = self._grad
         if type(g) is OuterSum:  # a gradient kept as factors is formed on first read
-            g = self._grad = g.value()
+            g = self._grad = g.value(self.data.dtype)
         return g
 
     @grad.setter
     def grad(self, value):
-        self._grad = None if value is None else np.asarray(value)
+        if value is not None:
+            value = np.asarray(value)
+            if value.shape != self.data.shape:
+                raise ShapeError(f"grad: {label(self)} has shape {self.data.shape}, the gradient {value.shape}")
+        self._grad = value
 
     shape = property(lambda self: self.data.shape)
     ndim = property(lambda self: self.data.ndim)
@@ -90,7 +95,9 @@ class Tensor:
 
     def detach(self):
         """A new leaf sharing this tensor's data, cut from the graph (truncated BPTT carries states so)."""
-        return Tensor(self.data, name=self.name)
+        out = Tensor(self.data, name=self.name)
+        out._versions = shared_versions(self)  # same memory: an update of one is an update of both
+        return out
 
     def retain_grad(self):
         """Keep this non-leaf tensor's gradient in `.grad` after backward (as PyTorch's retain_grad)."""
@@ -128,6 +135,11 @@ class Tensor:
     def __imul__(self, value):
         return self._inplace("*=", lambda x, v: np.multiply(x, v, out=x), value)
 
+    @property
+    def _version(self):
+        """The in-place counter at this tensor's (or a view's, or its base's) last in-place update; 0 if none."""
+        return 0 if self._versions is None else self._versions[0]
+
     def _inplace(self, op, update, *args):
         global _inplace_epoch
         args = tuple(a.data if isinstance(a, Tensor) else a for a in args)
@@ -141,7 +153,7 @@ class Tensor:
         except ValueError as e:
             raise ShapeError(f"{op}: cannot update {label(self)} of shape {self.shape} in place ({e})") from None
         _inplace_epoch += 1
-        self._version = _inplace_epoch
+        shared_versions(self)[0] = _inplace_epoch
         return self
 
 
@@ -165,7 +177,7 @@ def result(data, op, inputs, backward):
     out.name = None
     out._retains_grad = False
     out._epoch = _inplace_epoch
-    out._version = 0
+    out._versions = None
     step = _step
     out.step = None if step is None else step.t
     if _anomaly is not None:
@@ -250,7 +262,7 @@ def backward(root, grad=None, retain_graph=False):
         for node, g in updates:  # nothing failed: now store the gradients
             node._grad = _owned(accumulate(node._grad, g), node)
             if not node.parents and type(node._grad) is OuterSum:
-                node._grad = node._grad.value()  # a leaf gets one dense array (one stacked GEMM)
+                node._grad = node._grad.value(node.data.dtype)  # a leaf gets one dense array (one stacked GEMM)
         if not retain_graph:
             for node in order:
                 if node.parents and node.op != "copy":  # copies save nothing and stay usable in their step
@@ -267,16 +279,23 @@ def _check_saved_values(order):
                 f"backward: trying to backward through the graph a second time ({node.op}{at_step(node)}): "
                 "its saved values were freed after the first backward. Pass retain_graph=True to the first "
                 "backward, or recompute the forward (in truncated BPTT, detach() the carried state).")
-        if node._epoch != epoch and node.op != "copy":  # an in-place update since this node was made
-            # (a copy saves nothing, so only the other ops can hold stale values)
-            for x in node.parents + (node,):
+        if node._epoch != epoch:  # an in-place update happened since this node was made
+            saves_inputs, saves_output = _ops.SAVES.get(node.op, (True, True))
+            for x in (node.parents if saves_inputs else ()) + ((node,) if saves_output else ()):
                 if x.op == "copy":
                     x = x.parents[0]  # a copy shares its parameter's array: an update of W changes W(t)
-                if x._version > node._epoch:
+                if x._versions is not None and x._versions[0] > node._epoch:
                     raise InplaceError(
                         f"backward: {label(x)} {x.shape} was modified by an in-place operation (version "
-                        f"{x._version}) after {node.op}{at_step(node)} saved it for backward; the gradient "
+                        f"{x._versions[0]}) after {node.op}{at_step(node)} saved it for backward; the gradient "
                         "would be wrong. Update a copy instead (x = x + v), or recompute the forward.")
+
+
+def shared_versions(x):
+    """The version box of x, made on first need; views share their base's box (see ops' view ops)."""
+    if x._versions is None:
+        x._versions = [0]
+    return x._versions
 
 
 def _sweep(order, root, grad):
@@ -288,7 +307,7 @@ def _sweep(order, root, grad):
         g = grads.pop(node, None)
         if g is None:
             continue
-        if node._retains_grad:
+        if node._retains_grad or not node.parents:  # (a leaf may get requires_grad=True after creation)
             if type(g) is OuterSum:
                 g.owned = False  # stored in .grad and passed on: nobody may grow it in place now
             updates.append((node, g))
@@ -365,7 +384,7 @@ def label(x):
     """How errors name a tensor: its name (a shared parameter inside step t as its copy, W(t))."""
     if x.name is None:
         return "an unnamed tensor"
-    if _step is not None and isinstance(x, Parameter) and x.op is None:
+    if _step is not None and _step.is_shared(x):
         return f"{x.name}({_step.t})"
     return x.name
 

@@ -42,12 +42,16 @@ class _Step:
         _tensor._step = None
         return False
 
+    def is_shared(self, x):
+        shared = self.shared
+        return x in shared if shared is not None else isinstance(x, Parameter) and x.requires_grad
+
     def substitute(self, inputs):
         """Inputs with every shared parameter replaced by its copy for this step (hot path: every op)."""
         shared = self.shared
         out = inputs
         for i, x in enumerate(inputs):
-            if (x in shared) if shared is not None else isinstance(x, Parameter):
+            if (x in shared) if shared is not None else isinstance(x, Parameter) and x.requires_grad:
                 if out is inputs:
                     out = list(inputs)
                 c = self.copies.get(x)
@@ -65,7 +69,7 @@ class _Step:
 class Unroll:
     """The recorded unrolled graph: steps in order and every shared parameter's per-step copies.
 
-    shared: the parameters to copy per step; None means every Parameter used inside a step.
+    shared: the parameters to copy per step; None means every Parameter (requiring grad) used inside a step.
     """
 
     def __init__(self, shared=None):

@@ -25,7 +25,7 @@ def hello_example(hidden=3, seed=0, dtype=np.float32):
 
 def sgd_step(params, lr):
     for p in params:
-        p.data -= lr * p.grad
+        p.data = p.data - lr * p.grad  # a new array: graphs recorded before keep the old values
         p.grad = None
 
 

@@ -70,7 +70,7 @@ def gradient_flow(output, batch=0):
     the engine (reverse mode on a float64 rerun), not from the formula. Cost: T backward passes and
     T²/2 SVDs of d×d matrices (about a second at T = 100, d = 64).
     """
-    model = _rerun.twin(output.model)
+    model = _rerun.twin(output)
     T = output.T
     if T < 2:
         raise ValueError(f"gradient_flow: needs at least 2 steps (a gap t − k ≥ 1), got T = {T}")

@@ -121,7 +121,7 @@ def state_jacobian(output, t, k, batch=0):
     steps k+1 … t of sequence `batch`, starting from the recomputed s_k.
     """
     _check_steps(output, t, k, "state_jacobian")
-    model = _rerun.twin(output.model)
+    model = _rerun.twin(output)
     xs, s0, _ = _rerun.sequence(output, batch, "state_jacobian")
     s_k = _states(model, xs[:k], s0)[-1]
 
@@ -151,7 +151,7 @@ def explicit_grad(output, k, batch=0):
     """
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= output.T:
         raise IndexError(f"explicit_grad: need an integer step 1 ≤ k ≤ T = {output.T}, got {k!r}")
-    model = _rerun.twin(output.model)
+    model = _rerun.twin(output)
     xs, s0, _ = _rerun.sequence(output, batch, "explicit_grad")
     s_prev = Tensor(_states(model, xs[:k - 1], s0)[-1])  # a constant: that is what "explicit" means
     return jacobian(lambda W: _rerun.step(model, xs[k - 1], s_prev, W), model.W.data)
@@ -165,7 +165,7 @@ def state_jacobian_rows(output, batch=0):
     the gradient of s_t[p]: row p of ∂s_t/∂s_k, for every k at once. So T backward passes, not T·d.
     """
     xs, s0, _ = _rerun.sequence(output, batch, "state_jacobian_rows")
-    model = _rerun.twin(output.model)
+    model = _rerun.twin(output)
     d = model.hidden_size
     start = Tensor(np.repeat(s0[None], d, axis=0), requires_grad=True)
     run = model.forward(np.repeat(xs[:, None], d, axis=1), start)

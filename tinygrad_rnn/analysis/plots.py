@@ -16,7 +16,7 @@ def _figure(size):
 
 
 def _label(output, P):
-    P = output.model.W if P is None else P
+    P = getattr(output.model, "W", None) if P is None else P
     return P, P.name or "P"
 
 

@@ -3,8 +3,9 @@
 Every analysis function starts here. `L.backward()` frees the saved values of the graph it walked,
 and a backward of our own would add into the model's `.grad`; a twin (same weights, copied to
 float64) with fresh tapes avoids both, so the analysis works after training steps' backward and never
-touches the caller's gradients. The twin uses the model's *current* weights: analyse an output before
-the optimizer changes them.
+touches the caller's gradients. The twin uses the weights of the forward (the tape's copies hold
+their arrays), so an optimizer step in between does not change the analysis — unless it updated the
+arrays in place (`p.data -= ...`), which no recorded graph can see.
 """
 import numpy as np
 
@@ -14,23 +15,30 @@ from ..tensor import Tensor
 _NAMES = ("U", "W", "b", "V", "c")
 
 
-def twin(model):
-    """A float64 nn.RNN holding copies of `model`'s weights (nothing done to it reaches `model`)."""
+def twin(output):
+    """A float64 nn.RNN holding the weights `output` was computed with (nothing done to it reaches the model).
+
+    The weights are read from the tape's copies W(t), which hold the arrays of the forward: an optimizer
+    that assigns new arrays (optim.SGD/Adam) afterwards does not change what is analysed.
+    """
+    model = output.model
     missing = [name for name in _NAMES + ("nonlinearity", "hidden_size") if not hasattr(model, name)]
     if missing or getattr(model, "cell_type", "rnn") != "rnn":
         raise TypeError(f"analysis: expected the output of a vanilla nn.RNN (cell='rnn': U, W, b, V, c), "
                         f"got {model!r}")
     copy = nn.RNN(model.input_size, model.hidden_size, model.output_size, model.nonlinearity, seed=0,
                   dtype=np.float64)
+    recorded = {p: output.tape.copies(p)[0].data for p in output.tape.parameters}
     for name in _NAMES:
-        getattr(copy, name).data = np.array(getattr(model, name).data, dtype=np.float64)
+        P = getattr(model, name)
+        getattr(copy, name).data = np.array(recorded.get(P, P.data), dtype=np.float64)
     return copy
 
 
 def parameter_name(output, P, op):
     """The attribute name ("W", ...) of parameter P in output.model, or a clear error."""
     for name in _NAMES:
-        if getattr(output.model, name) is P:
+        if getattr(output.model, name, None) is P:
             return name
     names = ", ".join(_NAMES)
     raise ValueError(f"{op}: P must be one of the model's parameters ({names}), got "
@@ -64,7 +72,7 @@ def rerun(output, batch=None, s0=None):
     batch=None reruns the whole batch; an integer reruns that one sequence (states become (d,)).
     s0: a Tensor to start from instead of output.s0 (e.g. a leaf that requires grad).
     """
-    model = twin(output.model)
+    model = twin(output)
     if batch is None:
         xs, start, targets = output.inputs.astype(np.float64), output.s0, output.targets
     else:

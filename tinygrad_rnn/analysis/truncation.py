@@ -160,7 +160,7 @@ class TruncationBias:
 def truncation_bias(output, k, P=None):
     """Full minus truncated (segments of k steps) BPTT gradient of P (default W), per copy step j:
     a TruncationBias whose .report() prints the table."""
-    P = output.model.W if P is None else P
+    P = getattr(output.model, "W", None) if P is None else P
     name = _rerun.parameter_name(output, P, "truncation_bias")
     full = step_grads(output, P)
     truncated = np.zeros_like(full)

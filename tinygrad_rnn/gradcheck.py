@@ -19,6 +19,31 @@ def _scalar_objective(fn, inputs, projection):
     return (out * projection[0]).sum()  # a fixed random projection checks the whole Jacobian's action
 
 
+def finite_differences(objective, array, eps):
+    """Central differences (f(x + eps) − f(x − eps)) / 2eps of objective() for every element of `array`,
+    which it perturbs in place (and restores)."""
+    numeric = np.zeros_like(array)
+    flat, nflat = array.reshape(-1), numeric.reshape(-1)
+    for j in range(flat.size):
+        orig = flat[j]
+        flat[j] = orig + eps
+        plus = objective()
+        flat[j] = orig - eps
+        minus = objective()
+        flat[j] = orig
+        nflat[j] = (plus - minus) / (2 * eps)
+    return numeric
+
+
+def check_close(analytic, numeric, what, analytic_label, numeric_label, atol, rtol, eps):
+    """Raise GradcheckError at the worst element where |analytic − numeric| > atol + rtol·|numeric|."""
+    err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+    if err.size and err.max() > 0:
+        worst = tuple(int(i) for i in np.unravel_index(int(err.argmax()), err.shape))
+        raise GradcheckError(f"{what} at element {worst}: {analytic_label} {analytic[worst]:.8g}, "
+                             f"{numeric_label} {numeric[worst]:.8g} (atol={atol}, rtol={rtol}, eps={eps})")
+
+
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     """Compare ∂fn/∂input from backward with (f(x+eps) − f(x−eps)) / 2eps for every element.
 
@@ -42,26 +67,11 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
         for x, grad in others:
             x._grad = grad
         analytic = [x.grad if x.grad is not None else np.zeros_like(x.data) for x in targets]
-        for i, x in enumerate(targets):
-            numeric = np.zeros_like(x.data)
-            flat, nflat = x.data.reshape(-1), numeric.reshape(-1)
+        for x, grad in zip(targets, analytic):
             with no_grad():
-                for j in range(flat.size):
-                    orig = flat[j]
-                    flat[j] = orig + eps
-                    plus = _scalar_objective(fn, inputs, projection).item()
-                    flat[j] = orig - eps
-                    minus = _scalar_objective(fn, inputs, projection).item()
-                    flat[j] = orig
-                    nflat[j] = (plus - minus) / (2 * eps)
-            err = np.abs(analytic[i] - numeric) - (atol + rtol * np.abs(numeric))
-            if err.size and err.max() > 0:
-                worst = tuple(int(i) for i in np.unravel_index(int(err.argmax()), err.shape))
-                label = x.name or f"input {inputs.index(x)}"
-                raise GradcheckError(
-                    f"gradcheck: gradient mismatch for {label} {tuple(x.shape)} at element {worst}: "
-                    f"analytical {analytic[i][worst]:.8g}, numerical {numeric[worst]:.8g} "
-                    f"(atol={atol}, rtol={rtol}, eps={eps})")
+                numeric = finite_differences(lambda: _scalar_objective(fn, inputs, projection).item(), x.data, eps)
+            check_close(grad, numeric, f"gradcheck: gradient mismatch for {x.name or f'input {inputs.index(x)}'} "
+                        f"{tuple(x.shape)}", "analytical", "numerical", atol, rtol, eps)
     finally:
         for x, (data, grad) in zip(targets, saved):
             x.data, x._grad = data, grad

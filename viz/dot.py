@@ -175,7 +175,7 @@ class _Layout:
     use with their parameters in the top row beside the output. `loose` edges do not set rows."""
 
     def __init__(self, view):
-        nodes, edges = view.nodes, view.edges
+        edges = view.edges
         self.view = view
         self.chain = _chain(view)
         within = {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..gradcheck import GradcheckError
+from ..gradcheck import check_close, finite_differences
 from ..tensor import no_grad
 from . import rerun as _rerun
 from .contributions import contributions, step_grads
@@ -109,24 +109,10 @@ def truncated_gradcheck(model, xs, targets, k, eps=1e-6, atol=1e-5, rtol=1e-3, *
             out = model.forward(xs, s0)
             segments = [(a, b, out.states[a].data) for a, b in _segments(len(xs), k, "truncated_gradcheck")]
             for p, grad in zip(params, analytic):
-                numeric = np.zeros_like(p.data)
-                flat = p.data.reshape(-1)
-                for i in range(flat.size):
-                    orig = flat[i]
-                    flat[i] = orig + eps
-                    plus = _truncated_loss(model, xs, targets, segments)
-                    flat[i] = orig - eps
-                    minus = _truncated_loss(model, xs, targets, segments)
-                    flat[i] = orig
-                    numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
-                err = np.abs(grad - numeric) - (atol + rtol * np.abs(numeric))
-                if err.size and err.max() > 0:
-                    worst = np.unravel_index(int(err.argmax()), err.shape)
-                    raise GradcheckError(
-                        f"truncated_gradcheck (k = {k}): gradient mismatch for {p.name or 'a parameter'} "
-                        f"{tuple(p.shape)} at element {worst}: truncated BPTT {grad[worst]:.8g}, finite "
-                        f"differences of the truncated surrogate {numeric[worst]:.8g} "
-                        f"(atol={atol}, rtol={rtol}, eps={eps})")
+                numeric = finite_differences(lambda: _truncated_loss(model, xs, targets, segments), p.data, eps)
+                check_close(grad, numeric, f"truncated_gradcheck (k = {k}): gradient mismatch for "
+                            f"{p.name or 'a parameter'} {tuple(p.shape)}", "truncated BPTT",
+                            "finite differences of the truncated surrogate", atol, rtol, eps)
     finally:
         for p, (data, grad) in zip(params, saved):
             p.data, p.grad = data, grad

@@ -36,6 +36,14 @@ class _Cell(Module):
     """Shared plumbing: input/state checks and zero states."""
     n_gates = 1
 
+    def _gate_parameters(self, input_size, hidden_size, seed, dtype):
+        """PyTorch's layout for n_gates gates side by side (weights stored (in, out), see linear.py)."""
+        init, width = self._init(input_size, hidden_size, seed, dtype), self.n_gates * hidden_size
+        self.weight_ih = Parameter(init(input_size, width), name="weight_ih")
+        self.weight_hh = Parameter(init(hidden_size, width), name="weight_hh")
+        self.bias_ih = Parameter(init(width), name="bias_ih")
+        self.bias_hh = Parameter(init(width), name="bias_hh")
+
     def _init(self, input_size, hidden_size, seed, dtype):
         self.input_size, self.hidden_size = input_size, hidden_size
         rng = np.random.default_rng(seed)
@@ -183,11 +191,7 @@ class GRUCell(_Cell):
     n_gates = 3
 
     def __init__(self, input_size, hidden_size, seed=None, dtype=np.float32):
-        init = self._init(input_size, hidden_size, seed, dtype)
-        self.weight_ih = Parameter(init(input_size, 3 * hidden_size), name="weight_ih")
-        self.weight_hh = Parameter(init(hidden_size, 3 * hidden_size), name="weight_hh")
-        self.bias_ih = Parameter(init(3 * hidden_size), name="bias_ih")
-        self.bias_hh = Parameter(init(3 * hidden_size), name="bias_hh")
+        self._gate_parameters(input_size, hidden_size, seed, dtype)
 
     def forward(self, x, state=None):
         x = self._input(x)
@@ -206,11 +210,7 @@ class LSTMCell(_Cell):
     n_gates = 4
 
     def __init__(self, input_size, hidden_size, seed=None, dtype=np.float32):
-        init = self._init(input_size, hidden_size, seed, dtype)
-        self.weight_ih = Parameter(init(input_size, 4 * hidden_size), name="weight_ih")
-        self.weight_hh = Parameter(init(hidden_size, 4 * hidden_size), name="weight_hh")
-        self.bias_ih = Parameter(init(4 * hidden_size), name="bias_ih")
-        self.bias_hh = Parameter(init(4 * hidden_size), name="bias_hh")
+        self._gate_parameters(input_size, hidden_size, seed, dtype)
 
     def forward(self, x, state=None):
         x = self._input(x)

@@ -145,48 +145,47 @@ class RNN(Module):
         out = RNNOutput([], [s], [], tape, self, xs, s.data, targets)
         if self.cell_type != "rnn":
             return self._unroll_cell(out, s, memory if self.cell_type == "lstm" else None)
-        U, W, b, V, c = self.U, self.W, self.b, self.V, self.c
+        U, W, b = self.U, self.W, self.b
         with tape:
             for t in range(1, xs.shape[0] + 1):
                 with tape.step(t):
                     x = Tensor(xs[t - 1], name=f"x({t})")
                     a = x @ U + s @ W + b
                     s = a.tanh() if self.nonlinearity == "tanh" else a.sigmoid()
-                    y = s @ V + c
-                    a.name, s.name, y.name = f"a({t})", f"s({t})", f"y({t})"
+                    a.name = f"a({t})"
                     out.preactivations.append(a)
-                    out.states.append(s)
-                    out.logits.append(y)
-                    if targets is not None:
-                        L_t = F.cross_entropy(y, targets[t - 1], reduction="sum")
-                        L_t.name = f"L({t})"
-                        out.losses.append(L_t)
+                    self._output_step(out, t, s)
         return out
+
+    def _output_step(self, out, t, s):
+        """The output side of step t, shared by every cell: y(t) = s(t) V + c and, with targets, L(t)."""
+        y = s @ self.V + self.c
+        s.name, y.name = f"s({t})", f"y({t})"
+        out.states.append(s)
+        out.logits.append(y)
+        if out.targets is not None:
+            L_t = F.cross_entropy(y, out.targets[t - 1], reduction="sum")
+            L_t.name = f"L({t})"
+            out.losses.append(L_t)
 
     def _unroll_cell(self, out, s, memory):
         """The same unrolled graph for a GRU/LSTM cell: s(t) = h_t, C(t) the LSTM's memory."""
-        xs, targets, tape, cell, V, c = out.inputs, out.targets, out.tape, self.cell, self.V, self.c
+        xs, tape, cell = out.inputs, out.tape, self.cell
         if memory is not None:
             if memory.name is None:
                 memory.name = "C(0)"
             out.cell_states.append(memory)
-        for t in range(1, xs.shape[0] + 1):
-            with tape.step(t):
-                x = Tensor(xs[t - 1], name=f"x({t})")
-                if memory is None:
-                    s = cell(x, s)
-                else:
-                    s, memory = cell(x, (s, memory))
-                    memory.name = f"C({t})"
-                    out.cell_states.append(memory)
-                y = s @ V + c
-                s.name, y.name = f"s({t})", f"y({t})"
-                out.states.append(s)
-                out.logits.append(y)
-                if targets is not None:
-                    L_t = F.cross_entropy(y, targets[t - 1], reduction="sum")
-                    L_t.name = f"L({t})"
-                    out.losses.append(L_t)
+        with tape:  # (pauses the cyclic collector while the graph grows, see tensor.gc_paused)
+            for t in range(1, xs.shape[0] + 1):
+                with tape.step(t):
+                    x = Tensor(xs[t - 1], name=f"x({t})")
+                    if memory is None:
+                        s = cell(x, s)
+                    else:
+                        s, memory = cell(x, (s, memory))
+                        memory.name = f"C({t})"
+                        out.cell_states.append(memory)
+                    self._output_step(out, t, s)
         return out
 
     # --- PyTorch interop ------------------------------------------------------------------------------

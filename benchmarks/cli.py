@@ -58,7 +58,8 @@ def run(args):
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
     results = bench.run_benchmark(rows, check=not args.no_check, min_time=min_time, min_repeats=args.min_repeats,
-                                  memory=False if args.no_memory else "tracemalloc" if args.quick else True, overhead=not args.no_overhead,
+                                  memory=False if args.no_memory else "tracemalloc" if args.quick else True,
+                                  overhead=not args.no_overhead,
                                   wait_quiet=0.0 if args.quick else args.wait_quiet,
                                   rss=not (args.quick or args.no_rss),
                                   overhead_sizes=dict(n_forward=500, chain=100, repeats=2) if args.quick else None,

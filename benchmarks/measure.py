@@ -1,0 +1,365 @@
+"""Measuring on a shared machine: step timings, sgemm rate, peak memory, per-op overhead, how busy the rest
+of the machine is, and what it is (BLAS kernel, threads, versions)."""
+import gc
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .implementations import BY_KEY, Row, make_problem, torch_available
+
+# --- timing --------------------------------------------------------------------------------------------------
+
+def time_steps(steps, min_time=1.0, min_repeats=5, burst=0.1, warmup=2):
+    """{key: step} → {key: [seconds per call]}. Implementations take turns in bursts of ~`burst` seconds
+    (so machine noise spreads over all of them) until each has run `min_repeats` times and `min_time`
+    seconds. The garbage collector runs between bursts, never inside a timed call's bookkeeping."""
+    burst = min(burst, min_time / 5)
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {key: [] for key in steps}
+    while True:
+        pending = [key for key, ts in times.items() if len(ts) < min_repeats or sum(ts) < min_time]
+        if not pending:
+            return times
+        for key in pending:
+            gc.collect()
+            step, spent = steps[key], 0.0
+            while True:  # at least one call per burst
+                t0 = time.perf_counter()
+                step()
+                dt = time.perf_counter() - t0
+                times[key].append(dt)
+                spent += dt
+                if spent >= burst:
+                    break
+
+
+def sgemm_gflops(n=1024, repeats=10):
+    """numpy float32 matmul GFLOP/s at n×n×n, best of `repeats`: the machine's BLAS peak as numpy sees it."""
+    a = np.random.default_rng(0).uniform(-1, 1, (n, n)).astype(np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# --- memory --------------------------------------------------------------------------------------------------
+
+def peak_memory(impl, step):
+    """Peak bytes allocated during one call of step, above what was allocated before it.
+
+    numpy and tinygrad_rnn: tracemalloc (numpy reports its array buffers to it; Python objects — graph nodes,
+    closures — count too). torch: the profiler's per-op allocator events (self_cpu_memory_usage), summed in
+    time order; it sees tensor storage only, not autograd's C++ graph nodes, and resolves per op."""
+    gc.collect()
+    if impl.memory == "tracemalloc":
+        import tracemalloc
+        tracemalloc.start()
+        try:
+            step()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return peak
+    if impl.memory == "profiler":
+        from torch.profiler import ProfilerActivity, profile
+        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+        changes = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
+                         if e.self_cpu_memory_usage)
+        current = peak = 0
+        for _, change in changes:
+            current += change
+            peak = max(peak, current)
+        return peak
+    return None
+
+
+def peak_rss_delta(key, row, timeout=600):
+    """Growth of peak resident memory during one step, in a fresh Python process: the same yardstick for
+    every implementation (it counts everything — arrays, Python objects, torch's C++ graph, allocator
+    slack — at page resolution; code paths are warmed up on a tiny row first, so the delta is the step's
+    memory, not library loading). Linux: peak mark reset, then VmHWM − VmRSS; None where it fails."""
+    code = ("import sys; from benchmarks.measure import _rss_child; "
+            f"_rss_child({key!r}, {row.B}, {row.T}, {row.d}, {row.V}, {blas_info().get('threads')!r})")
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+        return int(done.stdout.split()[-1]) if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _rss_child(key, B, T, d, V, threads=None):
+    impl = BY_KEY[key]
+    if threads:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=threads, user_api="blas")
+    if impl.uses_torch:
+        import torch
+        torch.set_num_threads(threads or blas_info().get("threads") or 1)
+    impl.make(make_problem(Row(1, 2, 4, 4)))()              # load and warm every code path on a tiny row
+    step = impl.make(make_problem(Row(B, T, d, V)))
+    gc.collect()
+    before = _reset_peak_rss()
+    step()
+    print(_peak_rss() - before)
+
+
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux: /proc/self/clear_refs, value 5) and return
+    the current RSS in bytes. Elsewhere the peak so far (ru_maxrss), which the step must exceed to show."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _proc_status("VmRSS")
+    except OSError:
+        return _peak_rss()
+
+
+def _peak_rss():
+    try:
+        return _proc_status("VmHWM")  # this process image's own peak (ru_maxrss carries the parent's over exec)
+    except OSError:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def _proc_status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+class _quiet_stderr:
+    """Silence file descriptor 2 (the profiler's C++ start/stop log lines) for the duration of a block."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        return False
+
+
+# --- other processes on the machine -------------------------------------------------------------------
+
+class CpuMeter:
+    """How many cores other processes kept busy while a block ran: /proc/stat busy time minus our own
+    CPU time, over the wall time (Linux; `others` is None elsewhere). A benchmark on a shared 2-core machine
+    is only as good as this number is small."""
+
+    def __enter__(self):
+        self._start = (_busy_seconds(), _own_cpu_seconds(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc):
+        busy, own, wall = self._start
+        busy_now = _busy_seconds()
+        self.others = None if busy is None else max(0.0, ((busy_now - busy) - (_own_cpu_seconds() - own))
+                                                    / (time.perf_counter() - wall))
+        return False
+
+
+def _busy_seconds():
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
+def wait_until_quiet(max_wait, threshold=0.2, log=print):
+    """Wait (≤ max_wait seconds) until other processes use < `threshold` cores over one second.
+    Returns the last measured load of other processes (cores), or None where it cannot be measured."""
+    deadline, said = time.perf_counter() + max_wait, False
+    while True:
+        with CpuMeter() as meter:
+            time.sleep(1.0)
+        if meter.others is None or meter.others < threshold or time.perf_counter() >= deadline:
+            return meter.others
+        if not said:
+            log(f"other processes keep {meter.others:.1f} cores busy: waiting up to {max_wait:.0f} s for quiet")
+            said = True
+
+
+# --- per-op overhead ----------------------------------------------------------------------------------------
+
+def op_overhead(n_forward=20000, chain=2000, repeats=5):
+    """µs per recorded (4,4) float32 op forward, and per node in backward, for tinygrad_rnn and torch.
+
+    Forward: one op on inputs that require grad, result dropped (recording + freeing). Backward: a chain of
+    `chain` such ops, timed root.backward(ones) / chain (walk + accumulation, the shared input included).
+    Returns a list of dicts {op, numpy_us, tinygrad_fwd_us, tinygrad_bwd_us, torch_fwd_us, torch_bwd_us}."""
+    from tinygrad_rnn import Parameter, Tensor, Unroll
+    rng = np.random.default_rng(0)
+    a_np, b_np = (rng.uniform(-0.5, 0.5, (4, 4)).astype(np.float32) for _ in range(2))
+    ops = {"add": (lambda x, y: x + y, np.add), "tanh": (lambda x, y: x.tanh(), np.tanh),
+           "matmul": (lambda x, y: x @ y, np.matmul)}
+    have_torch = torch_available()
+    if have_torch:
+        import torch
+        torch_ops = {"add": lambda x, y: x + y, "tanh": lambda x, y: torch.tanh(x), "matmul": lambda x, y: x @ y}
+
+    def per_call(fn, n):
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / n)
+        return best * 1e6
+
+    def per_node_backward(build, backward):
+        best = float("inf")
+        for _ in range(repeats):
+            root = build()
+            gc.disable()  # no collector pass inside the timed walk, for either engine
+            try:
+                t0 = time.perf_counter()
+                backward(root)
+                best = min(best, (time.perf_counter() - t0) / chain)
+            finally:
+                gc.enable()
+            del root
+        return best * 1e6
+
+    rows = []
+    for name, (op, np_op) in ops.items():
+        a, b = Parameter(a_np.copy()), Parameter(b_np.copy())
+        entry = {"op": name, "numpy_us": per_call(lambda: np_op(a_np, b_np) if np_op is not np.tanh
+                                                  else np_op(a_np), n_forward)}
+        entry["tinygrad_fwd_us"] = per_call(lambda: op(a, b), n_forward)
+
+        def build_tg():
+            y = Tensor(a_np.copy(), requires_grad=True)
+            for _ in range(chain):
+                y = op(y, b)
+            return y
+        entry["tinygrad_bwd_us"] = per_node_backward(build_tg, lambda y: y.backward(np.ones((4, 4), np.float32)))
+        if have_torch:
+            top = torch_ops[name]
+            ta = torch.tensor(a_np, requires_grad=True)
+            tb = torch.tensor(b_np, requires_grad=True)
+            entry["torch_fwd_us"] = per_call(lambda: top(ta, tb), n_forward)
+
+            def build_torch():
+                y = torch.tensor(a_np, requires_grad=True)
+                for _ in range(chain):
+                    y = top(y, tb)
+                return y
+            entry["torch_bwd_us"] = per_node_backward(build_torch, lambda y: y.backward(torch.ones(4, 4)))
+        entry.update(n_forward=n_forward, chain=chain, repeats=repeats)
+        rows.append(entry)
+    # the RNN's case: a shared weight used inside an Unroll step is replaced by its copy W(t)
+    x, W = Tensor(a_np.copy(), requires_grad=True), Parameter(b_np.copy(), name="W")
+    tape = Unroll(shared=[W])
+    with tape.step(1):
+        fwd = per_call(lambda: x @ W, n_forward)
+    rows.append({"op": "matmul with W(t) (in Unroll.step)", "numpy_us": None, "tinygrad_fwd_us": fwd})
+    return rows
+
+
+# --- the environment ----------------------------------------------------------------------------------------
+
+def blas_info():
+    """numpy's BLAS as threadpoolctl sees it: {library, version, kernel, threads}, or {} without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {}
+    numpy_dir = os.path.dirname(np.__file__)
+    site = os.path.dirname(numpy_dir)
+    for info in threadpool_info():
+        if info.get("user_api") == "blas" and (info["filepath"].startswith(site + os.sep + "numpy")
+                                               or "numpy" in os.path.basename(os.path.dirname(info["filepath"]))):
+            return {"library": info.get("internal_api"), "version": info.get("version"),
+                    "kernel": info.get("architecture"), "threads": info.get("num_threads"),
+                    "filepath": info.get("filepath")}
+    for info in threadpool_info():  # numpy linked some other way: first BLAS found
+        if info.get("user_api") == "blas":
+            return {"library": info.get("internal_api"), "version": info.get("version"),
+                    "kernel": info.get("architecture"), "threads": info.get("num_threads"),
+                    "filepath": info.get("filepath")}
+    return {}
+
+
+def configure_torch(threads):
+    """torch.set_num_threads(threads): the same thread count as numpy's BLAS. Returns a description."""
+    import torch
+    torch.set_num_threads(threads)
+    config = torch.__config__.show()
+    mkl = "MKL" if torch.backends.mkl.is_available() else "no MKL"
+    for line in config.splitlines():
+        if "Math Kernel Library" in line or "oneMKL" in line:
+            mkl = line.strip().lstrip("- ")
+            break
+    return {"version": torch.__version__, "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(), "blas": mkl}
+
+
+def engine_fingerprint():
+    """sha1 (12 hex digits) of the engine's source files as imported: names the engine version measured,
+    also in an uncommitted working tree."""
+    import hashlib
+    import tinygrad_rnn
+    digest = hashlib.sha1()
+    for path in sorted(Path(tinygrad_rnn.__file__).resolve().parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def environment():
+    """Machine, versions, BLAS kernel, threads and the OpenBLAS environment variables (read, never set)."""
+    import tinygrad_rnn
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = None
+    try:
+        with open("/proc/meminfo") as f:
+            memory = int(f.readline().split()[1]) // 1024 // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu, "cores": os.cpu_count(),
+            "engine_sha1": engine_fingerprint(),
+            "memory_gib": memory, "platform": platform.platform(), "python": platform.python_version(),
+            "numpy": np.__version__, "tinygrad_rnn": tinygrad_rnn.__version__, "commit": commit,
+            "blas": blas_info(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}}

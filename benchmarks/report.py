@@ -1,0 +1,172 @@
+"""The results of `run_benchmark` as files: a markdown table, a JSON dump and a PNG chart."""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .implementations import BY_KEY
+
+def _ms(seconds):
+    ms = 1e3 * seconds
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
+def _mib(n):
+    return "—" if n is None else f"{n / 2 ** 20:.3g}"
+
+
+def markdown(results):
+    """The results as markdown: header (machine, versions, BLAS, threads), times, ratios, memory, overhead."""
+    env, rows = results["environment"], results["rows"]
+    keys = list(results["implementations"])
+    blas, tor = env.get("blas", {}), env.get("torch")
+    lines = ["# One BPTT training step: tinygrad_rnn vs PyTorch autograd vs hand-written numpy", ""]
+    lines.append(f"- {env['date']} · {env['cpu']}, {env['cores']} cores, {env['memory_gib']} GiB · {env['platform']}")
+    lines.append(f"- Python {env['python']}, numpy {env['numpy']}, tinygrad_rnn {env['tinygrad_rnn']}"
+                 f" (git {env['commit']}, engine sources sha1 {env.get('engine_sha1')})"
+                 + (f", torch {tor['version']}" if tor else ", torch not installed"))
+    lines.append(f"- numpy BLAS (threadpoolctl): {blas.get('library')} {blas.get('version')}, kernel "
+                 f"**{blas.get('kernel')}**, {blas.get('threads')} threads"
+                 + (" (set by `--threads` through threadpoolctl)" if results["settings"].get("threads") else "")
+                 + "; sgemm 1024³ "
+                 f"{env['sgemm_gflops']:.0f} GFLOP/s (best seen during the run)")
+    if tor:
+        lines.append(f"- torch: {tor['blas']}; `torch.set_num_threads({tor['threads']})` = numpy's BLAS thread "
+                     f"count from threadpoolctl (interop threads {tor['interop_threads']})")
+    openblas = env["openblas_env"]
+    lines.append("- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: " + (
+        "unset (run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`)" if not openblas else
+        f"**set to {openblas}** — numpy's BLAS was forced to that kernel; these are not this CPU's best times"))
+    s = results["settings"]
+    lines.append(f"- One step = forward + ∂L/∂(U, W, b, V, c), float32, one-hot inputs, L = Σ_t Σ_batch CE. "
+                 f"Median (min) ms over ≥{s['min_repeats']} calls and ≥{s['min_time']:g} s per implementation, "
+                 "implementations taking turns in ~0.1 s bursts, after 2 warm-up calls; gc on "
+                 "(collected between bursts).")
+    if s["check"]:
+        lines.append("- Checked first on every row (float64, same weights and data): loss and all five gradients "
+                     "of every implementation equal the numpy min-char-rnn reference (worst relative difference "
+                     f"{max(max(r['check'].values()) for r in rows):.1e}).")
+    lines.append(f"- Load average at start {tuple(round(x, 2) for x in env['load_average'] or ())}; "
+                 f"total run {results.get('elapsed_s', 0):.0f} s.")
+    labels = {"tinygrad": "tinygrad_rnn", "torch_loop": "torch loop, CE/step", "torch_stacked": "torch loop, CE "
+              "stacked", "torch_fused": "torch.nn.RNN + Linear", "numpy_minchar": "numpy min-char-rnn",
+              "numpy_hoisted": "numpy hoisted", "matmul_floor": "numpy matmul floor"}
+    lines += ["", "## Time of one step, ms: median (min)", "",
+              "| (B,T,d,V) | " + " | ".join(labels[k] for k in keys) + " | FLOP floor | other processes |",
+              "|---|" + "--:|" * (len(keys) + 2)]
+    for r in rows:
+        cells = [f"{_ms(r['median_s'][k])} ({_ms(r['min_s'][k])})" for k in keys]
+        gflops = r["flops"] / r["median_s"]["tinygrad"] / 1e9 if "tinygrad" in keys else None
+        if gflops is not None:
+            cells[0] += f" [{gflops:.3g} GF/s]"
+        others = r.get("others_cores")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {_ms(r['flop_floor_s'])} | "
+                     + ("—" if others is None else f"{others:.2f} cores") + " |")
+    lines.append("")
+    lines.append("FLOP floor = 2TB(5Vd + 3d²) FLOPs at the sgemm rate above. [GF/s] = tinygrad_rnn's achieved "
+                 "matmul GFLOP/s. Other processes = cores kept busy by the rest of the machine while the row was "
+                 "timed (/proc/stat minus this process): above ~0.2 the row's times are inflated, torch's the most "
+                 "(its OpenMP threads wait at barriers for descheduled siblings).")
+    if "tinygrad" in keys:
+        ref_keys = [k for k in keys if k != "tinygrad"]
+        lines += ["", "## tinygrad_rnn relative to each: time ÷ time of medians (of mins); < 1 is faster", "",
+                  "Targets of issue 7 are judged on medians.", "",
+                  "| (B,T,d,V) | " + " | ".join("÷ " + labels[k] for k in ref_keys) + " | target / met? |",
+                  "|---|" + "--:|" * len(ref_keys) + "---|"]
+        for r in rows:
+            med = r["median_s"]
+            low = r["min_s"]
+            cells = [f"{med['tinygrad'] / med[k]:.2f} ({low['tinygrad'] / low[k]:.2f})" for k in ref_keys]
+            goals = "; ".join(f"{text} {'✅' if met else '❌'}" for text, met in r["targets"]) or "—"
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {goals} |")
+    if any("peak_bytes" in r for r in rows):
+        mem_keys = [k for k in keys if BY_KEY.get(k) is None or BY_KEY[k].memory]
+        lines += ["", "## Peak memory of one step, MiB (and ÷ T·B·d·4 bytes, one float32 state per step)", "",
+                  "| (B,T,d,V) | " + " | ".join(labels[k] for k in mem_keys) + " | tinygrad ÷ torch loop |",
+                  "|---|" + "--:|" * (len(mem_keys) + 1)]
+        for r in rows:
+            peak, unit = r["peak_bytes"], r["row"][0] * r["row"][1] * r["row"][2] * 4
+            cells = [f"{_mib(peak[k])} ({peak[k] / unit:.3g})" if peak.get(k) is not None else "—" for k in mem_keys]
+            versus = (f"{peak['tinygrad'] / peak['torch_loop']:.2f}"
+                      if peak.get("tinygrad") and peak.get("torch_loop") else "—")
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {versus} |")
+        if any(r.get("rss_bytes") for r in rows):
+            lines += ["", "### Same, measured as growth of peak RSS in a fresh process (VmHWM after resetting it), "
+                      "MiB", "",
+                  "| (B,T,d,V) | " + " | ".join(labels[k] for k in mem_keys) + " | tinygrad ÷ torch loop |",
+                      "|---|" + "--:|" * (len(mem_keys) + 1)]
+            for r in rows:
+                rss = r.get("rss_bytes", {})
+                versus = (f"{rss['tinygrad'] / rss['torch_loop']:.2f}"
+                          if rss.get("tinygrad") and rss.get("torch_loop") else "—")
+                lines.append(f"| {r['label']} | " + " | ".join(_mib(rss.get(k)) for k in mem_keys)
+                             + f" | {versus} |")
+        lines += ["", "numpy and tinygrad_rnn: tracemalloc peak during one call (array buffers and Python objects such "
+                  "as graph nodes and closures, the returned gradients included). torch: the profiler's allocator "
+                  "events (`profile_memory=True`, each op's self_cpu_memory_usage summed in time order): tensor "
+                  "storage only, at op resolution; autograd's C++ graph nodes are not counted, so torch's figure "
+                  "is a lower bound. The RSS table measures everyone the same way (every allocation, at page "
+                  "resolution, after warming code paths on a tiny row): below a few MiB it is mostly allocator "
+                  "noise (glibc reuses freed pages, so 0 means 'fits in memory already touched')."]
+    if results.get("overhead"):
+        lines += ["", "## Per-op overhead, (4,4) float32, µs (target ≤ 1 µs forward and backward)", "",
+                  "| op | numpy | tinygrad_rnn forward | tinygrad_rnn backward / node | torch forward | "
+                  "torch backward / node |", "|---|--:|--:|--:|--:|--:|"]
+        fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+        for o in results["overhead"]:
+            lines.append(f"| {o['op']} | {fmt(o.get('numpy_us'))} | {fmt(o.get('tinygrad_fwd_us'))} | "
+                         f"{fmt(o.get('tinygrad_bwd_us'))} | {fmt(o.get('torch_fwd_us'))} | "
+                         f"{fmt(o.get('torch_bwd_us'))} |")
+        o = results["overhead"][0]
+        lines += ["", "Forward: one op on inputs that require grad, result dropped (record + free), best of "
+                  f"{o.get('repeats')} × {o.get('n_forward')}. Backward: a chain of {o.get('chain')} such ops (the "
+                  "second input shared by all), root.backward(ones) ÷ chain length, best of "
+                  f"{o.get('repeats')} (topological sort, walk and gradient sums included)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(results, path):
+    """PNG: each implementation's time ÷ PyTorch autograd (loop, CE per step) and ÷ numpy hoisted, per row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = sorted(results["rows"], key=lambda r: r["flops"])
+    keys = list(results["implementations"])
+    x = np.arange(len(rows))
+    refs = [k for k in ("torch_loop", "numpy_hoisted") if k in keys]
+    fig, axes = plt.subplots(1, len(refs), figsize=(6.5 * len(refs), 4.8), squeeze=False)
+    for ax, ref in zip(axes[0], refs):
+        for key in keys:
+            ratios = [r["median_s"][key] / r["median_s"][ref] for r in rows]
+            style = dict(linewidth=2.8, color="black", zorder=3) if key == "tinygrad" else dict(linewidth=1.2)
+            ax.plot(x, ratios, marker="o", label=results["implementations"][key], **style)
+        ax.axhline(1, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_yscale("log")
+        ax.set_xticks(x, [f"{r['label']}\n{r['flops'] / 1e6:.3g} MFLOP" for r in rows], fontsize=7)
+        ax.set_ylabel(f"time ÷ {results['implementations'][ref]}")
+        ax.set_title(f"relative to {results['implementations'][ref]}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    env = results["environment"]
+    fig.suptitle(f"One BPTT step (B,T,d,V), float32 — numpy BLAS {env['blas'].get('kernel')} "
+                 f"{env['blas'].get('threads')} threads, {env['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_json(results, path):
+    Path(path).write_text(json.dumps(results, indent=1, default=str))
+
+
+def write_results(results, out_dir, stem="bptt", chart=True):
+    """Write `<stem>.md`, `<stem>.json` and (chart=True) `<stem>.png` into out_dir; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.md", out_dir / f"{stem}.json"]
+    paths[0].write_text(markdown(results))
+    write_json(results, paths[1])
+    if chart:
+        paths.append(out_dir / f"{stem}.png")
+        write_chart(results, paths[2])
+    return paths

@@ -22,17 +22,21 @@ def cross_entropy(logits, targets, reduction="mean"):
         raise TypeError(f"cross_entropy: logits must be floating-point, got dtype {logits.dtype}")
     if logits.ndim not in (1, 2):
         raise ShapeError(f"cross_entropy: logits must have shape (B, k) or (k,), got {logits.shape}")
-    if targets.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: targets must be integer class indices, got dtype {targets.dtype}")
     expected = logits.shape[:1] if logits.ndim == 2 else ()
     if targets.shape != expected:
         raise ShapeError(f"cross_entropy: logits {logits.shape} need targets of shape {expected}, "
                          f"got {targets.shape}")
-    k = logits.shape[-1]
-    if targets.size and (targets.min() < 0 or targets.max() >= k):
-        raise ValueError(f"cross_entropy: targets must be in [0, {k}) for {k} classes, "
-                         f"got values in [{targets.min()}, {targets.max()}]")
+    check_class_targets("cross_entropy", targets, logits.shape[-1])
     return ops.cross_entropy(logits, targets, reduction)
+
+
+def check_class_targets(op, targets, k):
+    """Integer class indices in [0, k), or a clear error."""
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"{op}: targets must be integer class indices, got dtype {targets.dtype}")
+    if targets.size and (targets.min() < 0 or targets.max() >= k):
+        raise ValueError(f"{op}: targets must be in [0, {k}) for {k} classes, "
+                         f"got values in [{targets.min()}, {targets.max()}]")
 
 
 def binary_cross_entropy(probs, targets, reduction="mean"):

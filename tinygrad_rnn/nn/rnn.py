@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import functional as F
-from ..ops import stack
+from ..ops import cross_entropy as cross_entropy_op, stack
 from ..tensor import Parameter, Tensor
 from ..unroll import Unroll
 from .cells import CELLS, RNNCell, hidden_of, make_cell
@@ -139,6 +139,9 @@ class RNN(Module):
             if targets.shape != xs.shape[:-1]:
                 raise ValueError(f"RNN.loss: targets must have shape {xs.shape[:-1]} for inputs {xs.shape}, "
                                  f"got {targets.shape}")
+            # checked once here, so that each step can use the cross-entropy op directly
+            F.check_class_targets("RNN.loss", targets, self.output_size)
+            targets = targets.copy()  # ours: the caller may refill its buffer before backward
         if s.name is None:
             s.name = "s(0)"
         tape = Unroll(shared=self.parameters())
@@ -164,7 +167,7 @@ class RNN(Module):
         out.states.append(s)
         out.logits.append(y)
         if out.targets is not None:
-            L_t = F.cross_entropy(y, out.targets[t - 1], reduction="sum")
+            L_t = cross_entropy_op(y, out.targets[t - 1], "sum")  # targets checked in _unroll
             L_t.name = f"L({t})"
             out.losses.append(L_t)
 

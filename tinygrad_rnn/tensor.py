@@ -258,15 +258,11 @@ def backward(root, grad=None, retain_graph=False):
     with gc_paused():
         order = topological_order(root)
         _check_saved_values(order)
-        updates = _sweep(order, root, grad)
+        updates = _sweep(order, root, grad, retain_graph)
         for node, g in updates:  # nothing failed: now store the gradients
             node._grad = _owned(accumulate(node._grad, g), node)
             if not node.parents and type(node._grad) is OuterSum:
                 node._grad = node._grad.value(node.data.dtype)  # a leaf gets one dense array (one stacked GEMM)
-        if not retain_graph:
-            for node in order:
-                if node.parents and node.op != "copy":  # copies save nothing and stay usable in their step
-                    node._backward = None
 
 
 def _check_saved_values(order):
@@ -298,13 +294,21 @@ def shared_versions(x):
     return x._versions
 
 
-def _sweep(order, root, grad):
-    """The reverse sweep: returns (node, gradient) for every node that keeps its .grad."""
+def _sweep(order, root, grad, retain_graph):
+    """The reverse sweep: returns (node, gradient) for every node that keeps its .grad.
+
+    Unless retain_graph, each node's closure (its saved values) is dropped as soon as it has run; the
+    checks before the sweep make a failure here unlikely (only detect_anomaly raises mid-sweep), and even
+    then no .grad has changed yet.
+    """
     grads = {root: grad}
     updates = []
     anomaly = _anomaly
     for node in reversed(order):
         g = grads.pop(node, None)
+        backward_fn = node._backward
+        if not retain_graph and node.op != "copy":  # copies save nothing and stay usable in their step
+            node._backward = None
         if g is None:
             continue
         if node._retains_grad or not node.parents:  # (a leaf may get requires_grad=True after creation)
@@ -315,7 +319,7 @@ def _sweep(order, root, grad):
             continue
         if type(g) is OuterSum and node.op != "copy":  # only a copy passes factors through as they are
             g = g.value()
-        parent_grads = node._backward(g)
+        parent_grads = backward_fn(g)
         if anomaly is not None:
             anomaly.backward(node, parent_grads)
         for parent, pg in zip(node.parents, parent_grads):

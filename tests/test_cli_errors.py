@@ -68,3 +68,18 @@ def test_failed_training_does_not_overwrite_the_checkpoint(checkpoint, tmp_path,
     assert checkpoint.read_bytes() == before
     with np.load(checkpoint, allow_pickle=False) as f:  # still a readable checkpoint
         assert len(f.files) > 0
+
+
+def test_npy_file_and_incomplete_metadata_are_clear_errors(tmp_path, capsys):
+    npy = tmp_path / "weights.npy"
+    np.save(npy, np.ones(3))
+    assert_one_line_error(*run_cli(capsys, "sample", "--load", npy, "--n", "5"), "weights.npy")
+    partial = tmp_path / "partial.npz"
+    nn.Linear(2, 2).save(partial, metadata={"kind": "char_lm"})
+    assert_one_line_error(*run_cli(capsys, "sample", "--load", partial, "--n", "5"), "partial.npz")
+
+
+def test_negative_clip_and_missing_save_directory_fail_before_training(tmp_path, capsys):
+    assert_one_line_error(*run_cli(capsys, "train", "--steps", "1", "--clip", "-1"), "--clip")
+    missing = tmp_path / "nope" / "zen.npz"
+    assert_one_line_error(*run_cli(capsys, "train", "--steps", "1", "--save", missing), "directory")

@@ -334,3 +334,29 @@ def test_frozen_parameters_get_no_copies_with_gradients():
         y = (Tensor(np.ones((1, 2))) @ W + c).sum()
     y.backward()
     assert tape.parameters == [W] and c.grad is None
+
+
+def test_clip_grad_norm_takes_any_iterable_and_refuses_negative_norms():
+    from tinygrad_rnn.optim import clip_grad_norm
+    p = Parameter(np.zeros(4))
+    p.grad = np.full(4, 10.0)
+    assert clip_grad_norm((q for q in [p]), 1.0) == pytest.approx(20.0)
+    np.testing.assert_allclose(np.linalg.norm(p.grad), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="max_norm"):
+        clip_grad_norm([p], -1.0)
+
+
+def test_load_state_dict_changes_nothing_when_a_value_does_not_convert():
+    layer = nn.Linear(2, 2)
+    before = layer.weight.data.copy()
+    state = layer.state_dict()
+    state["bias"] = np.array(["a", "b"])
+    with pytest.raises(ValueError, match="bias"):
+        layer.load_state_dict(state)
+    np.testing.assert_array_equal(layer.weight.data, before)
+
+
+def test_linear_without_bias_refuses_a_torch_bias():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="bias"):
+        nn.Linear(3, 2, bias=False).load_torch(torch.nn.Linear(3, 2))

@@ -11,6 +11,9 @@ import numpy as np
 def clip_grad_norm(params, max_norm):
     """Scale the gradients of `params` in place so that their joint L2 norm is at most max_norm.
     Returns the norm before clipping (as torch.nn.utils.clip_grad_norm_)."""
+    params = list(params)  # any iterable, as torch's (a generator would be empty on the second pass)
+    if max_norm < 0:
+        raise ValueError(f"clip_grad_norm: max_norm must be >= 0, got {max_norm}")
     grads = [p.grad for p in params if p.grad is not None]
     total = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)))
     if total > max_norm:

@@ -6,6 +6,7 @@ long-range tasks (adding problem, copy task), sampling, loss-curve plots, and th
     tinygrad-rnn sample --load zen.npz --prime "Beautiful" --n 200
     tinygrad-rnn task adding --T 50 --cell rnn lstm --plot adding.png
 """
+import os
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -37,8 +38,8 @@ class History:
 
 
 def train_loop(update, steps, tokens_per_step=0, desc="train", progress=True, label=""):
-    """Call `update()` (one optimizer step, returning the loss as a float) `steps` times under a tqdm bar
-    showing the smoothed loss and tokens/s; returns the History."""
+    """Call `update()` (one optimizer step, returning the loss as a float, or (loss, tokens it used) when
+    that varies) `steps` times under a tqdm bar showing the smoothed loss and tokens/s; returns the History."""
     from tqdm.auto import tqdm
     history = History(label=label)
     smooth = None
@@ -46,13 +47,15 @@ def train_loop(update, steps, tokens_per_step=0, desc="train", progress=True, la
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5, leave=False,
                dynamic_ncols=True)
     for i in bar:
-        loss = float(update())
+        loss = update()
+        loss, tokens = loss if isinstance(loss, tuple) else (loss, tokens_per_step)
+        loss = float(loss)
         if not np.isfinite(loss):
             bar.close()
             raise FloatingPointError(f"{desc}: the loss became {loss} at update {i + 1}; lower the "
                                      "learning rate or clip gradients harder")
         history.losses.append(loss)
-        history.tokens += tokens_per_step
+        history.tokens += tokens
         smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
         if i % 10 == 0 or i == steps - 1:
             elapsed = time.perf_counter() - start
@@ -121,9 +124,9 @@ def train_char_lm(text=None, cell="rnn", hidden=128, seq=50, bptt=None, batch=32
             clip_grad_norm(optimizer.params, clip)
         optimizer.step()
         carried["state"] = _detached(_final_state(out))
-        return loss.item()
+        return loss.item(), targets.size  # the last segment of a window may be shorter than bptt
 
-    history = train_loop(update, steps, tokens_per_step=min(bptt, seq) * batch, progress=progress,
+    history = train_loop(update, steps, progress=progress,
                          desc=f"train {cell} d={hidden}", label=cell)
     return model, vocab, history
 
@@ -148,12 +151,16 @@ def save_char_lm(path, model, vocab, history=None):
 def load_char_lm(path):
     """(model, vocab, metadata) from a checkpoint written by `tinygrad-rnn train --save`."""
     state, meta = nn.load_npz(path)
-    if not meta or meta.get("kind") != "char_lm":
+    needed = ("vocab", "hidden", "cell", "nonlinearity")
+    if not isinstance(meta, dict) or meta.get("kind") != "char_lm" or any(k not in meta for k in needed):
         raise nn.CheckpointError(f"load: {path!r} is not a character-model checkpoint of "
-                                 "`tinygrad-rnn train` (its metadata is missing)")
-    vocab = CharVocab(meta["vocab"])
-    model = nn.RNN(len(vocab), meta["hidden"], len(vocab), nonlinearity=meta["nonlinearity"],
-                   cell=meta["cell"])
+                                 "`tinygrad-rnn train` (its metadata is missing or incomplete)")
+    try:
+        vocab = CharVocab(meta["vocab"])
+        model = nn.RNN(len(vocab), meta["hidden"], len(vocab), nonlinearity=meta["nonlinearity"],
+                       cell=meta["cell"])
+    except (TypeError, ValueError) as e:
+        raise nn.CheckpointError(f"load: {path!r} has metadata that describes no model ({e})") from e
     model.load_state_dict(state)
     return model, vocab, meta
 
@@ -266,6 +273,11 @@ def _blas_threads(n):
     return threadpool_limits(limits=n, user_api="blas")
 
 
+def _check_clip(clip):
+    if clip is not None and clip < 0:
+        raise _usage(f"--clip must be >= 0 (0 turns clipping off), got {clip}")
+
+
 def _positive(name, value):
     if value is not None and value <= 0:
         raise _usage(f"--{name} must be positive, got {value}")
@@ -299,6 +311,9 @@ def _run_train(args):
 def _train(args):
     for name in ("hidden", "seq", "bptt", "batch", "epochs", "steps", "lr", "threads"):
         _positive(name, getattr(args, name))
+    _check_clip(args.clip)
+    if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
+        raise _usage(f"--save {args.save}: its directory does not exist (checked before training)")
     text = load_text(args.text)
     if len(text) < args.seq + 1:
         raise _usage(f"the text has {len(text)} characters; --seq {args.seq} needs at least {args.seq + 1}")
@@ -378,6 +393,7 @@ def _run_task(args):
 def _task(args):
     for name in ("T", "hidden", "steps", "batch", "lr", "threads"):
         _positive(name, getattr(args, name))
+    _check_clip(args.clip)
     if args.task == "adding" and args.T < 2:
         raise _usage(f"the adding problem needs --T ≥ 2, got {args.T}")
     baseline = task_baseline(args.task, args.T)

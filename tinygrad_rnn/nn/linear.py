@@ -55,6 +55,9 @@ class Linear(Module):
         expected = (self.out_features, self.in_features)
         _check_torch_shape("Linear.load_torch", "weight", linear.weight, expected)
         self.weight.data = _numpy(linear.weight, self.weight.dtype).T.copy()
+        if self.bias is None and linear.bias is not None:
+            raise ValueError("Linear.load_torch: the torch module has a bias but this Linear has none "
+                             "(make it with bias=True)")
         if self.bias is not None:
             if linear.bias is None:
                 raise ValueError("Linear.load_torch: this Linear has a bias but the torch module has none")

@@ -79,10 +79,17 @@ class Module:
             if name in state and np.shape(state[name]) != p.shape:
                 problems.append(f"{name!r} has shape {tuple(np.shape(state[name]))} in the state dict but "
                                 f"{tuple(p.shape)} in the model")
+        converted = {}
+        for name, p in params.items():
+            if name in state:
+                try:  # new arrays: graphs recorded before keep theirs
+                    converted[name] = np.array(state[name], dtype=p.dtype, copy=True)
+                except (TypeError, ValueError) as e:
+                    problems.append(f"{name!r} cannot be converted to {p.dtype} ({e})")
         if problems:
             raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
-        for name, p in params.items():
-            p.data = np.array(state[name], dtype=p.dtype, copy=True)  # new array: old graphs keep theirs
+        for name, p in params.items():  # every check passed: now change the model
+            p.data = converted[name]
         return self
 
     def save(self, path, metadata=None):
@@ -106,6 +113,8 @@ def save_npz(path, arrays):
     leaves the old checkpoint (or none), never a truncated one."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"save: the directory {directory!r} of {path!r} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -128,9 +137,15 @@ def load_npz(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"load: {path!r} holds a single array (.npy), not an .npz checkpoint")
+        with loaded as npz:
             state = {key: npz[key] for key in npz.files}  # reading every member checks every CRC
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as e:
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, RuntimeError, NotImplementedError,
+            TypeError) as e:  # (a damaged zip directory surfaces as RuntimeError or NotImplementedError)
         raise CheckpointError(f"load: {path!r} is not a readable checkpoint (truncated or corrupted .npz: "
                               f"{type(e).__name__}: {e})") from e
     metadata = None

@@ -82,22 +82,20 @@ def markdown(results):
     if any("peak_bytes" in r for r in rows):
         mem_keys = [k for k in keys if BY_KEY.get(k) is None or BY_KEY[k].memory]
         lines += ["", "## Peak memory of one step, MiB (and ÷ T·B·d·4 bytes, one float32 state per step)", "",
-                  "| (B,T,d,V) | " + " | ".join(labels[k] for k in mem_keys) + " | tinygrad ÷ torch loop |",
-                  "|---|" + "--:|" * (len(mem_keys) + 1)]
-        for r in rows:
+                  "| (B,T,d,V) | " + " | ".join(labels[k] for k in mem_keys) + " |",
+                  "|---|" + "--:|" * len(mem_keys)]
+        for r in rows:  # (no ratio here: tracemalloc and torch's profiler count different things)
             peak, unit = r["peak_bytes"], r["row"][0] * r["row"][1] * r["row"][2] * 4
             cells = [f"{_mib(peak[k])} ({peak[k] / unit:.3g})" if peak.get(k) is not None else "—" for k in mem_keys]
-            versus = (f"{peak['tinygrad'] / peak['torch_loop']:.2f}"
-                      if peak.get("tinygrad") and peak.get("torch_loop") else "—")
-            lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {versus} |")
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
         if any(r.get("rss_bytes") for r in rows):
             lines += ["", "### Same, measured as growth of peak RSS in a fresh process (VmHWM after resetting it), "
                       "MiB", "",
-                  "| (B,T,d,V) | " + " | ".join(labels[k] for k in mem_keys) + " | tinygrad ÷ torch loop |",
-                      "|---|" + "--:|" * (len(mem_keys) + 1)]
-            for r in rows:
+                  "| (B,T,d,V) | " + " | ".join(labels[k] for k in mem_keys)
+                      + " | target: peak ≤ torch loop's |", "|---|" + "--:|" * len(mem_keys) + "---|"]
+            for r in rows:  # the memory target is judged here, where everyone is measured alike
                 rss = r.get("rss_bytes", {})
-                versus = (f"{rss['tinygrad'] / rss['torch_loop']:.2f}"
+                versus = (f"{rss['tinygrad'] / rss['torch_loop']:.2f}× {'✅' if rss['tinygrad'] <= rss['torch_loop'] else '❌'}"
                           if rss.get("tinygrad") and rss.get("torch_loop") else "—")
                 lines.append(f"| {r['label']} | " + " | ".join(_mib(rss.get(k)) for k in mem_keys)
                              + f" | {versus} |")
@@ -111,18 +109,23 @@ def markdown(results):
     if results.get("overhead"):
         lines += ["", "## Per-op overhead, (4,4) float32, µs (target ≤ 1 µs forward and backward)", "",
                   "| op | numpy | tinygrad_rnn forward | tinygrad_rnn backward / node | torch forward | "
-                  "torch backward / node |", "|---|--:|--:|--:|--:|--:|"]
+                  "torch backward / node | target ≤ 1 µs |", "|---|--:|--:|--:|--:|--:|---|"]
         fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
         for o in results["overhead"]:
             lines.append(f"| {o['op']} | {fmt(o.get('numpy_us'))} | {fmt(o.get('tinygrad_fwd_us'))} | "
                          f"{fmt(o.get('tinygrad_bwd_us'))} | {fmt(o.get('torch_fwd_us'))} | "
-                         f"{fmt(o.get('torch_bwd_us'))} |")
+                         f"{fmt(o.get('torch_bwd_us'))} | {_overhead_verdict(o)} |")
         o = results["overhead"][0]
         lines += ["", "Forward: one op on inputs that require grad, result dropped (record + free), best of "
                   f"{o.get('repeats')} × {o.get('n_forward')}. Backward: a chain of {o.get('chain')} such ops (the "
                   "second input shared by all), root.backward(ones) ÷ chain length, best of "
                   f"{o.get('repeats')} (topological sort, walk and gradient sums included)."]
     return "\n".join(lines) + "\n"
+
+
+def _overhead_verdict(o):
+    measured = [v for v in (o.get("tinygrad_fwd_us"), o.get("tinygrad_bwd_us")) if v is not None]
+    return "—" if not measured else "✅" if max(measured) <= 1.0 else "❌"
 
 
 def write_chart(results, path):

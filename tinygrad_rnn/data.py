@@ -85,7 +85,7 @@ def windows(ids, seq_len, batch_size, rng=None):
                          "use a shorter --seq or a longer text")
     rng = np.random.default_rng(rng)
     last_start = len(ids) - seq_len - 1
-    starts = np.arange(rng.integers(0, min(seq_len, last_start) + 1), last_start + 1, seq_len)
+    starts = np.arange(rng.integers(0, min(seq_len, last_start + 1)), last_start + 1, seq_len)
     if len(starts) < batch_size:
         starts = rng.integers(0, last_start + 1, size=batch_size)
     rng.shuffle(starts)

@@ -335,7 +335,7 @@ def _train(args):
     if args.save:
         save_char_lm(args.save, model, vocab, history)
         print(f"saved {args.save}")
-    plot = args.plot or (args.save.rsplit(".", 1)[0] + ".png" if args.save else None)
+    plot = args.plot or (os.path.splitext(args.save)[0] + ".png" if args.save else None)
     if plot:
         plot_losses([history], plot, title=f"char LM on {source}", ylabel="cross-entropy (nats/char)",
                     baseline=entropy, baseline_label="unigram entropy")

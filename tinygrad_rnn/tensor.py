@@ -203,10 +203,16 @@ def result(data, op, inputs, backward):
     return out
 
 
-def topological_order(root):
-    """Nodes that need a gradient, each after all of its inputs (iterative depth-first post-order)."""
+def topological_order(roots, grad_only=True):
+    """The nodes reachable from `roots` (a Tensor or a list), each after all of its inputs: an iterative
+    depth-first post-order, inputs in argument order, so the order is the same on every run.
+
+    grad_only: follow only inputs that require grad (what backward walks); False: every input, constants
+    included (what a drawing shows).
+    """
+    roots = [roots] if isinstance(roots, Tensor) else list(roots)
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(root, False) for root in reversed(roots)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
@@ -216,8 +222,8 @@ def topological_order(root):
             continue
         visited.add(node)
         stack.append((node, True))
-        for parent in node.parents:
-            if parent.requires_grad and parent not in visited:
+        for parent in reversed(node.parents):  # reversed: the first input is walked first
+            if (parent.requires_grad or not grad_only) and parent not in visited:
                 stack.append((parent, False))
     return order
 

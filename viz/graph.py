@@ -4,7 +4,7 @@ The walk follows `.parents` in argument order (constants included), so the order
 numbered from it, are the same every time the same program runs: DOT output is stable. No recursion,
 so a 10,000-step unrolled graph walks like a 10-step one.
 """
-from tinygrad_rnn.tensor import Tensor
+from tinygrad_rnn.tensor import Tensor, topological_order
 
 
 class RecordedGraph:
@@ -48,19 +48,5 @@ def as_roots(roots):
 def walk(roots):
     """RecordedGraph of everything reachable from `roots` (a Tensor or a list of Tensors)."""
     roots = as_roots(roots)
-    nodes, index, visited = [], {}, set()
-    stack = [(r, False) for r in reversed(roots)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            index[node] = len(nodes)
-            nodes.append(node)
-            continue
-        if node in visited:
-            continue
-        visited.add(node)
-        stack.append((node, True))
-        for parent in reversed(node.parents):  # reversed: the first argument is walked (and numbered) first
-            if parent not in visited:
-                stack.append((parent, False))
-    return RecordedGraph(nodes, index, roots)
+    nodes = topological_order(roots, grad_only=False)
+    return RecordedGraph(nodes, {node: i for i, node in enumerate(nodes)}, roots)

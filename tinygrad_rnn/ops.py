@@ -97,18 +97,22 @@ def pow(a, exponent):
 
 # --- matrix product -----------------------------------------------------------------------------
 
+def _matmul_mismatch(x, w):
+    if x.ndim == 0 or w.ndim == 0:
+        return "matmul needs at least 1-D operands; use * for scalars"
+    inner = w.shape[-2 if w.ndim > 1 else 0]
+    if x.shape[-1] != inner:
+        return f"inner dimensions {x.shape[-1]} and {inner} differ"
+    return "batch dimensions cannot be broadcast together"
+
+
 def matmul(a, b):
     b = as_tensor(b, a)
     x, w = a.data, b.data
-    if x.ndim == 0 or w.ndim == 0:
-        raise shape_error("matmul", (a, b), "matmul needs at least 1-D operands; use * for scalars")
-    if x.shape[-1] != w.shape[-2 if w.ndim > 1 else 0]:
-        raise shape_error("matmul", (a, b), f"inner dimensions {x.shape[-1]} and "
-                          f"{w.shape[-2 if w.ndim > 1 else 0]} differ")
     try:
         y = x @ w
-    except ValueError:
-        raise shape_error("matmul", (a, b), "batch dimensions cannot be broadcast together") from None
+    except ValueError:  # numpy checks the shapes; we only explain what it found (no extra work per call)
+        raise shape_error("matmul", (a, b), _matmul_mismatch(x, w)) from None
     # A 2-D weight whose gradient ends at a leaf or a per-step copy gets it as factors (xᵀ, g):
     # the copies of W over all steps then meet at W as one stacked GEMM (see lazy.py).
     factored = w.ndim == 2 and (b.op is None or b.op == "copy")

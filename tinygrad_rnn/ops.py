@@ -372,7 +372,7 @@ def copy(p, step):
     out.data, out._grad, out.requires_grad = p.data, None, p.requires_grad
     out.name, out.step, out.parents, out.op = f"{p.name or 'param'}({step})", step, (p,), "copy"
     out._backward, out._retains_grad = _identity, True
-    out._epoch, out._versions = _tensor._inplace_epoch, None
+    out._epoch, out._versions, out._id = _tensor._inplace_epoch, None, _tensor._next_id()
     return out
 
 

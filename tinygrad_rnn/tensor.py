@@ -10,6 +10,8 @@ T steps receives T contributions.
 """
 import functools
 import gc
+import itertools
+import operator
 
 import numpy as np
 
@@ -23,11 +25,15 @@ _grad_enabled = True
 _step = None         # the active Unroll step (set by Unroll.step), or None outside steps
 _anomaly = None      # the active detect_anomaly() (anomaly.py), or None
 _inplace_epoch = 0   # counts in-place updates; a node remembers the count at its creation (`_epoch`)
+# Every node gets the next number when it is made: inputs always exist before the node that uses them,
+# so sorting by it is a topological order (no recursion, no post-order bookkeeping; see topological_order).
+_next_id = itertools.count().__next__
+_creation = operator.attrgetter("_id")
 
 
 class Tensor:
     __slots__ = ("data", "_grad", "requires_grad", "name", "step", "parents", "op",
-                 "_backward", "_retains_grad", "_epoch", "_versions", "__weakref__")
+                 "_backward", "_retains_grad", "_epoch", "_versions", "_id", "__weakref__")
     __array_priority__ = 1000  # make numpy defer to our reflected operators (array + Tensor)
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
@@ -61,6 +67,7 @@ class Tensor:
         self._retains_grad = requires_grad  # leaves that require grad keep their gradient
         self._epoch = 0
         self._versions = None  # [last in-place update], shared by a tensor and its views (made on demand)
+        self._id = _next_id()
 
     # --- plain attributes -------------------------------------------------------------------
     @property
@@ -195,37 +202,36 @@ def result(data, op, inputs, backward):
         out.parents = ()
         out.op = None
         out._backward = None
+        out._id = _next_id()
         return out
     out.requires_grad = True
-    out.parents = inputs if step is None else step.substitute(inputs)
+    out.parents = inputs if step is None else step.substitute(inputs)  # (may make copies: numbered first)
     out.op = op
     out._backward = backward
+    out._id = _next_id()
     return out
 
 
 def topological_order(roots, grad_only=True):
-    """The nodes reachable from `roots` (a Tensor or a list), each after all of its inputs: an iterative
-    depth-first post-order, inputs in argument order, so the order is the same on every run.
+    """The nodes reachable from `roots` (a Tensor or a list), each after all of its inputs.
+
+    The order is creation order: a node is always made after its inputs, so sorting the reachable set by
+    creation number is topological, needs no recursion however deep the graph, and is the same on every
+    run. It also keeps the members of a step batch (made together, see StepBatch) after everything they
+    use and before everything that uses them.
 
     grad_only: follow only inputs that require grad (what backward walks); False: every input, constants
     included (what a drawing shows).
     """
     roots = [roots] if isinstance(roots, Tensor) else list(roots)
-    order, visited = [], set()
-    stack = [(root, False) for root in reversed(roots)]
+    seen, stack = set(roots), list(roots)
+    add, push = seen.add, stack.append
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if node in visited:
-            continue
-        visited.add(node)
-        stack.append((node, True))
-        for parent in reversed(node.parents):  # reversed: the first input is walked first
-            if (parent.requires_grad or not grad_only) and parent not in visited:
-                stack.append((parent, False))
-    return order
+        for parent in stack.pop().parents:
+            if parent not in seen and (parent.requires_grad or not grad_only):
+                add(parent)
+                push(parent)
+    return sorted(seen, key=_creation)
 
 
 def accumulate(old, new):

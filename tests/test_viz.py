@@ -188,8 +188,11 @@ def test_ops_view_shows_every_recorded_op_with_shapes(hello):
     graph = walk(L)
     assert len(d.nodes) == len(graph)  # every tensor of the walk, parameters and constants included
     full = {n["full"] for n in d.nodes.values()}
-    assert '"a(2)\\nadd  3"' in full and '"W(3)\\ncopy  3×3"' in full and '"matmul\\n3"' in full
-    assert sum(1 for n in d.nodes.values() if n["label"] == "matmul") == 3 * out.T  # x U, s W, s V
+    assert '"a(2)\\naffine  3"' in full and '"W(3)\\ncopy  3×3"' in full and '"y(2)\\nlinear  4"' in full
+    # a(t) = x(t) U(t) + s(t−1) W(t) + b(t) is one node with those five inputs, in that order
+    a2 = next(t for t in graph.nodes if t.name == "a(2)")
+    assert [p.name for p in a2.parents] == ["x(2)", "U(2)", "s(1)", "W(2)", "b(2)"]
+    assert sum(1 for n in d.nodes.values() if n["label"] in ("a(t)", "affine") or "affine" in n["full"]) == out.T
     assert all(d.nodes[i]["cluster"] == f"cluster_{graph.nodes[int(i[1:])].step}"
                for i in d.nodes if graph.nodes[int(i[1:])].step is not None)
 

@@ -106,6 +106,23 @@ def _matmul_mismatch(x, w):
     return "batch dimensions cannot be broadcast together"
 
 
+def _factored(w):
+    """A 2-D weight whose gradient ends at a leaf or a per-step copy gets it as factors (xᵀ, g): the
+    copies of W over all steps then meet at W as one stacked GEMM (see lazy.py)."""
+    return w.data.ndim == 2 and (w.op is None or w.op == "copy")
+
+
+def weight_grad(x, g, factored, snapshot):
+    """∂L/∂w of x @ w for 2-D (or 1-D) x and g: xᵀ g, or its factors (OuterSum) when factored.
+    A copy's factored gradient is formed later, when read: a leaf's array (an input batch, a learned
+    s0) may be updated in place by then, so that factor is snapshotted (`snapshot`); graph values are not."""
+    if not factored:
+        return np.outer(x, g) if x.ndim == 1 else x.T @ g
+    if x.ndim == 1:
+        x, g = x[None, :], g[None, :]
+    return OuterSum([x.copy() if snapshot else x], [g])
+
+
 def matmul(a, b):
     b = as_tensor(b, a)
     x, w = a.data, b.data
@@ -113,17 +130,13 @@ def matmul(a, b):
         y = x @ w
     except ValueError:  # numpy checks the shapes; we only explain what it found (no extra work per call)
         raise shape_error("matmul", (a, b), _matmul_mismatch(x, w)) from None
-    # A 2-D weight whose gradient ends at a leaf or a per-step copy gets it as factors (xᵀ, g):
-    # the copies of W over all steps then meet at W as one stacked GEMM (see lazy.py).
-    factored = w.ndim == 2 and (b.op is None or b.op == "copy")
+    factored = _factored(b)
     need_x, need_w = a.requires_grad, b.requires_grad  # a constant input x(t) needs no gradient
-    # A copy's factored gradient is formed later, when read: a leaf's array (an input batch, a learned
-    # s0) may be updated in place by then, so that factor is snapshotted; graph values are not.
     snapshot = a.op is None
     if x.ndim == 2 and w.ndim == 2:  # the recurrent cell's shapes: the short path
         def backward(g):
             return (g @ w.T if need_x else None,
-                    (OuterSum([x.copy() if snapshot else x], [g]) if factored else x.T @ g) if need_w else None)
+                    weight_grad(x, g, factored, snapshot) if need_w else None)
         return result(y, "matmul", (a, b), backward)
 
     def backward(g):  # 1-D operands are promoted to matrices; leading (batch) axes unbroadcast
@@ -138,12 +151,56 @@ def matmul(a, b):
         if not need_w:
             gw = None
         elif factored:
-            rows = x2.reshape(-1, x2.shape[-1])
-            gw = OuterSum([rows.copy() if snapshot else rows], [g2.reshape(-1, g2.shape[-1])])
+            gw = weight_grad(x2.reshape(-1, x2.shape[-1]), g2.reshape(-1, g2.shape[-1]), True, snapshot)
         else:
             gw = unbroadcast(np.swapaxes(x2, -1, -2) @ g2, w2.shape).reshape(w.shape)
         return gx, gw
     return result(y, "matmul", (a, b), backward)
+
+
+def affine(terms, bias=None):
+    """Σ_i x_i @ w_i + bias as ONE node: the lecture's a_t = x_t U + s_{t−1} W + b.
+
+    terms: [(x_1, w_1), (x_2, w_2), ...] with 1-D or 2-D x_i and 2-D w_i; inputs in that order, bias last.
+    One node instead of 2n (matmuls and adds): the walk does less, and no intermediate (x U, s W, their
+    sum) is kept alive by the graph. Its gradient is each matmul's, side by side.
+    """
+    terms = [(x, as_tensor(w, x)) for x, w in terms]
+    inputs = tuple(t for pair in terms for t in pair) + (() if bias is None else (as_tensor(bias, terms[0][0]),))
+    if any(x.data.ndim not in (1, 2) or w.data.ndim != 2 for x, w in terms):
+        out = terms[0][0] @ terms[0][1]  # other shapes: the same sum from matmuls and adds
+        for x, w in terms[1:]:
+            out = out + x @ w
+        return out if bias is None else out + inputs[-1]
+    y = None
+    for x, w in terms:
+        try:
+            xw = x.data @ w.data
+        except ValueError:
+            raise shape_error("affine", (x, w), _matmul_mismatch(x.data, w.data)) from None
+        if y is None:
+            y = xw
+        elif xw.shape != y.shape:
+            raise shape_error("affine", (x, w), f"this term has shape {xw.shape}, the first {y.shape}")
+        else:
+            y += xw
+    if bias is not None:
+        b = inputs[-1]
+        if np.broadcast_shapes(y.shape, b.data.shape) != y.shape:
+            raise shape_error("affine", (b,), f"a bias must broadcast to the result's shape {y.shape}")
+        y += b.data
+    saved = [(x.data, w.data, x.requires_grad, w.requires_grad, _factored(w), x.op is None) for x, w in terms]
+    bias_shape = None if bias is None else inputs[-1].data.shape
+
+    def backward(g):
+        grads = []
+        for x, w, need_x, need_w, factored, snapshot in saved:
+            grads.append(g @ w.T if need_x else None)
+            grads.append(weight_grad(x, g, factored, snapshot) if need_w else None)
+        if bias_shape is not None:
+            grads.append(unbroadcast(g, bias_shape))
+        return grads
+    return result(y, "affine", inputs, backward)
 
 
 # --- reductions ---------------------------------------------------------------------------------
@@ -383,6 +440,7 @@ SAVES = {
     "mean": (False, False), "reshape": (False, False), "transpose": (False, False), "getitem": (False, False),
     "stack": (False, False), "concat": (False, False), "copy": (False, False), "cross_entropy": (False, False),
     "mul": (True, False), "div": (True, False), "pow": (True, False), "matmul": (True, False),
+    "affine": (True, False), "linear": (True, False),
     "log": (True, False), "relu": (True, False), "binary_cross_entropy": (True, False), "max": (True, True),
     "exp": (False, True), "tanh": (False, True), "sigmoid": (False, True), "softmax": (False, True),
     "log_softmax": (False, True),

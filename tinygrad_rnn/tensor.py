@@ -212,6 +212,43 @@ def result(data, op, inputs, backward):
     return out
 
 
+class StepBatch:
+    """The one backward of an op applied at many steps at once (see batched.py).
+
+    Its members are ordinary nodes, one per step with that step's own inputs (so drawings, step tags and
+    copies stay per step), whose values came from one numpy call over all steps. The walk runs
+    `backward(gs)` once, when it meets the first member, with every member's gradient (None where none
+    arrived) and gets back one tuple of input gradients per member (None for members without one).
+    That is safe because members are made together: everything that uses any member is made after all
+    of them, so in reverse creation order every member's gradient is complete when the first is met.
+    """
+    __slots__ = ("members", "backward")
+
+    def __init__(self, backward):
+        self.members, self.backward = [], backward
+
+
+def step_results(values, op, inputs, steps, backward):
+    """The member nodes of one op applied at many steps at once: member i has value values[i], inputs
+    inputs[i] (copies already substituted) and step steps[i]; backward(gs) -> [input grads per member]."""
+    batch = StepBatch(backward)
+    members = batch.members
+    epoch, recording, anomaly = _inplace_epoch, _grad_enabled, _anomaly
+    for value, parents, t in zip(values, inputs, steps):
+        out = Tensor.__new__(Tensor)
+        out.data, out._grad, out.name, out.step, out._retains_grad = value, None, None, t, False
+        out._epoch, out._versions, out.op = epoch, None, op
+        if anomaly is not None:
+            anomaly.forward(out, op, parents)
+        if recording and any(x.requires_grad for x in parents):
+            out.requires_grad, out.parents, out._backward = True, tuple(parents), batch
+        else:
+            out.requires_grad, out.parents, out._backward = False, (), None
+        out._id = _next_id()
+        members.append(out)
+    return members
+
+
 def topological_order(roots, grad_only=True):
     """The nodes reachable from `roots` (a Tensor or a list), each after all of its inputs.
 
@@ -316,9 +353,17 @@ def _sweep(order, root, grad, retain_graph):
     grads = {root: grad}
     updates = []
     anomaly = _anomaly
+    batches_run = set()
     for node in reversed(order):
         g = grads.pop(node, None)
         backward_fn = node._backward
+        if type(backward_fn) is StepBatch:
+            if backward_fn not in batches_run:
+                batches_run.add(backward_fn)
+                _run_batch(backward_fn, node, g, grads, updates, retain_graph)
+            elif g is not None:  # cannot happen for batches made by step_results (see StepBatch)
+                raise RuntimeError(f"backward: a gradient reached {label(node)} after its step batch had run")
+            continue
         if not retain_graph and node.op != "copy":  # copies save nothing and stay usable in their step
             node._backward = None
         if g is None:
@@ -331,14 +376,37 @@ def _sweep(order, root, grad, retain_graph):
             continue
         if type(g) is OuterSum and node.op != "copy":  # only a copy passes factors through as they are
             g = g.value()
-        parent_grads = backward_fn(g)
-        if anomaly is not None:
-            anomaly.backward(node, parent_grads)
-        for parent, pg in zip(node.parents, parent_grads):
-            if pg is not None and parent.requires_grad:
-                old = grads.get(parent)
-                grads[parent] = pg if old is None else accumulate(old, pg)
+        _send(node, backward_fn(g), grads, anomaly)
     return updates
+
+
+def _send(node, parent_grads, grads, anomaly):
+    """Add a node's input gradients to the running sums of its inputs."""
+    if anomaly is not None:
+        anomaly.backward(node, parent_grads)
+    for parent, pg in zip(node.parents, parent_grads):
+        if pg is not None and parent.requires_grad:
+            old = grads.get(parent)
+            grads[parent] = pg if old is None else accumulate(old, pg)
+
+
+def _run_batch(batch, first, g_first, grads, updates, retain_graph):
+    """Run a step batch's backward once for all its members (see StepBatch)."""
+    members = batch.members
+    gs = [g_first if m is first else grads.pop(m, None) for m in members]
+    if not retain_graph:
+        for m in members:
+            m._backward = None
+    gs = [g.value() if type(g) is OuterSum else g for g in gs]
+    for m, g in zip(members, gs):
+        if g is not None and m._retains_grad:
+            updates.append((m, g))
+    if all(g is None for g in gs):
+        return
+    anomaly = _anomaly
+    for m, parent_grads in zip(members, batch.backward(gs)):
+        if parent_grads is not None:
+            _send(m, parent_grads, grads, anomaly)
 
 
 def _owned(g, node):

@@ -148,10 +148,10 @@ def _links(graph, kept):
             continue
         incoming = {}
         copies = [q for q in t.parents if q.op == "copy"]  # once per node: `stack` has T parents
-        for p in t.parents:
+        for n, p in enumerate(t.parents):
             j = index[p]
             if j in kept:
-                incoming.setdefault(j, set()).update(index[q] for q in copies if q is not p)
+                incoming.setdefault(j, set()).update(index[q] for q in _partners(t, n, copies) if q is not p)
             else:
                 for k, via in reaching.get(j, ()):
                     incoming.setdefault(k, set()).update(via)
@@ -385,6 +385,16 @@ def _rolled(graph, labels, links):
     steps = graph.steps
     title = f"rolled graph: the {len(steps)} steps laid on one another" if steps else "rolled graph"
     return View("rolled", nodes, out, outside=list(nodes), title=title)
+
+
+def _partners(t, n, copies):
+    """The copies that enter op t together with its input n: for affine (x₁, w₁, x₂, w₂, …, b) and linear
+    (x, w, b) the weight paired with that input (s(t−1) goes through W(t), x(t) through U(t)); for other
+    ops all of them."""
+    if t.op in ("affine", "linear"):
+        partner = t.parents[n + 1] if n % 2 == 0 and n + 1 < len(t.parents) else None
+        return [partner] if partner is not None and partner.op == "copy" else []
+    return copies
 
 
 def _append_new(items, x):

@@ -20,6 +20,7 @@ Initialisation as PyTorch: U(±1/√hidden_size) from np.random.default_rng(seed
 import numpy as np
 
 from .. import tensor as _tensor
+from ..ops import affine
 from ..tensor import Parameter, Tensor
 from .linear import _check_torch_shape, _numpy, _torch_dtype, as_input, uniform_init
 from .module import Module
@@ -140,7 +141,7 @@ class RNNCell(_Cell):
     def forward(self, x, state=None):
         x = self._input(x)
         s = self._hidden(x, state)
-        a = x @ self.U + s @ self.W + self.b
+        a = affine([(x, self.U), (s, self.W)], self.b)  # x U + s W + b as one node
         return a.tanh() if self.nonlinearity == "tanh" else a.sigmoid()
 
     def __repr__(self):
@@ -197,8 +198,8 @@ class GRUCell(_Cell):
         x = self._input(x)
         h = self._hidden(x, state)
         d = self.hidden_size
-        gi = x @ self.weight_ih + self.bias_ih
-        gh = h @ self.weight_hh + self.bias_hh
+        gi = affine([(x, self.weight_ih)], self.bias_ih)
+        gh = affine([(h, self.weight_hh)], self.bias_hh)
         r = (gi[..., :d] + gh[..., :d]).sigmoid()
         z = (gi[..., d:2 * d] + gh[..., d:2 * d]).sigmoid()
         n = (gi[..., 2 * d:] + r * gh[..., 2 * d:]).tanh()
@@ -223,7 +224,7 @@ class LSTMCell(_Cell):
                             f"got {type(state).__name__}{_where()}")
         h, c = self._hidden(x, h, "h"), self._hidden(x, c, "c")
         d = self.hidden_size
-        gates = x @ self.weight_ih + self.bias_ih + h @ self.weight_hh + self.bias_hh
+        gates = affine([(x, self.weight_ih), (h, self.weight_hh)], self.bias_ih) + self.bias_hh
         i = gates[..., :d].sigmoid()
         f = gates[..., d:2 * d].sigmoid()
         g = gates[..., 2 * d:3 * d].tanh()

@@ -7,6 +7,7 @@ gradients meet at the shared weight as one GEMM (see lazy.py).
 """
 import numpy as np
 
+from ..ops import affine
 from ..tensor import Parameter, Tensor
 from .module import Module
 
@@ -43,8 +44,7 @@ class Linear(Module):
     def forward(self, x):
         x = as_input(x, self.weight.dtype)
         check_features("Linear", x, self.in_features)
-        y = x @ self.weight
-        return y + self.bias if self.bias is not None else y
+        return affine([(x, self.weight)], self.bias)  # x @ weight + bias as one node
 
     def __repr__(self):
         return f"Linear(in_features={self.in_features}, out_features={self.out_features}, " \

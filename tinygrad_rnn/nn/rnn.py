@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import functional as F
-from ..ops import cross_entropy as cross_entropy_op, stack
+from ..batched import cross_entropy_steps, linear_steps
+from ..ops import affine, stack
 from ..tensor import Parameter, Tensor
 from ..unroll import Unroll
 from .cells import CELLS, RNNCell, hidden_of, make_cell
@@ -149,27 +150,32 @@ class RNN(Module):
         if self.cell_type != "rnn":
             return self._unroll_cell(out, s, memory if self.cell_type == "lstm" else None)
         U, W, b = self.U, self.W, self.b
-        with tape:
+        with tape:  # (pauses the cyclic collector while the graph grows, see tensor.gc_paused)
             for t in range(1, xs.shape[0] + 1):
                 with tape.step(t):
                     x = Tensor(xs[t - 1], name=f"x({t})")
-                    a = x @ U + s @ W + b
+                    a = affine([(x, U), (s, W)], b)  # a(t) = x(t) U(t) + s(t-1) W(t) + b(t), one node
                     s = a.tanh() if self.nonlinearity == "tanh" else a.sigmoid()
-                    a.name = f"a({t})"
+                    a.name, s.name = f"a({t})", f"s({t})"
                     out.preactivations.append(a)
-                    self._output_step(out, t, s)
+                    out.states.append(s)
+            self._output_layer(out)
         return out
 
-    def _output_step(self, out, t, s):
-        """The output side of step t, shared by every cell: y(t) = s(t) V + c and, with targets, L(t)."""
-        y = s @ self.V + self.c
-        s.name, y.name = f"s({t})", f"y({t})"
-        out.states.append(s)
-        out.logits.append(y)
+    def _output_layer(self, out):
+        """The output side, shared by every cell: y(t) = s(t) V(t) + c(t) and, with targets, L(t).
+
+        It does not feed the recurrence, so it runs for all steps at once (one GEMM, one softmax; see
+        batched.py) while the graph still holds y(t) and L(t) inside every step, with their own copies."""
+        ys = linear_steps(out.tape, out.states[1:], self.V, self.c)
+        for t, y in enumerate(ys, start=1):
+            y.name = f"y({t})"
+        out.logits.extend(ys)
         if out.targets is not None:
-            L_t = cross_entropy_op(y, out.targets[t - 1], "sum")  # targets checked in _unroll
-            L_t.name = f"L({t})"
-            out.losses.append(L_t)
+            losses = cross_entropy_steps(ys, out.targets)  # targets checked in _unroll
+            for t, L_t in enumerate(losses, start=1):
+                L_t.name = f"L({t})"
+            out.losses.extend(losses)
 
     def _unroll_cell(self, out, s, memory):
         """The same unrolled graph for a GRU/LSTM cell: s(t) = h_t, C(t) the LSTM's memory."""
@@ -188,7 +194,9 @@ class RNN(Module):
                         s, memory = cell(x, (s, memory))
                         memory.name = f"C({t})"
                         out.cell_states.append(memory)
-                    self._output_step(out, t, s)
+                    s.name = f"s({t})"
+                    out.states.append(s)
+            self._output_layer(out)
         return out
 
     # --- PyTorch interop ------------------------------------------------------------------------------

@@ -186,9 +186,10 @@ def affine(terms, bias=None):
             y += xw
     if bias is not None:
         b = inputs[-1]
-        if np.broadcast_shapes(y.shape, b.data.shape) != y.shape:
-            raise shape_error("affine", (b,), f"a bias must broadcast to the result's shape {y.shape}")
-        y += b.data
+        try:
+            y += b.data
+        except ValueError:
+            raise shape_error("affine", (b,), f"a bias must broadcast to the result's shape {y.shape}") from None
     saved = [(x.data, w.data, x.requires_grad, w.requires_grad, _factored(w), x.op is None) for x, w in terms]
     bias_shape = None if bias is None else inputs[-1].data.shape
 

@@ -416,10 +416,6 @@ def concat(tensors, axis=0):
     return result(joined, "concat", tuple(tensors), backward)
 
 
-def _identity(g):
-    return (g,)
-
-
 def copy(p, step):
     """The per-step copy P(t) of a shared parameter: identity both ways, the same array as P.
 
@@ -429,7 +425,7 @@ def copy(p, step):
     out = Tensor.__new__(Tensor)
     out.data, out._grad, out.requires_grad = p.data, None, p.requires_grad
     out.name, out.step, out.parents, out.op = f"{p.name or 'param'}({step})", step, (p,), "copy"
-    out._backward, out._retains_grad = _identity, True
+    out._backward, out._retains_grad = _tensor._identity, True
     out._epoch, out._versions, out._id = _tensor._inplace_epoch, None, _tensor._next_id()
     return out
 

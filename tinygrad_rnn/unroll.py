@@ -35,7 +35,7 @@ class _Step:
         if _tensor._step is not None:
             raise ValueError(f"Unroll.step({t}): already inside step {_tensor._step.t}; steps do not nest")
         tape.steps.append(t)
-        tape._step_objects[t] = self
+        tape._step_copies[t] = self.copies
         _tensor._step = self
         return tape
 
@@ -77,7 +77,7 @@ class Unroll:
         self.shared = None if shared is None else list(shared)
         self._shared_set = None if shared is None else set(self.shared)
         self.steps = []
-        self._step_objects = {}  # t -> its _Step (its copies), for ops that add to a step afterwards
+        self._step_copies = {}  # t -> that step's copies {P: P(t)}, for ops that add to a step afterwards
         self._copies = {}  # parameter -> {t: copy}, in order of first use
         self._active = None
 
@@ -101,10 +101,12 @@ class Unroll:
         """`inputs` as an op inside step t sees them: each shared parameter replaced by its copy P(t)
         (made now if step t had not used P yet). For ops that compute many steps at once after the
         steps were recorded (batched.py); t must be a recorded step."""
-        step = self._step_objects.get(t)
-        if step is None:
+        copies = self._step_copies.get(t)
+        if copies is None:
             raise ValueError(f"Unroll: step {t!r} was not recorded on this tape (recorded: {self.steps[:5]}"
                              f"{' ...' if len(self.steps) > 5 else ''})")
+        step = _Step(self, t)  # a short-lived handle on step t (the tape keeps only its copies: no cycle)
+        step.copies = copies
         return step.substitute(inputs)
 
     # --- what was recorded ------------------------------------------------------------------------

@@ -43,9 +43,19 @@ def as_tensor(x, like):
 
 # --- elementwise arithmetic (numpy broadcasting; gradients unbroadcast) ----------------------
 
+def _same(g):
+    return g, g
+
+
+def _same_negated(g):
+    return g, -g
+
+
 def add(a, b):
     b = as_tensor(b, a)
     sa, sb = a.data.shape, b.data.shape
+    if sa == sb:  # no broadcasting: the gradient passes to both unchanged (no closure to make)
+        return result(elementwise("add", np.add, a, b), "add", (a, b), _same)
     def backward(g):
         return unbroadcast(g, sa), unbroadcast(g, sb)
     return result(elementwise("add", np.add, a, b), "add", (a, b), backward)
@@ -54,6 +64,8 @@ def add(a, b):
 def sub(a, b):
     b = as_tensor(b, a)
     sa, sb = a.data.shape, b.data.shape
+    if sa == sb:
+        return result(elementwise("sub", np.subtract, a, b), "sub", (a, b), _same_negated)
     def backward(g):
         return unbroadcast(g, sa), unbroadcast(-g, sb)
     return result(elementwise("sub", np.subtract, a, b), "sub", (a, b), backward)

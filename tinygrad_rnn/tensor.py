@@ -20,6 +20,7 @@ from .errors import GraphFreedError, InplaceError, ShapeError
 from .lazy import OuterSum
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_ndarray = np.ndarray
 
 # Recording state, read by every op: module globals are the cheapest lookup Python has.
 _grad_enabled = True
@@ -404,7 +405,12 @@ def _sweep(order, root, grad, retain_graph):
         for parent, pg in zip(node.parents, parent_grads):
             if pg is not None and parent.requires_grad:
                 old = get(parent)
-                grads[parent] = pg if old is None else accumulate(old, pg)
+                if old is None:
+                    grads[parent] = pg
+                elif type(old) is _ndarray and type(pg) is _ndarray:
+                    grads[parent] = old + pg
+                else:
+                    grads[parent] = accumulate(old, pg)
     return updates
 
 

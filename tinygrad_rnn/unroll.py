@@ -62,8 +62,12 @@ class _Step:
     def copy_of(self, p):
         c = self.copies.get(p)
         if c is None:
-            c = self.copies[p] = _copy(p, self.t)
-            self.tape._record_copy(p, self.t, c)
+            t = self.t
+            c = self.copies[p] = _copy(p, t)
+            by_step = self.tape._copies.get(p)
+            if by_step is None:
+                by_step = self.tape._copies[p] = {}
+            by_step[t] = c
         return c
 
 
@@ -80,9 +84,6 @@ class Unroll:
         self._step_copies = {}  # t -> that step's copies {P: P(t)}, for ops that add to a step afterwards
         self._copies = {}  # parameter -> {t: copy}, in order of first use
         self._active = None
-
-    def _record_copy(self, p, t, c):
-        self._copies.setdefault(p, {})[t] = c
 
     # --- context managers ---------------------------------------------------------------------
     def __enter__(self):

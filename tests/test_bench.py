@@ -100,7 +100,7 @@ def test_quick_cli_writes_table_json_and_chart(tmp_path, capsys):
     assert {k: os.environ.get(k) for k in openblas} == openblas  # the bench never touches BLAS's variables
     table = (tmp_path / "bptt-quick.md").read_text()
     for expected in ("(1,25,16,4)", "kernel", "threads", "torch.set_num_threads", "tinygrad_rnn",
-                     "torch.nn.RNN + Linear", "numpy hoisted", "target / met?", "Peak memory", "Per-op overhead"):
+                     "torch.nn.RNN + Linear", "numpy hoisted", "target / met?", "Peak memory", "Per-node overhead"):
         assert expected in table, expected
     results = json.loads((tmp_path / "bptt-quick.json").read_text())
     (row,) = results["rows"]

@@ -34,21 +34,23 @@ def linear_steps(tape, xs, weight, bias=None):
     if any(x.shape != first.shape for x in xs):
         raise shape_error("linear_steps", xs, "every step's input needs the same shape")
     inputs = [tape.substitute(t, (x, weight) if bias is None else (x, weight, bias)) for t, x in zip(steps, xs)]
-    X = np.stack([x.data for x in xs])              # (T, B, d) or (T, d)
     w = weight.data
     try:
-        Y = X @ w
+        Y = np.stack([x.data for x in xs]) @ w      # (T, B, k) or (T, k); the stacked copy is not kept
     except ValueError:
         raise shape_error("linear_steps", (first, weight), "inner dimensions differ") from None
     if bias is not None:
         Y += bias.data
-    rows = X.reshape(len(xs), -1, X.shape[-1])      # (T, B, d): each step's rows, for ∂L/∂weight(t)
+    # each step's rows for ∂L/∂weight(t) = x(t)ᵀ g(t): the graph's own arrays (a leaf's may be refilled
+    # by its owner before backward, so those are snapshotted, as matmul does)
+    rows = [x.data.reshape(-1, x.data.shape[-1]) for x in xs]
+    rows = [r if x.op is not None else r.copy() for r, x in zip(rows, xs)]
     bias_shape = None if bias is None else bias.data.shape
 
     def backward(gs):
         gY = _stacked(gs, Y)
         gX = gY @ w.T                                  # every step's ∂L/∂x(t) in one GEMM
-        g_rows = gY.reshape(rows.shape[0], -1, gY.shape[-1])
+        g_rows = gY.reshape(len(rows), -1, gY.shape[-1])
         if bias_shape is not None:
             g_bias = g_rows.sum(axis=1) if bias_shape == gY.shape[-1:] else None
         out = []

@@ -177,3 +177,14 @@ def test_rnn_records_batched_output_members_inside_every_step():
     assert [(L_t.name, L_t.step) for L_t in out.losses] == [(f"L({t})", t) for t in range(1, 5)]
     assert [p.name for p in out.logits[2].parents] == ["s(3)", "V(3)", "c(3)"]
     assert [p.name for p in out.tape.parameters] == ["U", "W", "b", "V", "c"]
+
+
+def test_factored_weight_gradient_is_the_same_in_chunks(monkeypatch):
+    from tinygrad_rnn import lazy
+    rng = np.random.default_rng(3)
+    lefts = [rng.standard_normal((2, 5)) for _ in range(7)]
+    rights = [rng.standard_normal((2, 4)) for _ in range(7)]
+    dense = sum(a.T @ b for a, b in zip(lefts, rights))
+    for chunk in (1, 200, 1 << 30):  # every factor its own chunk, a few per chunk, all in one
+        monkeypatch.setattr(lazy, "CHUNK_BYTES", chunk)
+        np.testing.assert_allclose(lazy.OuterSum(list(lefts), list(rights)).value(), dense, rtol=1e-12)

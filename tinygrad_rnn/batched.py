@@ -33,7 +33,8 @@ def linear_steps(tape, xs, weight, bias=None):
     first = xs[0]
     if any(x.shape != first.shape for x in xs):
         raise shape_error("linear_steps", xs, "every step's input needs the same shape")
-    inputs = [tape.substitute(t, (x, weight) if bias is None else (x, weight, bias)) for t, x in zip(steps, xs)]
+    weights = tape.at_steps(weight, steps)
+    inputs = list(zip(xs, weights) if bias is None else zip(xs, weights, tape.at_steps(bias, steps)))
     w = weight.data
     try:
         Y = np.stack([x.data for x in xs]) @ w      # (T, B, k) or (T, k); the stacked copy is not kept

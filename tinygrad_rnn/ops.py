@@ -129,7 +129,7 @@ def weight_grad(x, g, factored, snapshot):
     A copy's factored gradient is formed later, when read: a leaf's array (an input batch, a learned
     s0) may be updated in place by then, so that factor is snapshotted (`snapshot`); graph values are not."""
     if not factored:
-        return np.outer(x, g) if x.ndim == 1 else x.T @ g
+        return np.outer(x, g) if x.ndim == 1 else x.T.dot(g)
     if x.ndim == 1:
         x, g = x[None, :], g[None, :]
     return OuterSum([x.copy() if snapshot else x], [g])
@@ -139,15 +139,15 @@ def matmul(a, b):
     b = as_tensor(b, a)
     x, w = a.data, b.data
     try:
-        y = x @ w
+        y = x.dot(w) if x.ndim == 2 and w.ndim == 2 else x @ w  # (dot: half the cost on tiny arrays)
     except ValueError:  # numpy checks the shapes; we only explain what it found (no extra work per call)
         raise shape_error("matmul", (a, b), _matmul_mismatch(x, w)) from None
     factored = _factored(b)
     need_x, need_w = a.requires_grad, b.requires_grad  # a constant input x(t) needs no gradient
     snapshot = a.op is None
-    if x.ndim == 2 and w.ndim == 2:  # the recurrent cell's shapes: the short path
+    if x.ndim == 2 and w.ndim == 2:  # the recurrent cell's shapes: the short path (ndarray.dot = @ here)
         def backward(g):
-            return (g @ w.T if need_x else None,
+            return (g.dot(w.T) if need_x else None,
                     weight_grad(x, g, factored, snapshot) if need_w else None)
         return result(y, "matmul", (a, b), backward)
 
@@ -177,43 +177,54 @@ def affine(terms, bias=None):
     One node instead of 2n (matmuls and adds): the walk does less, and no intermediate (x U, s W, their
     sum) is kept alive by the graph. Its gradient is each matmul's, side by side.
     """
-    terms = [(x, as_tensor(w, x)) for x, w in terms]
-    inputs = tuple(t for pair in terms for t in pair) + (() if bias is None else (as_tensor(bias, terms[0][0]),))
-    if any(x.data.ndim not in (1, 2) or w.data.ndim != 2 for x, w in terms):
-        out = terms[0][0] @ terms[0][1]  # other shapes: the same sum from matmuls and adds
-        for x, w in terms[1:]:
-            out = out + x @ w
-        return out if bias is None else out + inputs[-1]
-    y = None
+    inputs, saved, y = [], [], None
     for x, w in terms:
+        w = as_tensor(w, x)
+        xd, wd = x.data, w.data
+        if xd.ndim not in (1, 2) or wd.ndim != 2:
+            return _affine_from_ops(terms, bias)
         try:
-            xw = x.data @ w.data
+            xw = xd.dot(wd)  # = xd @ wd for these shapes; ndarray.dot costs half as much on tiny arrays
         except ValueError:
-            raise shape_error("affine", (x, w), _matmul_mismatch(x.data, w.data)) from None
+            raise shape_error("affine", (x, w), _matmul_mismatch(xd, wd)) from None
         if y is None:
             y = xw
         elif xw.shape != y.shape:
             raise shape_error("affine", (x, w), f"this term has shape {xw.shape}, the first {y.shape}")
-        else:
+        elif xw.dtype == y.dtype:
             y += xw
+        else:
+            y = y + xw  # mixed precision: numpy's promotion, as x @ U + s @ W would give
+        inputs += (x, w)
+        # (x, w, ∂x needed, ∂w needed, ∂w as factors (see weight_grad), snapshot x for those factors)
+        saved.append((xd, wd, x.requires_grad, w.requires_grad, w.op is None or w.op == "copy", x.op is None))
+    bias_shape = None
     if bias is not None:
-        b = inputs[-1]
+        bias = as_tensor(bias, terms[0][0])
         try:
-            y += b.data
+            y = np.add(y, bias.data, out=y) if bias.data.dtype == y.dtype else y + bias.data
         except ValueError:
-            raise shape_error("affine", (b,), f"a bias must broadcast to the result's shape {y.shape}") from None
-    saved = [(x.data, w.data, x.requires_grad, w.requires_grad, _factored(w), x.op is None) for x, w in terms]
-    bias_shape = None if bias is None else inputs[-1].data.shape
+            raise shape_error("affine", (bias,), f"a bias must broadcast to the result's shape {y.shape}") from None
+        inputs.append(bias)
+        bias_shape = bias.data.shape
 
     def backward(g):
         grads = []
         for x, w, need_x, need_w, factored, snapshot in saved:
-            grads.append(g @ w.T if need_x else None)
+            grads.append(g.dot(w.T) if need_x else None)
             grads.append(weight_grad(x, g, factored, snapshot) if need_w else None)
         if bias_shape is not None:
             grads.append(unbroadcast(g, bias_shape))
         return grads
-    return result(y, "affine", inputs, backward)
+    return result(y, "affine", tuple(inputs), backward)
+
+
+def _affine_from_ops(terms, bias):
+    """affine for other shapes (batched 3-D inputs, 1-D weights): the same sum from matmuls and adds."""
+    out = None
+    for x, w in terms:
+        out = x @ w if out is None else out + x @ w
+    return out if bias is None else out + bias
 
 
 # --- reductions ---------------------------------------------------------------------------------

@@ -267,12 +267,19 @@ def topological_order(roots, grad_only=True):
     """
     roots = [roots] if isinstance(roots, Tensor) else list(roots)
     seen, stack = set(roots), list(roots)
-    add, push = seen.add, stack.append
-    while stack:
-        for parent in stack.pop().parents:
-            if parent not in seen and (parent.requires_grad or not grad_only):
-                add(parent)
-                push(parent)
+    add, push, pop = seen.add, stack.append, stack.pop
+    if grad_only:
+        while stack:
+            for parent in pop().parents:
+                if parent.requires_grad and parent not in seen:
+                    add(parent)
+                    push(parent)
+    else:
+        while stack:
+            for parent in pop().parents:
+                if parent not in seen:
+                    add(parent)
+                    push(parent)
     return sorted(seen, key=_creation)
 
 
@@ -314,11 +321,11 @@ def backward(root, grad=None, retain_graph=False):
         _check_saved_values(order)
         updates = _sweep(order, root, grad, retain_graph)
         for node, g in updates:  # nothing failed: now store the gradients
-            old = node._grad
-            if old is None and type(g) is OuterSum and node.parents:
-                node._grad = g  # a copy's factors, the common case (formed when read)
+            if node._grad is None and node.parents:  # a copy's (or retained node's) first gradient
+                # factors are formed when read; an array gets its own copy (see _owned)
+                node._grad = g if type(g) is OuterSum else np.array(g, dtype=node.data.dtype)
                 continue
-            node._grad = _owned(accumulate(old, g), node)
+            node._grad = _owned(accumulate(node._grad, g), node)
             if not node.parents and type(node._grad) is OuterSum:
                 node._grad = node._grad.value(node.data.dtype)  # a leaf gets one dense array (one stacked GEMM)
 

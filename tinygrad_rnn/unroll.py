@@ -98,17 +98,25 @@ class Unroll:
         """Context manager: ops inside belong to step t and use the copies P(t)."""
         return _Step(self, t)
 
-    def substitute(self, t, inputs):
-        """`inputs` as an op inside step t sees them: each shared parameter replaced by its copy P(t)
-        (made now if step t had not used P yet). For ops that compute many steps at once after the
-        steps were recorded (batched.py); t must be a recorded step."""
-        copies = self._step_copies.get(t)
-        if copies is None:
-            raise ValueError(f"Unroll: step {t!r} was not recorded on this tape (recorded: {self.steps[:5]}"
-                             f"{' ...' if len(self.steps) > 5 else ''})")
-        step = _Step(self, t)  # a short-lived handle on step t (the tape keeps only its copies: no cycle)
-        step.copies = copies
-        return step.substitute(inputs)
+    def at_steps(self, p, steps):
+        """[P as an op inside step t sees it, for t in steps]: its copies P(t) (made where step t had not
+        used P yet), or P itself at every step when P is not shared. For ops that compute many steps at
+        once after they were recorded (batched.py)."""
+        missing = [t for t in steps if t not in self._step_copies]
+        if missing:
+            raise ValueError(f"Unroll: step {missing[0]!r} was not recorded on this tape (recorded: "
+                             f"{self.steps[:5]}{' ...' if len(self.steps) > 5 else ''})")
+        if not (p in self._shared_set if self._shared_set is not None else
+                isinstance(p, Parameter) and p.requires_grad):
+            return [p] * len(steps)
+        by_step = self._copies.setdefault(p, {})
+        out = []
+        for t in steps:
+            c = by_step.get(t)
+            if c is None:
+                c = by_step[t] = self._step_copies[t][p] = _copy(p, t)
+            out.append(c)
+        return out
 
     # --- what was recorded ------------------------------------------------------------------------
     @property

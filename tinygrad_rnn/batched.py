@@ -9,7 +9,7 @@ The members of one call share one backward, run once for all steps (tensor.StepB
 import numpy as np
 
 from .lazy import OuterSum
-from .ops import _row_numbers, unbroadcast
+from .ops import _row_numbers, transposed, unbroadcast
 from .tensor import Tensor, shape_error, step_results
 
 
@@ -31,7 +31,7 @@ def linear_steps(tape, xs, weight, bias=None):
     if any(t is None for t in steps):
         raise ValueError("linear_steps: every input must be a node recorded inside a step of the tape")
     first = xs[0]
-    if any(x.shape != first.shape for x in xs):
+    if len({x.data.shape for x in xs}) != 1:
         raise shape_error("linear_steps", xs, "every step's input needs the same shape")
     weights = tape.at_steps(weight, steps)
     inputs = list(zip(xs, weights) if bias is None else zip(xs, weights, tape.at_steps(bias, steps)))
@@ -50,7 +50,7 @@ def linear_steps(tape, xs, weight, bias=None):
 
     def backward(gs):
         gY = _stacked(gs, Y)
-        gX = gY @ w.T                                  # every step's ∂L/∂x(t) in one GEMM
+        gX = gY @ transposed(w)                        # every step's ∂L/∂x(t) in one GEMM
         g_rows = gY.reshape(len(rows), -1, gY.shape[-1])
         if bias_shape is not None:
             g_bias = g_rows.sum(axis=1) if bias_shape == gY.shape[-1:] else None

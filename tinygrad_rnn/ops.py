@@ -124,6 +124,19 @@ def _factored(w):
     return w.data.ndim == 2 and (w.op is None or w.op == "copy")
 
 
+def transposed(w):
+    """wᵀ as a C-contiguous array, made once per backward and shared by every step that uses w (the
+    sweep opens the cache): BLAS multiplies by a contiguous operand up to twice as fast (g·Wᵀ at B = 32,
+    d = 128: 6 µs instead of 14 µs). Outside a backward (e.g. a hand-called closure), the plain view."""
+    cache = _tensor._transposes
+    if cache is None:
+        return w.T
+    hit = cache.get(id(w))
+    if hit is None:
+        hit = cache[id(w)] = (w, np.ascontiguousarray(w.T))  # (w kept: its id cannot be reused meanwhile)
+    return hit[1]
+
+
 def weight_grad(x, g, factored, snapshot):
     """∂L/∂w of x @ w for 2-D (or 1-D) x and g: xᵀ g, or its factors (OuterSum) when factored.
     A copy's factored gradient is formed later, when read: a leaf's array (an input batch, a learned
@@ -147,7 +160,7 @@ def matmul(a, b):
     snapshot = a.op is None
     if x.ndim == 2 and w.ndim == 2:  # the recurrent cell's shapes: the short path (ndarray.dot = @ here)
         def backward(g):
-            return (g.dot(w.T) if need_x else None,
+            return (g.dot(transposed(w)) if need_x else None,
                     weight_grad(x, g, factored, snapshot) if need_w else None)
         return result(y, "matmul", (a, b), backward)
 
@@ -211,7 +224,7 @@ def affine(terms, bias=None):
     def backward(g):
         grads = []
         for x, w, need_x, need_w, factored, snapshot in saved:
-            grads.append(g.dot(w.T) if need_x else None)
+            grads.append(g.dot(transposed(w)) if need_x else None)
             grads.append(weight_grad(x, g, factored, snapshot) if need_w else None)
         if bias_shape is not None:
             grads.append(unbroadcast(g, bias_shape))

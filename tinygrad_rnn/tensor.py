@@ -26,6 +26,7 @@ _ndarray = np.ndarray
 _grad_enabled = True
 _step = None         # the active Unroll step (set by Unroll.step), or None outside steps
 _anomaly = None      # the active detect_anomaly() (anomaly.py), or None
+_transposes = None   # during a backward sweep: {id(w): (w, contiguous wᵀ)} (see ops.transposed)
 _inplace_epoch = 0   # counts in-place updates; a node remembers the count at its creation (`_epoch`)
 # Every node gets the next number when it is made: inputs always exist before the node that uses them,
 # so sorting by it is a topological order (no recursion, no post-order bookkeeping; see topological_order).
@@ -238,18 +239,29 @@ def step_results(values, op, inputs, steps, backward):
     batch = StepBatch(backward)
     members = batch.members
     epoch, recording, anomaly = _inplace_epoch, _grad_enabled, _anomaly
+    new, keep = Tensor.__new__, members.append
     for value, parents, t in zip(values, inputs, steps):
-        out = Tensor.__new__(Tensor)
-        out.data, out._grad, out.name, out.step, out._retains_grad = value, None, None, t, False
-        out._epoch, out._versions, out.op = epoch, None, op
+        out = new(Tensor)
+        out.data = value
+        out._grad = out.name = out._versions = None
+        out.step = t
+        out._retains_grad = False
+        out._epoch = epoch
+        out.op = op
         if anomaly is not None:
             anomaly.forward(out, op, parents)
-        if recording and any(x.requires_grad for x in parents):
+        needs = False
+        if recording:
+            for x in parents:
+                if x.requires_grad:
+                    needs = True
+                    break
+        if needs:
             out.requires_grad, out.parents, out._backward = True, tuple(parents), batch
         else:
             out.requires_grad, out.parents, out._backward = False, (), None
         out._id = _next_id()
-        members.append(out)
+        keep(out)
     batch.members = [weakref.ref(m) for m in members]
     return members
 
@@ -316,10 +328,15 @@ def backward(root, grad=None, retain_graph=False):
         grad = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=root.dtype)
         if grad.shape != root.shape:
             raise ShapeError(f"backward: grad has shape {grad.shape} but {label(root)} has shape {root.shape}")
+    global _transposes
     with gc_paused():
         order = topological_order(root)
         _check_saved_values(order)
-        updates = _sweep(order, root, grad, retain_graph)
+        _transposes = {}
+        try:
+            updates = _sweep(order, root, grad, retain_graph)
+        finally:
+            _transposes = None
         for node, g in updates:  # nothing failed: now store the gradients
             if node._grad is None and node.parents:  # a copy's (or retained node's) first gradient
                 # factors are formed when read; an array gets its own copy (see _owned)

@@ -39,6 +39,19 @@ def add_arguments(parser):
                         help="also write a cProfile of the tinygrad_rnn step for each row (profile-<row>.txt)")
 
 
+def _check_writable(out_dir):
+    """Make the results directory now and prove it takes a file: a bad --out fails in a second."""
+    import tempfile
+    from pathlib import Path
+    from tinygrad_rnn.cli import UsageError
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise UsageError(f"--out {out_dir}: cannot write results there ({e.strerror or e})") from None
+
+
 def run(args):
     from tinygrad_rnn.cli import UsageError
     from . import bench_bptt as bench
@@ -55,6 +68,8 @@ def run(args):
     if min_time < 0 or args.min_repeats < 1:
         raise UsageError(f"--min-time must be ≥ 0 and --min-repeats ≥ 1, got {min_time} and {args.min_repeats}")
     stem = "bptt-quick" if args.quick else "bptt-rows" if args.rows else "bptt"
+    out_dir = args.out or bench.RESULTS_DIR
+    _check_writable(out_dir)  # before minutes of measuring, not after
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
     results = bench.run_benchmark(rows, check=not args.no_check, min_time=min_time, min_repeats=args.min_repeats,
@@ -64,7 +79,6 @@ def run(args):
                                   rss=not (args.quick or args.no_rss),
                                   overhead_sizes=dict(n_forward=500, chain=100, repeats=2) if args.quick else None,
                                   threads=args.threads, log=log)
-    out_dir = args.out or bench.RESULTS_DIR
     paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)
     if args.profile:
         from pathlib import Path

@@ -92,6 +92,13 @@ def test_bad_rows_are_a_usage_error(capsys):
     assert "bench --rows" in capsys.readouterr().err
 
 
+def test_unwritable_out_fails_before_measuring(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["bench", "--quick", "--out", str(blocker / "results")]) == 2
+    assert "cannot write results there" in capsys.readouterr().err
+
+
 def test_quick_cli_writes_table_json_and_chart(tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")

@@ -342,3 +342,18 @@ def test_lstm_rnn_accepts_initial_pair_and_step_api():
         m(xs, s0=h0)
     with pytest.raises(ValueError, match="nonlinearity applies to the vanilla cell only"):
         nn.RNN(3, 4, 3, cell="gru", nonlinearity="sigmoid")
+
+
+def test_rnn_loads_a_batch_first_torch_module_and_matches_it():
+    torch = pytest.importorskip("torch")
+    m = nn.RNN(3, 4, 5, seed=0, dtype=np.float64)
+    ref = m.to_torch()
+    batch_first = torch.nn.RNN(3, 4, batch_first=True, dtype=torch.float64)
+    batch_first.load_state_dict(ref.rnn.state_dict())
+    ref.rnn = batch_first
+    other = nn.RNN(3, 4, 5, seed=9, dtype=np.float64).load_torch(ref)
+    xs = np.random.default_rng(0).standard_normal((6, 2, 3))     # (T, B, n) for us
+    logits, _ = ref(torch.tensor(xs.transpose(1, 0, 2)))          # (B, T, n) for the batch_first module
+    out = other(xs)
+    np.testing.assert_allclose(np.stack([y.data for y in out.logits]),
+                               logits.detach().numpy().transpose(1, 0, 2), rtol=1e-10)

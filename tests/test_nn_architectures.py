@@ -92,3 +92,9 @@ def test_generate_temperature():
         assert generate(model, [0, 1], 0).shape == (0,)
     with pytest.raises(ValueError, match="temperature"):
         generate(model, [0], 1, temperature=-1)
+
+
+def test_sequence_classifier_rejects_an_empty_sequence():
+    model = nn.SequenceClassifier(1, 4, 2, cell="rnn", seed=0)
+    with pytest.raises(ValueError, match="empty"):
+        model.forward(np.zeros((0, 3, 1)))

@@ -91,3 +91,12 @@ def test_clip_grad_norm_returns_pre_clip_norm():
     assert clip_grad_norm([a, b], 1.0) == pytest.approx(5.0)
     np.testing.assert_allclose(np.sqrt((a.grad ** 2).sum() + (b.grad ** 2).sum()), 1.0, rtol=1e-5)
     assert clip_grad_norm([a, b], 10.0) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_adam_rejects_bad_eps_and_weight_decay():
+    from tinygrad_rnn import Parameter, optim
+    w = Parameter(np.zeros(2))
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        optim.Adam([w], eps=0)
+    with pytest.raises(ValueError, match="weight_decay must be ≥ 0"):
+        optim.Adam([w], weight_decay=-1e-4)

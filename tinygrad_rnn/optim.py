@@ -85,6 +85,10 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
+        if not eps > 0:
+            raise ValueError(f"Adam: eps must be > 0 (it keeps m / (√v + eps) finite), got {eps}")
+        if not weight_decay >= 0:
+            raise ValueError(f"Adam: weight_decay must be ≥ 0, got {weight_decay}")
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
     def _update(self, w, g, state):

@@ -100,6 +100,9 @@ class SequenceClassifier(Module):
             raise ValueError(f"SequenceClassifier: inputs must have shape (T, B, n) or (T, n), "
                              f"got {xs.shape}")
         tape, state, T = Unroll(), None, len(xs)
+        if T == 0:
+            raise ValueError("SequenceClassifier: the input sequence is empty (T = 0): there is no last step "
+                             "to predict from")
         for t in range(1, T + 1):
             with tape.step(t):
                 state = self.cell(Tensor(xs[t - 1], name=f"x({t})"), state)

@@ -240,9 +240,9 @@ class RNN(Module):
         if kind != self.cell_type:
             raise ValueError(f"{op}: .rnn is a torch.nn.{type(rnn).__name__}, "
                              f"this network has cell={self.cell_type!r}")
-        if rnn.num_layers != 1 or rnn.bidirectional or rnn.batch_first:
-            raise ValueError(f"{op}: only one-layer, unidirectional, time-major (batch_first=False) "
-                             "torch RNNs convert")
+        if rnn.num_layers != 1 or rnn.bidirectional:
+            raise ValueError(f"{op}: only one-layer, unidirectional torch RNNs convert")
+        # (batch_first only changes the layout of torch's inputs, not its weights; ours are time-major)
         _check_torch_shape(op, "out.weight", out.weight, (self.output_size, self.hidden_size))
         self.cell.load_torch(rnn, suffix="_l0")
         self.V.data = _numpy(out.weight, self.dtype).T.copy()

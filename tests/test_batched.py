@@ -188,3 +188,29 @@ def test_factored_weight_gradient_is_the_same_in_chunks(monkeypatch):
     for chunk in (1, 200, 1 << 30):  # every factor its own chunk, a few per chunk, all in one
         monkeypatch.setattr(lazy, "CHUNK_BYTES", chunk)
         np.testing.assert_allclose(lazy.OuterSum(list(lefts), list(rights)).value(), dense, rtol=1e-12)
+
+
+# --- split (a multi-output op on the same machinery) ---------------------------------------------------
+
+def test_split_gradients_match_finite_differences_and_skip_unused_pieces():
+    from tinygrad_rnn import split
+    rng = np.random.default_rng(4)
+    assert gradcheck(lambda z: (lambda a, b, c: a.tanh() * 2 + b * c)(*split(z, 3, axis=1)),
+                     [Parameter(rng.standard_normal((2, 6)))])
+    z = Parameter(rng.standard_normal((2, 6)))
+    a, b, c = split(z, 3)
+    b.sum().backward()  # only the middle piece is used: the others' columns get zeros
+    np.testing.assert_array_equal(z.grad, np.array([[0, 0, 1, 1, 0, 0]] * 2))
+
+
+def test_split_inside_a_step_uses_the_copy_and_carries_the_step():
+    from tinygrad_rnn import split
+    P = Parameter(np.arange(6.0).reshape(2, 3), name="P")
+    tape = Unroll(shared=[P])
+    with tape, tape.step(2):
+        top, bottom = split(P, 2, axis=0)
+    assert top.step == 2 and top.parents[0].name == "P(2)"
+    (top.sum() + 3 * bottom.sum()).backward()
+    np.testing.assert_array_equal(tape.copies(P)[0].grad, [[1, 1, 1], [3, 3, 3]])
+    with pytest.raises(ShapeError, match="split"):
+        split(P, 4, axis=1)

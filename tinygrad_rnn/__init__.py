@@ -2,7 +2,7 @@
 from .tensor import Parameter, Tensor, no_grad, is_grad_enabled  # noqa: F401
 from .errors import AnomalyError, GraphFreedError, InplaceError, ShapeError  # noqa: F401
 from .anomaly import detect_anomaly  # noqa: F401
-from .ops import stack, concat  # noqa: F401
+from .ops import affine, stack, concat, split  # noqa: F401
 from .unroll import Unroll  # noqa: F401
 from .gradcheck import gradcheck, GradcheckError  # noqa: F401
 from . import functional  # noqa: F401

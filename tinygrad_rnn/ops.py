@@ -414,6 +414,30 @@ def getitem(a, index):
     return out if advanced else view(out, a)
 
 
+def split(a, sections, axis=-1):
+    """np.split(a, sections, axis) as one node per piece, the pieces sharing one backward (a multi-output op,
+    see tensor.StepBatch): ∂L/∂a is the pieces' gradients side by side, one array — not, as indexing each
+    piece would give, a zero-filled array of a's full size per piece. For gates: `i, f, g, o = split(z, 4)`."""
+    x = a.data
+    try:
+        pieces = np.split(x, sections, axis=axis)
+    except (ValueError, IndexError, TypeError) as e:
+        raise shape_error("split", (a,), str(e)) from None
+    step = _tensor._step
+    t = None if step is None else step.t
+    parents = (a,) if step is None else step.substitute((a,))
+
+    def backward(gs):
+        whole = np.concatenate([np.zeros(p.shape, x.dtype) if g is None else g for g, p in zip(gs, pieces)],
+                               axis=axis)
+        first = next(i for i, g in enumerate(gs) if g is not None)  # a live member carries the one gradient
+        return [(whole,) if i == first else None for i in range(len(gs))]
+    members = _tensor.step_results(pieces, "split", [parents] * len(pieces), [t] * len(pieces), backward)
+    for m in members:
+        view(m, a)
+    return members
+
+
 def view(out, a):
     """out's array is a numpy view of a's (basic indexing, reshape, transpose): they share one version
     box, so an in-place update through either is seen by backward's saved-value check."""
@@ -471,7 +495,7 @@ def copy(p, step):
 SAVES = {
     "add": (False, False), "sub": (False, False), "neg": (False, False), "sum": (False, False),
     "mean": (False, False), "reshape": (False, False), "transpose": (False, False), "getitem": (False, False),
-    "stack": (False, False), "concat": (False, False), "copy": (False, False), "cross_entropy": (False, False),
+    "stack": (False, False), "concat": (False, False), "split": (False, False), "copy": (False, False), "cross_entropy": (False, False),
     "mul": (True, False), "div": (True, False), "pow": (True, False), "matmul": (True, False),
     "affine": (True, False), "linear": (True, False),
     "log": (True, False), "relu": (True, False), "binary_cross_entropy": (True, False), "max": (True, True),

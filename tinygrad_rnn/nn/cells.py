@@ -20,7 +20,7 @@ Initialisation as PyTorch: U(±1/√hidden_size) from np.random.default_rng(seed
 import numpy as np
 
 from .. import tensor as _tensor
-from ..ops import affine
+from ..ops import affine, split
 from ..tensor import Parameter, Tensor
 from .linear import _check_torch_shape, _numpy, _torch_dtype, as_input, uniform_init
 from .module import Module
@@ -197,12 +197,11 @@ class GRUCell(_Cell):
     def forward(self, x, state=None):
         x = self._input(x)
         h = self._hidden(x, state)
-        d = self.hidden_size
-        gi = affine([(x, self.weight_ih)], self.bias_ih)
-        gh = affine([(h, self.weight_hh)], self.bias_hh)
-        r = (gi[..., :d] + gh[..., :d]).sigmoid()
-        z = (gi[..., d:2 * d] + gh[..., d:2 * d]).sigmoid()
-        n = (gi[..., 2 * d:] + r * gh[..., 2 * d:]).tanh()
+        gi_r, gi_z, gi_n = split(affine([(x, self.weight_ih)], self.bias_ih), 3)
+        gh_r, gh_z, gh_n = split(affine([(h, self.weight_hh)], self.bias_hh), 3)
+        r = (gi_r + gh_r).sigmoid()
+        z = (gi_z + gh_z).sigmoid()
+        n = (gi_n + r * gh_n).tanh()
         return n + z * (h - n)  # = (1 − z) * n + z * h
 
 
@@ -223,12 +222,9 @@ class LSTMCell(_Cell):
             raise TypeError(f"LSTMCell: state must be a pair (h, c) or None, "
                             f"got {type(state).__name__}{_where()}")
         h, c = self._hidden(x, h, "h"), self._hidden(x, c, "c")
-        d = self.hidden_size
         gates = affine([(x, self.weight_ih), (h, self.weight_hh)], self.bias_ih) + self.bias_hh
-        i = gates[..., :d].sigmoid()
-        f = gates[..., d:2 * d].sigmoid()
-        g = gates[..., 2 * d:3 * d].tanh()
-        o = gates[..., 3 * d:].sigmoid()
+        i, f, g, o = split(gates, 4)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
         c = f * c + i * g
         return o * c.tanh(), c
 

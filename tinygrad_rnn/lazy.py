@@ -28,21 +28,33 @@ class OuterSum:
             return self
         return OuterSum(self.lefts + other.lefts, self.rights + other.rights, owned=True)
 
-    def value(self, dtype=None):
+    def value(self, dtype=None, stacks=None):
         """The dense matrix, in `dtype` (the parameter's: a float64 input must not make W.grad float64).
 
-        The factors are stacked in chunks of about CHUNK_BYTES, so the stacking copies stay small next to
-        the graph (at B = 64, d = 1024, T = 50 one stack of all factors would be 25 MB) while each GEMM
-        still gets thousands of rows."""
+        The factors are stacked in chunks of about CHUNK_BYTES of right factors, so the stacking copies stay
+        small next to the graph (at B = 64, d = 1024, T = 50 one stack of all factors would be 25 MB) while
+        each GEMM still gets thousands of rows. `stacks` (a dict, optional) passes the stacked right factors
+        from one gradient to the next formed in the same backward: U and W of an RNN cell share theirs (δ_t)."""
         lefts, rights = self.lefts, self.rights
         if len(lefts) == 1:
             out = lefts[0].T @ rights[0]
             return out if dtype is None else out.astype(dtype, copy=False)
+        previous = {}
+        if stacks is not None:  # keep only this gradient's stacks afterwards (memory), reuse the last one's
+            previous = dict(stacks)
+            stacks.clear()
         out, start, size = None, 0, 0
-        for i, (a, b) in enumerate(zip(lefts, rights)):
-            size += a.nbytes + b.nbytes
-            if size >= CHUNK_BYTES or i == len(lefts) - 1:
-                part = np.concatenate(lefts[start:i + 1]).T @ np.concatenate(rights[start:i + 1])
+        for i, b in enumerate(rights):
+            size += b.nbytes
+            if size >= CHUNK_BYTES or i == len(rights) - 1:
+                chunk = rights[start:i + 1]
+                key = tuple(map(id, chunk))  # (the factors are alive meanwhile: their ids are theirs)
+                stacked = previous.get(key)
+                if stacked is None:
+                    stacked = np.concatenate(chunk)
+                if stacks is not None:
+                    stacks[key] = stacked
+                part = np.concatenate(lefts[start:i + 1]).T @ stacked
                 out = part if out is None else np.add(out, part, out=out)
                 start, size = i + 1, 0
         return out if dtype is None else out.astype(dtype, copy=False)
@@ -50,3 +62,4 @@ class OuterSum:
     @property
     def shape(self):
         return (self.lefts[0].shape[1], self.rights[0].shape[1])
+

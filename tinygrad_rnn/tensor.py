@@ -337,6 +337,7 @@ def backward(root, grad=None, retain_graph=False):
             updates = _sweep(order, root, grad, retain_graph)
         finally:
             _transposes = None
+        stacks = {}  # stacked factors shared by the leaves' stacked GEMMs (see OuterSum.value)
         for node, g in updates:  # nothing failed: now store the gradients
             if node._grad is None and node.parents:  # a copy's (or retained node's) first gradient
                 # factors are formed when read; an array gets its own copy (see _owned)
@@ -344,7 +345,7 @@ def backward(root, grad=None, retain_graph=False):
                 continue
             node._grad = _owned(accumulate(node._grad, g), node)
             if not node.parents and type(node._grad) is OuterSum:
-                node._grad = node._grad.value(node.data.dtype)  # a leaf gets one dense array (one stacked GEMM)
+                node._grad = node._grad.value(node.data.dtype, stacks)  # a leaf: one dense array (stacked GEMM)
 
 
 def _check_saved_values(order):

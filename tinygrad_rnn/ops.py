@@ -458,8 +458,8 @@ def _tensor_list(op, items):
 def stack(tensors, axis=0):
     tensors = _tensor_list("stack", tensors)
     def backward(g):
-        return tuple(np.moveaxis(g, axis, 0))
-    if any(t.shape != tensors[0].shape for t in tensors):
+        return tuple(g if axis == 0 else np.moveaxis(g, axis, 0))
+    if len({t.data.shape for t in tensors}) != 1:
         raise shape_error("stack", tensors, "stack needs equal shapes")
     return result(np.stack([t.data for t in tensors], axis=axis), "stack", tuple(tensors), backward)
 

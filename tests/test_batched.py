@@ -214,3 +214,48 @@ def test_split_inside_a_step_uses_the_copy_and_carries_the_step():
     np.testing.assert_array_equal(tape.copies(P)[0].grad, [[1, 1, 1], [3, 3, 3]])
     with pytest.raises(ShapeError, match="split"):
         split(P, 4, axis=1)
+
+
+# --- review fixes: creation numbers after unpickling, partial backward, bias in place ------------------
+
+def test_unpickled_parameters_are_renumbered_and_get_gradients(monkeypatch):
+    import itertools
+    import pickle
+    from tinygrad_rnn import tensor as engine
+    for _ in range(50):
+        Tensor(np.zeros(1))  # this process has made nodes: the pickled ids are larger than a fresh process's
+    model = nn.Linear(2, 3, seed=0)
+    blob = pickle.dumps(model)
+    monkeypatch.setattr(engine, "_next_id", itertools.count().__next__)  # a fresh process: numbering restarts
+    clone = pickle.loads(blob)
+    x = Tensor(np.ones((4, 2)))
+    (clone(x) ** 2).sum().backward()
+    assert clone.weight.grad is not None and np.any(clone.weight.grad)
+    assert clone.weight._id < x._id  # renumbered in this process, before the nodes that use it
+
+
+def test_backward_from_members_one_at_a_time():
+    from tinygrad_rnn import split
+    a = Parameter(np.arange(8.0).reshape(2, 4))
+    p, q = split(a, 2, axis=1)
+    p.sum().backward()
+    q.sum().backward()  # the batch was not freed for q, which the first backward did not reach
+    np.testing.assert_array_equal(a.grad, np.ones((2, 4)))
+    with pytest.raises(GraphFreedError):
+        p.sum().backward()  # p's part did run and was freed
+
+
+def test_in_place_update_of_a_bias_after_affine_is_allowed_but_not_of_a_weight():
+    from tinygrad_rnn import no_grad
+    from tinygrad_rnn.errors import InplaceError
+    x, W, b = Parameter(np.ones((2, 3))), Parameter(np.ones((3, 4))), Parameter(np.zeros(4))
+    out = affine([(x, W)], b)
+    with no_grad():
+        b += 1  # backward never reads b's value (only its shape), as with x @ W + b
+    out.sum().backward()
+    np.testing.assert_array_equal(W.grad, np.full((3, 4), 2.0))
+    out = affine([(x, W)], b)
+    with no_grad():
+        W *= 2  # but it does read W's (for ∂L/∂x)
+    with pytest.raises(InplaceError, match="W|modified"):
+        out.sum().backward()

@@ -9,7 +9,7 @@ The members of one call share one backward, run once for all steps (tensor.StepB
 import numpy as np
 
 from .lazy import OuterSum
-from .ops import _row_numbers, transposed, unbroadcast
+from .ops import transposed, unbroadcast
 from .tensor import Tensor, shape_error, step_results
 
 
@@ -74,10 +74,10 @@ def cross_entropy_steps(logits, targets):
     if not logits:
         return []
     Z = np.stack([y.data for y in logits])          # (T, B, k) or (T, k)
-    T = Z.shape[0]
+    T, shape = Z.shape[0], Z.shape
     Z2 = Z.reshape(-1, Z.shape[-1])
     targets = np.array(targets).reshape(-1)          # our own copy: the caller may refill its buffer
-    pick = (_row_numbers(Z2.shape[0]), targets)
+    pick = (np.arange(Z2.shape[0]), targets)
     shifted = Z2 - Z2.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
     total = e.sum(axis=-1, keepdims=True)
@@ -87,7 +87,7 @@ def cross_entropy_steps(logits, targets):
         dZ = e / total                                # p
         dZ[pick] -= 1                                 # p − onehot
         scale = np.array([0 if g is None else g for g in gs], dtype=dZ.dtype)
-        dZ = (dZ.reshape(T, -1, Z.shape[-1]) * scale[:, None, None]).reshape(Z.shape)
+        dZ = (dZ.reshape(T, -1, shape[-1]) * scale[:, None, None]).reshape(shape)
         return [None if g is None else (dZ[t],) for t, g in enumerate(gs)]
     return step_results([losses[t, ...] for t in range(T)], "cross_entropy", [(y,) for y in logits],
                         [y.step for y in logits], backward)

@@ -490,6 +490,9 @@ def copy(p, step):
     return out
 
 
+# Ops whose last input, when their input count is odd, is a bias: its value is never read by backward.
+BIAS_LAST = ("affine", "linear")
+
 # Which values each op's backward reads (its inputs', its output's): an in-place update of anything else
 # after the forward is harmless, so backward's saved-value check looks only at these (as PyTorch does).
 SAVES = {

@@ -109,6 +109,15 @@ class Tensor:
         out._versions = shared_versions(self)  # same memory: an update of one is an update of both
         return out
 
+    def __setstate__(self, state):
+        """Unpickling or deep-copying: restore the slots, then number the node anew. Its old number came
+        from another process (or an earlier time) and would break creation order; its inputs are restored
+        before it, so they are numbered first."""
+        for mapping in state if isinstance(state, tuple) else (state,):  # (dict, slots) or a dict
+            for name, value in (mapping or {}).items():
+                setattr(self, name, value)
+        self._id = _next_id()
+
     def retain_grad(self):
         """Keep this non-leaf tensor's gradient in `.grad` after backward (as PyTorch's retain_grad)."""
         self._retains_grad = True
@@ -360,7 +369,10 @@ def _check_saved_values(order):
                 "backward, or recompute the forward (in truncated BPTT, detach() the carried state).")
         if node._epoch != epoch:  # an in-place update happened since this node was made
             saves_inputs, saves_output = _ops.SAVES.get(node.op, (True, True))
-            for x in (node.parents if saves_inputs else ()) + ((node,) if saves_output else ()):
+            inputs = node.parents if saves_inputs else ()
+            if node.op in _ops.BIAS_LAST and len(inputs) % 2:
+                inputs = inputs[:-1]  # (x₁, w₁, …, bias): the bias's value is never read, only its shape
+            for x in inputs + ((node,) if saves_output else ()):
                 if x.op == "copy":
                     x = x.parents[0]  # a copy shares its parameter's array: an update of W changes W(t)
                 if x._versions is not None and x._versions[0] > node._epoch:
@@ -391,7 +403,7 @@ def _sweep(order, root, grad, retain_graph):
     updates = []
     keep = updates.append
     anomaly = _anomaly
-    batches_run = set()
+    batches_run = set()  # ids, not the batches: a batch that has run must be free to go (its saved arrays)
     for node in reversed(order):
         g = pop(node, None)
         backward_fn = node._backward
@@ -406,8 +418,8 @@ def _sweep(order, root, grad, retain_graph):
                     grads[parent] = g if old is None else accumulate(old, g)
             continue
         if type(backward_fn) is StepBatch:
-            if backward_fn not in batches_run:
-                batches_run.add(backward_fn)
+            if id(backward_fn) not in batches_run:
+                batches_run.add(id(backward_fn))
                 _run_batch(backward_fn, node, g, grads, updates, retain_graph)
             elif g is not None:  # cannot happen for batches made by step_results (see StepBatch)
                 raise RuntimeError(f"backward: a gradient reached {label(node)} after its step batch had run")
@@ -458,9 +470,9 @@ def _run_batch(batch, first, g_first, grads, updates, retain_graph):
     """Run a step batch's backward once for all its members (see StepBatch)."""
     members = [ref() for ref in batch.members]  # (None: a member nobody holds any more, so no gradient)
     gs = [g_first if m is first else None if m is None else grads.pop(m, None) for m in members]
-    if not retain_graph:
-        for m in members:
-            if m is not None:
+    if not retain_graph:  # members this backward did not reach keep the batch for a later backward
+        for m, g in zip(members, gs):
+            if g is not None:
                 m._backward = None
     gs = [g.value() if type(g) is OuterSum else g for g in gs]
     for m, g in zip(members, gs):
@@ -482,7 +494,7 @@ def _owned(g, node):
         return g
     if node._grad is None or g.dtype != node.data.dtype:
         return np.array(g, dtype=node.data.dtype)
-    return g
+    return np.asarray(g)  # (old + g of two 0-d arrays is a numpy scalar: keep .grad an array)
 
 
 class no_grad:

@@ -122,8 +122,29 @@ def targets(row, median):
 
 # --- the run -------------------------------------------------------------------------------------------------
 
+MEMORY_T = (500, 1000, 2000, 4000)  # the long-sequence row's B, d, V at growing T: is memory linear in T?
+
+
+def memory_versus_T(implementations, lengths=MEMORY_T, B=1, d=32, V=16, log=print):
+    """Peak memory of one step (as `peak_memory` measures it) of each implementation at several T, the
+    other sizes fixed: [{"T": T, "peak_bytes": {key: bytes}}]."""
+    out = []
+    for T in lengths:
+        problem = make_problem(Row(B, T, d, V), np.float32)
+        peaks = {}
+        for impl in implementations:
+            if impl.memory:
+                step = impl.make(problem)
+                step()  # warm: first-call allocations (caches, lazy imports) are not the step's
+                peaks[impl.key] = peak_memory(impl, step)
+        out.append({"T": T, "B": B, "d": d, "V": V, "peak_bytes": peaks})
+        log(f"memory at T = {T}: " + ", ".join(f"{k} {v / 2 ** 20:.2f} MiB" for k, v in peaks.items() if v))
+    return out
+
+
 def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=True, overhead=True,
-                  implementations=None, wait_quiet=0.0, rss=True, overhead_sizes=None, threads=None, log=print):
+                  implementations=None, wait_quiet=0.0, rss=True, overhead_sizes=None, threads=None, log=print,
+                  memory_lengths=MEMORY_T):
     """Check, time and measure every implementation on every row. Returns the results dict that
     `markdown`, `write_chart` and `write_json` turn into files.
 
@@ -137,7 +158,7 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         from threadpoolctl import threadpool_limits
         with threadpool_limits(limits=threads, user_api="blas"):
             results = run_benchmark(rows, check, min_time, min_repeats, memory, overhead, implementations,
-                                    wait_quiet, rss, overhead_sizes, None, log)
+                                    wait_quiet, rss, overhead_sizes, None, log, memory_lengths)
         results["settings"]["threads"] = threads
         return results
     implementations = implementations or available_implementations()
@@ -188,6 +209,9 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         del steps, problem
     for entry in results["rows"]:
         entry["flop_floor_s"] = entry["flops"] / (env["sgemm_gflops"] * 1e9)
+    if memory and memory_lengths:
+        kept = [impl for impl in implementations if impl.memory == "tracemalloc" or memory != "tracemalloc"]
+        results["memory_vs_T"] = memory_versus_T(kept, memory_lengths, log=log)
     if overhead:
         if wait_quiet:
             wait_until_quiet(wait_quiet, log=log)

@@ -78,7 +78,7 @@ def run(args):
                                   wait_quiet=0.0 if args.quick else args.wait_quiet,
                                   rss=not (args.quick or args.no_rss),
                                   overhead_sizes=dict(n_forward=500, chain=100, repeats=2) if args.quick else None,
-                                  threads=args.threads, log=log)
+                                  threads=args.threads, log=log, memory_lengths=() if args.quick else bench.MEMORY_T)
     paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)
     if args.profile:
         from pathlib import Path

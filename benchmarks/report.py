@@ -106,6 +106,8 @@ def markdown(results):
                   "is a lower bound. The RSS table measures everyone the same way (every allocation, at page "
                   "resolution, after warming code paths on a tiny row): below a few MiB it is mostly allocator "
                   "noise (glibc reuses freed pages, so 0 means 'fits in memory already touched')."]
+    if results.get("memory_vs_T"):
+        lines += _memory_versus_T(results["memory_vs_T"], results["implementations"])
     if results.get("overhead"):
         lines += ["", "## Per-node overhead, (4,4) float32, µs (target ≤ 1 µs forward and backward)", "",
                   "Overhead = tinygrad_rnn's time per node − numpy doing the same math without a graph (the "
@@ -128,6 +130,25 @@ def markdown(results):
                   "same chain's gradients in a plain loop (add: the shared input sums g; tanh: g·(1 − y²); matmul: "
                   "xᵀg summed into the shared weight and g·Wᵀ passed on). The W(t) row's numpy is the plain matmul's."]
     return "\n".join(lines) + "\n"
+
+
+def _memory_versus_T(entries, labels):
+    """The 'linear in T' table: peak bytes of one step per step of sequence, at growing T."""
+    keys = [k for k in labels if all(e["peak_bytes"].get(k) for e in entries)]
+    first = entries[0]
+    lines = ["", f"## Peak memory of one step vs T (B = {first['B']}, d = {first['d']}, V = {first['V']}): KiB per "
+             "step of sequence", "",
+             "| T | " + " | ".join(labels[k] for k in keys) + " |", "|--:|" + "--:|" * len(keys)]
+    for e in entries:
+        lines.append(f"| {e['T']} | " + " | ".join(f"{e['peak_bytes'][k] / e['T'] / 1024:.2f}" for k in keys)
+                     + " |")
+    if "tinygrad" in keys:
+        per_step = [e["peak_bytes"]["tinygrad"] / e["T"] for e in entries]
+        spread = max(per_step) / min(per_step)
+        lines += ["", f"tinygrad_rnn: peak ÷ T varies by {spread:.2f}× from T = {entries[0]['T']} to "
+                  f"{entries[-1]['T']} (target: linear in T, i.e. a constant per step: "
+                  f"{'✅' if spread <= 1.3 else '❌'} within 1.3×). Same measures as the peak-memory table above."]
+    return lines
 
 
 def _overheads(o):

@@ -116,3 +116,16 @@ def test_quick_cli_writes_table_json_and_chart(tmp_path, capsys):
     assert row["peak_bytes"]["tinygrad"] > 0
     assert (tmp_path / "bptt-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| (1,25,16,4) |" in capsys.readouterr().out
+
+
+def test_memory_versus_T_table_reports_bytes_per_step():
+    from benchmarks.implementations import BY_KEY
+    from benchmarks.report import _memory_versus_T
+    impls = [BY_KEY["tinygrad"], BY_KEY["numpy_minchar"]]
+    entries = bench.memory_versus_T(impls, lengths=(20, 40), log=lambda *_: None)
+    assert [e["T"] for e in entries] == [20, 40]
+    assert all(e["peak_bytes"]["tinygrad"] > 0 for e in entries)
+    # twice the steps, about twice the memory: linear in T
+    assert 1.5 < entries[1]["peak_bytes"]["tinygrad"] / entries[0]["peak_bytes"]["tinygrad"] < 2.5
+    text = "\n".join(_memory_versus_T(entries, {i.key: i.label for i in impls}))
+    assert "KiB per step" in text and "linear in T" in text

@@ -476,15 +476,16 @@ def concat(tensors, axis=0):
     return result(joined, "concat", tuple(tensors), backward)
 
 
-def copy(p, step):
+def copy(p, step, parents=None):
     """The per-step copy P(t) of a shared parameter: identity both ways, the same array as P.
 
     Its gradient is ∂L/∂P(t); the walk keeps it in `.grad` and passes it on unchanged to P, where
     the copies' gradients sum to ∂L/∂P. It saves nothing, so freeing a graph leaves it usable.
+    parents: the tuple (P,), which a tape shares between all copies of P (one object fewer per copy).
     """
     out = Tensor.__new__(Tensor)
     out.data, out._grad, out.requires_grad = p.data, None, p.requires_grad
-    out.name, out.step, out.parents, out.op = f"{p.name or 'param'}({step})", step, (p,), "copy"
+    out.name, out.step, out.parents, out.op = f"{p.name or 'param'}({step})", step, parents or (p,), "copy"
     out._backward, out._retains_grad = _tensor._identity, True
     out._epoch, out._versions, out._id = _tensor._inplace_epoch, None, _tensor._next_id()
     return out

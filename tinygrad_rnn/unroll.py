@@ -62,12 +62,12 @@ class _Step:
     def copy_of(self, p):
         c = self.copies.get(p)
         if c is None:
-            t = self.t
-            c = self.copies[p] = _copy(p, t)
-            by_step = self.tape._copies.get(p)
+            t, tape = self.t, self.tape
+            by_step = tape._copies.get(p)
             if by_step is None:
-                by_step = self.tape._copies[p] = {}
-            by_step[t] = c
+                by_step = tape._copies[p] = {}
+                tape._parents[p] = (p,)
+            c = self.copies[p] = by_step[t] = _copy(p, t, tape._parents[p])
         return c
 
 
@@ -82,7 +82,8 @@ class Unroll:
         self._shared_set = None if shared is None else set(self.shared)
         self.steps = []
         self._step_copies = {}  # t -> that step's copies {P: P(t)}, for ops that add to a step afterwards
-        self._copies = {}  # parameter -> {t: copy}, in order of first use
+        self._copies = {}
+        self._parents = {}  # parameter -> (parameter,): the parents tuple all its copies share  # parameter -> {t: copy}, in order of first use
         self._active = None
 
     # --- context managers ---------------------------------------------------------------------
@@ -110,11 +111,12 @@ class Unroll:
                 isinstance(p, Parameter) and p.requires_grad):
             return [p] * len(steps)
         by_step = self._copies.setdefault(p, {})
+        parents = self._parents.setdefault(p, (p,))
         out = []
         for t in steps:
             c = by_step.get(t)
             if c is None:
-                c = by_step[t] = self._step_copies[t][p] = _copy(p, t)
+                c = by_step[t] = self._step_copies[t][p] = _copy(p, t, parents)
             out.append(c)
         return out
 

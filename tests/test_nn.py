@@ -357,3 +357,14 @@ def test_rnn_loads_a_batch_first_torch_module_and_matches_it():
     out = other(xs)
     np.testing.assert_allclose(np.stack([y.data for y in out.logits]),
                                logits.detach().numpy().transpose(1, 0, 2), rtol=1e-10)
+
+
+def test_saved_checkpoint_gets_the_umask_permissions(tmp_path):
+    import os
+    import stat
+    old = os.umask(0o027)
+    try:
+        nn.Linear(2, 2, seed=0).save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o640

@@ -10,7 +10,7 @@ import numpy as np
 
 from .lazy import OuterSum
 from .ops import transposed, unbroadcast
-from .tensor import Tensor, shape_error, step_results
+from .tensor import shape_error, step_results
 
 
 def _stacked(gs, like):
@@ -31,6 +31,8 @@ def linear_steps(tape, xs, weight, bias=None):
     if any(t is None for t in steps):
         raise ValueError("linear_steps: every input must be a node recorded inside a step of the tape")
     first = xs[0]
+    if weight.data.ndim != 2:
+        raise shape_error("linear_steps", (weight,), "the weight must be a matrix (in, out)")
     if len({x.data.shape for x in xs}) != 1:
         raise shape_error("linear_steps", xs, "every step's input needs the same shape")
     weights = tape.at_steps(weight, steps)

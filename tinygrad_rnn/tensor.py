@@ -225,7 +225,8 @@ def result(data, op, inputs, backward):
 
 
 class StepBatch:
-    """The one backward of an op applied at many steps at once (see batched.py).
+    """The one backward of an op applied at many steps at once (batched.py), or of any op with several
+    outputs (ops.split).
 
     Its members are ordinary nodes, one per step with that step's own inputs (so drawings, step tags and
     copies stay per step), whose values came from one numpy call over all steps. The walk runs
@@ -233,6 +234,8 @@ class StepBatch:
     arrived) and gets back one tuple of input gradients per member (None for members without one).
     That is safe because members are made together: everything that uses any member is made after all
     of them, so in reverse creation order every member's gradient is complete when the first is met.
+    Unless retain_graph, only the members that got a gradient let go of the batch: a later backward from
+    another member still works.
     """
     __slots__ = ("members", "backward")
 

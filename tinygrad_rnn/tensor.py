@@ -418,7 +418,13 @@ def _sweep(order, root, grad, retain_graph):
                 parent = node.parents[0]
                 if parent.requires_grad:
                     old = get(parent)
-                    grads[parent] = g if old is None else accumulate(old, g)
+                    if old is None:
+                        grads[parent] = g
+                    elif type(old) is OuterSum and old.owned and type(g) is OuterSum:
+                        old.lefts += g.lefts  # the running sum at P grows in place (linear in T)
+                        old.rights += g.rights
+                    else:
+                        grads[parent] = accumulate(old, g)
             continue
         if type(backward_fn) is StepBatch:
             if id(backward_fn) not in batches_run:

@@ -49,25 +49,27 @@ class _Step:
 
     def substitute(self, inputs):
         """Inputs with every shared parameter replaced by its copy for this step (hot path: every op)."""
-        shared = self.shared
+        shared, copies = self.shared, self.copies
         out = inputs
         for i, x in enumerate(inputs):
             if (x in shared) if shared is not None else isinstance(x, Parameter) and x.requires_grad:
                 if out is inputs:
                     out = list(inputs)
-                c = self.copies.get(x)
-                out[i] = c if c is not None else self.copy_of(x)
+                c = copies.get(x)
+                out[i] = c if c is not None else self._new_copy(x)
         return inputs if out is inputs else tuple(out)
 
     def copy_of(self, p):
         c = self.copies.get(p)
-        if c is None:
-            t, tape = self.t, self.tape
-            by_step = tape._copies.get(p)
-            if by_step is None:
-                by_step = tape._copies[p] = {}
-                tape._parents[p] = (p,)
-            c = self.copies[p] = by_step[t] = _copy(p, t, tape._parents[p])
+        return c if c is not None else self._new_copy(p)
+
+    def _new_copy(self, p):
+        t, tape = self.t, self.tape
+        by_step = tape._copies.get(p)
+        if by_step is None:
+            by_step = tape._copies[p] = {}
+            tape._parents[p] = (p,)
+        c = self.copies[p] = by_step[t] = _copy(p, t, tape._parents[p])
         return c
 
 

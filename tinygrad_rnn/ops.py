@@ -225,10 +225,7 @@ def affine(terms, bias=None):
         grads = []
         for x, w, need_x, need_w, factored, snapshot in saved:
             grads.append(g.dot(transposed(w)) if need_x else None)
-            if need_w and factored and x.ndim == 2:  # the RNN's case, inline: ∂L/∂w(t) kept as factors
-                grads.append(OuterSum([x.copy() if snapshot else x], [g]))
-            else:
-                grads.append(weight_grad(x, g, factored, snapshot) if need_w else None)
+            grads.append(weight_grad(x, g, factored, snapshot) if need_w else None)
         if bias_shape is not None:
             grads.append(unbroadcast(g, bias_shape))
         return grads

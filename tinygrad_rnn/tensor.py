@@ -352,8 +352,7 @@ def backward(root, grad=None, retain_graph=False):
         stacks = {}  # stacked factors shared by the leaves' stacked GEMMs (see OuterSum.value)
         for node, g in updates:  # nothing failed: now store the gradients
             if node._grad is None and node.parents:  # a copy's (or retained node's) first gradient
-                # factors are formed when read; an array gets its own copy (see _owned)
-                node._grad = g if type(g) is OuterSum else np.array(g, dtype=node.data.dtype)
+                node._grad = _owned(g, node)  # (factors stay lazy until read; an array gets its own copy)
                 continue
             node._grad = _owned(accumulate(node._grad, g), node)
             if not node.parents and type(node._grad) is OuterSum:
@@ -418,13 +417,7 @@ def _sweep(order, root, grad, retain_graph):
                 parent = node.parents[0]
                 if parent.requires_grad:
                     old = get(parent)
-                    if old is None:
-                        grads[parent] = g
-                    elif type(old) is OuterSum and old.owned and type(g) is OuterSum:
-                        old.lefts += g.lefts  # the running sum at P grows in place (linear in T)
-                        old.rights += g.rights
-                    else:
-                        grads[parent] = accumulate(old, g)
+                    grads[parent] = g if old is None else accumulate(old, g)
             continue
         if type(backward_fn) is StepBatch:
             if id(backward_fn) not in batches_run:

@@ -44,11 +44,11 @@ class _Step:
         return False
 
     def is_shared(self, x):
-        shared = self.shared
-        return x in shared if shared is not None else isinstance(x, Parameter) and x.requires_grad
+        return self.tape.is_shared(x)
 
     def substitute(self, inputs):
-        """Inputs with every shared parameter replaced by its copy for this step (hot path: every op)."""
+        """Inputs with every shared parameter replaced by its copy for this step (hot path: every op,
+        so the test of Unroll.is_shared is written out here)."""
         shared, copies = self.shared, self.copies
         out = inputs
         for i, x in enumerate(inputs):
@@ -56,21 +56,8 @@ class _Step:
                 if out is inputs:
                     out = list(inputs)
                 c = copies.get(x)
-                out[i] = c if c is not None else self._new_copy(x)
+                out[i] = c if c is not None else self.tape._new_copy(x, self.t)
         return inputs if out is inputs else tuple(out)
-
-    def copy_of(self, p):
-        c = self.copies.get(p)
-        return c if c is not None else self._new_copy(p)
-
-    def _new_copy(self, p):
-        t, tape = self.t, self.tape
-        by_step = tape._copies.get(p)
-        if by_step is None:
-            by_step = tape._copies[p] = {}
-            tape._parents[p] = (p,)
-        c = self.copies[p] = by_step[t] = _copy(p, t, tape._parents[p])
-        return c
 
 
 class Unroll:
@@ -109,18 +96,27 @@ class Unroll:
         if missing:
             raise ValueError(f"Unroll: step {missing[0]!r} was not recorded on this tape (recorded: "
                              f"{self.steps[:5]}{' ...' if len(self.steps) > 5 else ''})")
-        if not (p in self._shared_set if self._shared_set is not None else
-                isinstance(p, Parameter) and p.requires_grad):
+        if not self.is_shared(p):
             return [p] * len(steps)
-        by_step = self._copies.setdefault(p, {})
-        parents = self._parents.setdefault(p, (p,))
         out = []
         for t in steps:
-            c = by_step.get(t)
-            if c is None:
-                c = by_step[t] = self._step_copies[t][p] = _copy(p, t, parents)
-            out.append(c)
+            c = self._step_copies[t].get(p)
+            out.append(c if c is not None else self._new_copy(p, t))
         return out
+
+    def is_shared(self, p):
+        """Whether ops inside a step use p through its copies p(t)."""
+        shared = self._shared_set
+        return p in shared if shared is not None else isinstance(p, Parameter) and p.requires_grad
+
+    def _new_copy(self, p, t):
+        """Make P(t) and record it: in step t's copies and in P's copies by step (all share one (P,))."""
+        by_step = self._copies.get(p)
+        if by_step is None:
+            by_step = self._copies[p] = {}
+            self._parents[p] = (p,)
+        c = by_step[t] = self._step_copies[t][p] = _copy(p, t, self._parents[p])
+        return c
 
     # --- what was recorded ------------------------------------------------------------------------
     @property

@@ -294,6 +294,18 @@ def cell_loss(spec, weights, xs, targets, tape=None, deltas=None, lib=None):
     return total
 
 
+def recorded_cell(spec):
+    """A random cell's unrolled loss recorded with every weight shared, after backward:
+    (arrays, xs, targets, weights, tape, L)."""
+    arrays, xs, targets = cell_arrays(spec)
+    weights = {k: Parameter(v.copy(), name=k) for k, v in arrays.items()}
+    tape = Unroll(shared=list(weights.values()))
+    with tape:
+        L = cell_loss(spec, weights, xs, targets, tape)
+    L.backward()
+    return arrays, xs, targets, weights, tape, L
+
+
 class _Nothing:
     def __enter__(self):
         return self
@@ -304,12 +316,7 @@ class _Nothing:
 
 @given(cells())
 def test_random_cell_step_gradients_equal_per_step_finite_differences(spec):
-    arrays, xs, targets = cell_arrays(spec)
-    weights = {k: Parameter(v.copy(), name=k) for k, v in arrays.items()}
-    tape = Unroll(shared=list(weights.values()))
-    with tape:
-        L = cell_loss(spec, weights, xs, targets, tape)
-    L.backward()
+    arrays, xs, targets, weights, tape, L = recorded_cell(spec)
     eps = 1e-6
     for name, P in weights.items():
         if P not in tape.parameters:
@@ -335,12 +342,7 @@ def test_random_cell_step_gradients_equal_per_step_finite_differences(spec):
 @pytest.mark.skipif(torch is None, reason="torch is not installed")
 @given(cells())
 def test_random_cell_step_gradients_match_torch_per_step_leaves(spec):
-    arrays, xs, targets = cell_arrays(spec)
-    weights = {k: Parameter(v.copy(), name=k) for k, v in arrays.items()}
-    tape = Unroll(shared=list(weights.values()))
-    with tape:
-        L = cell_loss(spec, weights, xs, targets, tape)
-    L.backward()
+    arrays, xs, targets, weights, tape, L = recorded_cell(spec)
     # torch: every weight gets one leaf δ_t per step (W_t = W + δ_t, δ_t = 0): ∂L/∂δ_t = ∂L/∂W(t)
     base = {k: torch.tensor(v) for k, v in arrays.items()}
     deltas = {k: torch.zeros((spec["T"],) + v.shape, dtype=torch.float64, requires_grad=True)

@@ -43,6 +43,16 @@ def rnn_loss(p, xs, targets, tape=None, deltas=None):
     return stack(losses).sum()
 
 
+def recorded(batch=None):
+    """The tiny RNN recorded on a tape with every parameter shared: (params, xs, targets, tape, L)."""
+    p = tiny_params()
+    xs, targets = tiny_data(batch)
+    tape = Unroll(shared=list(p.values()))
+    with tape:
+        L = rnn_loss(p, xs, targets, tape)
+    return p, xs, targets, tape, L
+
+
 class _nothing:
     def __enter__(self):
         return self
@@ -53,11 +63,7 @@ class _nothing:
 
 @pytest.mark.parametrize("batch", [None, 3])
 def test_copies_sum_to_shared_gradient(batch):
-    p = tiny_params()
-    xs, targets = tiny_data(batch)
-    tape = Unroll(shared=list(p.values()))
-    with tape:
-        L = rnn_loss(p, xs, targets, tape)
+    p, xs, targets, tape, L = recorded(batch)
     L.backward()
     assert tape.steps == list(range(1, T + 1))
     assert tape.parameters == [p[n] for n in ("U", "W", "b", "V", "c")]
@@ -77,11 +83,7 @@ def test_copies_sum_to_shared_gradient(batch):
 @pytest.mark.parametrize("name", ["W", "U", "b", "V"])
 @pytest.mark.parametrize("batch", [None, 2])
 def test_copy_gradient_is_derivative_wrt_that_step_only(name, batch):
-    p = tiny_params()
-    xs, targets = tiny_data(batch)
-    tape = Unroll(shared=list(p.values()))
-    with tape:
-        L = rnn_loss(p, xs, targets, tape)
+    p, xs, targets, tape, L = recorded(batch)
     L.backward()
     eps = 1e-6
     deltas = np.zeros((T,) + p[name].shape)
@@ -239,11 +241,7 @@ def test_copies_listed_only_for_steps_that_used_the_parameter():
 
 
 def test_copy_gradients_accumulate_over_repeated_backward():
-    p = tiny_params()
-    xs, targets = tiny_data(2)
-    tape = Unroll(shared=list(p.values()))
-    with tape:
-        L = rnn_loss(p, xs, targets, tape)
+    p, xs, targets, tape, L = recorded(2)
     L.backward(retain_graph=True)
     once = {name: tape.step_grads(P).copy() for name, P in p.items()}
     L.backward()
@@ -253,11 +251,7 @@ def test_copy_gradients_accumulate_over_repeated_backward():
 
 
 def test_copy_gradients_accumulate_when_read_between_backwards():
-    p = tiny_params()
-    xs, targets = tiny_data(None)
-    tape = Unroll(shared=list(p.values()))
-    with tape:
-        L = rnn_loss(p, xs, targets, tape)
+    p, xs, targets, tape, L = recorded(None)
     L.backward(retain_graph=True)
     first = tape.copies(p["W"])[2].grad.copy()  # reading forms the dense gradient
     L.backward(retain_graph=True)
@@ -267,11 +261,7 @@ def test_copy_gradients_accumulate_when_read_between_backwards():
 
 
 def test_copy_gradients_do_not_alias_each_other_or_the_parameter():
-    p = tiny_params()
-    xs, targets = tiny_data(2)
-    tape = Unroll(shared=list(p.values()))
-    with tape:
-        L = rnn_loss(p, xs, targets, tape)
+    p, xs, targets, tape, L = recorded(2)
     L.backward()
     W = p["W"]
     total = W.grad.copy()

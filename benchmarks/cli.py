@@ -43,7 +43,7 @@ def _check_writable(out_dir):
     """Make the results directory now and prove it takes a file: a bad --out fails in a second."""
     import tempfile
     from pathlib import Path
-    from tinygrad_rnn.cli import UsageError
+    from tinygrad_rnn.errors import UsageError
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out_dir):
@@ -53,7 +53,7 @@ def _check_writable(out_dir):
 
 
 def run(args):
-    from tinygrad_rnn.cli import UsageError
+    from tinygrad_rnn.errors import UsageError
     from . import bench_bptt as bench
 
     if args.quick and args.rows:

@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import UsageError  # noqa: F401  (subcommands import it from errors; kept here for callers)
+
 # one line per subcommand module; the layers above the engine (viz, benchmarks) may be named here
 SUBCOMMANDS = [
     "tinygrad_rnn.demo",
@@ -13,10 +15,6 @@ SUBCOMMANDS = [
     "tinygrad_rnn.train",           # train, sample, task
     "benchmarks.cli",               # bench
 ]
-
-
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit code 2, no traceback."""
 
 
 def build_parser():

@@ -16,3 +16,7 @@ class InplaceError(RuntimeError):
 
 class AnomalyError(RuntimeError):
     """Under detect_anomaly(): a forward value or a backward gradient became NaN or Inf."""
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit code 2, no traceback."""

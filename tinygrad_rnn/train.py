@@ -254,7 +254,7 @@ def plot_losses(histories, path, title="", ylabel="loss", baseline=None, baselin
 # --- CLI ----------------------------------------------------------------------------------------------
 
 def _usage(message):
-    from .cli import UsageError
+    from .errors import UsageError
     return UsageError(message)
 
 

@@ -30,7 +30,7 @@ def add_arguments(parser):
 def run(args):
     import sys
 
-    from tinygrad_rnn.cli import UsageError
+    from tinygrad_rnn.errors import UsageError
 
     from .examples import example, title
     from .render import FORMATS, GraphvizNotFound, render

@@ -30,7 +30,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..cli import UsageError
+    from ..errors import UsageError
     from .contributions import contribution_norms
     from .examples import hello_sequence
     from .flow import gradient_flow

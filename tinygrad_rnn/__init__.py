@@ -1,5 +1,5 @@
 """tinygrad_rnn: a small reverse-mode autodiff engine on numpy that makes BPTT visible and checkable."""
-from .tensor import Parameter, Tensor, no_grad, is_grad_enabled  # noqa: F401
+from .tensor import Parameter, Tensor, enable_grad, no_grad, is_grad_enabled  # noqa: F401
 from .errors import AnomalyError, GraphFreedError, InplaceError, ShapeError  # noqa: F401
 from .anomaly import detect_anomaly  # noqa: F401
 from .ops import affine, stack, concat, split  # noqa: F401

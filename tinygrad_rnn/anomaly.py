@@ -13,9 +13,9 @@ import weakref
 
 import numpy as np
 
-from . import tensor as _tensor
+from . import lazy, recording
 from .errors import AnomalyError
-from .lazy import OuterSum
+from .recording import at_step, label
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,24 +27,20 @@ def _user_frame():
     return "<unknown>"
 
 
-def _finite(x):
-    if type(x) is OuterSum:
-        return all(np.isfinite(a).all() for a in x.lefts + x.rights)
-    return bool(np.isfinite(x).all())
-
-
 class detect_anomaly:
-    """Context manager: raise AnomalyError at the first NaN/Inf in a forward value or a gradient."""
+    """Context manager: raise AnomalyError at the first NaN/Inf in a forward value or a gradient.
+    Per thread, like grad mode: it checks what the thread that entered it computes."""
 
     def __init__(self):
         self.origins = weakref.WeakKeyDictionary()  # node -> the user's source line that made it
 
     def __enter__(self):
-        self._previous, _tensor._anomaly = _tensor._anomaly, self
+        state = recording.threads.state
+        self._previous, state.anomaly = state.anomaly, self
         return self
 
     def __exit__(self, *exc):
-        _tensor._anomaly = self._previous
+        recording.threads.state.anomaly = self._previous
         return False
 
     def where(self, node):
@@ -52,17 +48,17 @@ class detect_anomaly:
 
     def forward(self, out, op, inputs):
         origin = self.origins[out] = _user_frame()
-        if out.data.dtype.kind in "fc" and not _finite(out.data):
+        if out.data.dtype.kind in "fc" and not lazy.all_finite(out.data):
             bad = "NaN" if np.isnan(out.data).any() else "Inf"
             shapes = ", ".join(str(x.shape) for x in inputs)
-            raise AnomalyError(f"forward: {op}{_tensor.at_step(out)} produced {bad} from inputs of shapes {shapes}; "
+            raise AnomalyError(f"forward: {op}{at_step(out)} produced {bad} from inputs of shapes {shapes}; "
                                f"created at {origin}")
 
     def backward(self, node, parent_grads):
         for i, (parent, g) in enumerate(zip(node.parents, parent_grads)):
-            if g is not None and not _finite(g):
+            if g is not None and not lazy.all_finite(g):
                 raise AnomalyError(
-                    f"backward: the gradient that {node.op}{_tensor.at_step(node)} sends to its input {i} "
-                    f"({_tensor.label(parent)} {parent.shape}) contains NaN or Inf; {node.op} was created at "
+                    f"backward: the gradient that {node.op}{at_step(node)} sends to its input {i} "
+                    f"({label(parent)} {parent.shape}) contains NaN or Inf; {node.op} was created at "
                     f"{self.where(node)}")
 

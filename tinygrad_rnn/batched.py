@@ -4,13 +4,19 @@ The output side of an RNN, y_t = s_t V + c and L_t = CE(y_t, target_t), does not
 nothing forces it to run step by step. Here it runs as one GEMM and one softmax over all steps (what
 hand-written and fused RNNs do), yet the graph still holds y(t) and L(t) at every step, each with its own
 inputs s(t), V(t), c(t): drawings, step tags and per-step copies' gradients ∂L/∂V(t) are unchanged.
-The members of one call share one backward, run once for all steps (tensor.StepBatch).
+The members of one call share one backward, run once for all steps (autograd.StepBatch). The maths
+is the ops' own: `lazy.plan` / `lazy.weight_grad` for the weight (as affine's), `ops.unbroadcast` for the
+bias, `ops.softmax_cross_entropy` for the loss.
 """
 import numpy as np
 
-from .lazy import OuterSum
-from .ops import transposed, unbroadcast
-from .tensor import shape_error, step_results
+from . import lazy
+from .lazy import transposed
+from .ops import softmax_cross_entropy, unbroadcast
+from .tensor import Op, shape_error, step_results
+
+LINEAR = Op("linear", saves=("inputs",), pairs=True, batched=True)          # (x(t), weight(t)[, bias(t)])
+CROSS_ENTROPY = Op("cross_entropy", saves=(), batched=True)  # (its backward uses arrays of its own)
 
 
 def _stacked(gs, like):
@@ -44,10 +50,10 @@ def linear_steps(tape, xs, weight, bias=None):
         raise shape_error("linear_steps", (first, weight), "inner dimensions differ") from None
     if bias is not None:
         Y += bias.data
-    # each step's rows for ∂L/∂weight(t) = x(t)ᵀ g(t): the graph's own arrays (a leaf's may be refilled
-    # by its owner before backward, so those are snapshotted, as matmul does)
+    # each step's rows for ∂L/∂weight(t) = x(t)ᵀ g(t), formed as affine forms it (lazy.plan: as factors,
+    # a leaf's rows snapshotted)
     rows = [x.data.reshape(-1, x.data.shape[-1]) for x in xs]
-    rows = [r if x.op is not None else r.copy() for r, x in zip(rows, xs)]
+    hows = [lazy.plan(x, w_t) for x, w_t in zip(xs, weights)]
     bias_shape = None if bias is None else bias.data.shape
 
     def backward(gs):
@@ -61,12 +67,12 @@ def linear_steps(tape, xs, weight, bias=None):
             if g is None:
                 out.append(None)
                 continue
-            grads = (gX[t], OuterSum([rows[t]], [g_rows[t]]))
+            grads = (gX[t], lazy.weight_grad(rows[t], g_rows[t], hows[t]))
             if bias_shape is not None:
                 grads += (g_bias[t] if g_bias is not None else unbroadcast(gY[t], bias_shape),)
             out.append(grads)
         return out
-    return step_results(list(Y), "linear", inputs, steps, backward)
+    return step_results(list(Y), LINEAR, inputs, steps, backward)
 
 
 def cross_entropy_steps(logits, targets):
@@ -79,17 +85,13 @@ def cross_entropy_steps(logits, targets):
     T, shape = Z.shape[0], Z.shape
     Z2 = Z.reshape(-1, Z.shape[-1])
     targets = np.array(targets).reshape(-1)          # our own copy: the caller may refill its buffer
-    pick = (np.arange(Z2.shape[0]), targets)
-    shifted = Z2 - Z2.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    total = e.sum(axis=-1, keepdims=True)
-    losses = (np.log(total[:, 0]) - shifted[pick]).reshape(T, -1).sum(axis=1).astype(Z.dtype, copy=False)
+    row_losses, p_minus_onehot = softmax_cross_entropy(Z2, targets, np.arange(Z2.shape[0]))
+    losses = row_losses.reshape(T, -1).sum(axis=1).astype(Z.dtype, copy=False)
 
     def backward(gs):
-        dZ = e / total                                # p
-        dZ[pick] -= 1                                 # p − onehot
+        dZ = p_minus_onehot()
         scale = np.array([0 if g is None else g for g in gs], dtype=dZ.dtype)
         dZ = (dZ.reshape(T, -1, shape[-1]) * scale[:, None, None]).reshape(shape)
         return [None if g is None else (dZ[t],) for t, g in enumerate(gs)]
-    return step_results([losses[t, ...] for t in range(T)], "cross_entropy", [(y,) for y in logits],
+    return step_results([losses[t, ...] for t in range(T)], CROSS_ENTROPY, [(y,) for y in logits],
                         [y.step for y in logits], backward)

@@ -1,17 +1,19 @@
-"""The primitives: each op's forward and its backward side by side.
+"""The primitives: each op's forward and its backward side by side, and above them its Op.
 
 Every op computes its value with numpy and hands `result` a closure `backward(g)` that returns
 one gradient per input (None where an input needs none). Closures capture arrays, never the
-output tensor, so freeing a graph is dropping its closures. Broadcasting is undone in exactly
-one place, `unbroadcast`.
+output tensor, so freeing a graph is dropping its closures. Each op's Op (tensor.Op) declares what
+its backward reads (`saves`) and anything else the engine or a drawing needs to know (`pairs`,
+`view`, `batched`). Broadcasting is undone in exactly one place, `unbroadcast`; a weight's gradient
+through a matrix product is formed in exactly one place, `lazy.weight_grad`.
 """
 import math
 
 import numpy as np
 
-from .lazy import OuterSum
-from . import tensor as _tensor
-from .tensor import Tensor, result, shape_error
+from . import lazy
+from .lazy import transposed
+from .tensor import Op, Tensor, current_step, in_current_step, result, shape_error, step_results, view
 
 
 def unbroadcast(grad, shape):
@@ -51,24 +53,33 @@ def _same_negated(g):
     return g, -g
 
 
+ADD = Op("add", saves=())
+
+
 def add(a, b):
     b = as_tensor(b, a)
     sa, sb = a.data.shape, b.data.shape
     if sa == sb:  # no broadcasting: the gradient passes to both unchanged (no closure to make)
-        return result(elementwise("add", np.add, a, b), "add", (a, b), _same)
+        return result(elementwise("add", np.add, a, b), ADD, (a, b), _same)
     def backward(g):
         return unbroadcast(g, sa), unbroadcast(g, sb)
-    return result(elementwise("add", np.add, a, b), "add", (a, b), backward)
+    return result(elementwise("add", np.add, a, b), ADD, (a, b), backward)
+
+
+SUB = Op("sub", saves=())
 
 
 def sub(a, b):
     b = as_tensor(b, a)
     sa, sb = a.data.shape, b.data.shape
     if sa == sb:
-        return result(elementwise("sub", np.subtract, a, b), "sub", (a, b), _same_negated)
+        return result(elementwise("sub", np.subtract, a, b), SUB, (a, b), _same_negated)
     def backward(g):
         return unbroadcast(g, sa), unbroadcast(-g, sb)
-    return result(elementwise("sub", np.subtract, a, b), "sub", (a, b), backward)
+    return result(elementwise("sub", np.subtract, a, b), SUB, (a, b), backward)
+
+
+MUL = Op("mul", saves=("inputs",))
 
 
 def mul(a, b):
@@ -78,7 +89,10 @@ def mul(a, b):
     def backward(g):
         return (unbroadcast(g * y, x.shape) if need_x else None,
                 unbroadcast(g * x, y.shape) if need_y else None)
-    return result(elementwise("mul", np.multiply, a, b), "mul", (a, b), backward)
+    return result(elementwise("mul", np.multiply, a, b), MUL, (a, b), backward)
+
+
+DIV = Op("div", saves=("inputs",))
 
 
 def div(a, b):
@@ -87,11 +101,17 @@ def div(a, b):
     def backward(g):
         gx = g / y
         return unbroadcast(gx, x.shape), unbroadcast(-gx * x / y, y.shape)
-    return result(elementwise("div", np.divide, a, b), "div", (a, b), backward)
+    return result(elementwise("div", np.divide, a, b), DIV, (a, b), backward)
+
+
+NEG = Op("neg", saves=())
 
 
 def neg(a):
-    return result(-a.data, "neg", (a,), lambda g: (-g,))
+    return result(-a.data, NEG, (a,), lambda g: (-g,))
+
+
+POW = Op("pow", saves=("inputs",))
 
 
 def pow(a, exponent):
@@ -104,7 +124,7 @@ def pow(a, exponent):
         if exponent == 0:
             return (np.zeros_like(g),)  # x ** 0 is constant (also at x = 0, where x ** -1 is inf)
         return (g * exponent * x ** (exponent - 1),)
-    return result(x ** exponent, "pow", (a,), backward)
+    return result(x ** exponent, POW, (a,), backward)
 
 
 # --- matrix product -----------------------------------------------------------------------------
@@ -118,34 +138,7 @@ def _matmul_mismatch(x, w):
     return "batch dimensions cannot be broadcast together"
 
 
-def _factored(w):
-    """A 2-D weight whose gradient ends at a leaf or a per-step copy gets it as factors (xᵀ, g): the
-    copies of W over all steps then meet at W as one stacked GEMM (see lazy.py)."""
-    return w.data.ndim == 2 and (w.op is None or w.op == "copy")
-
-
-def transposed(w):
-    """wᵀ as a C-contiguous array, made once per backward and shared by every step that uses w (the
-    sweep opens the cache): BLAS multiplies by a contiguous operand up to twice as fast (g·Wᵀ at B = 32,
-    d = 128: 6 µs instead of 14 µs). Outside a backward (e.g. a hand-called closure), the plain view."""
-    cache = _tensor._transposes
-    if cache is None:
-        return w.T
-    hit = cache.get(id(w))
-    if hit is None:
-        hit = cache[id(w)] = (w, np.ascontiguousarray(w.T))  # (w kept: its id cannot be reused meanwhile)
-    return hit[1]
-
-
-def weight_grad(x, g, factored, snapshot):
-    """∂L/∂w of x @ w for 2-D (or 1-D) x and g: xᵀ g, or its factors (OuterSum) when factored.
-    A copy's factored gradient is formed later, when read: a leaf's array (an input batch, a learned
-    s0) may be updated in place by then, so that factor is snapshotted (`snapshot`); graph values are not."""
-    if not factored:
-        return np.outer(x, g) if x.ndim == 1 else x.T.dot(g)
-    if x.ndim == 1:
-        x, g = x[None, :], g[None, :]
-    return OuterSum([x.copy() if snapshot else x], [g])
+MATMUL = Op("matmul", saves=("inputs",))
 
 
 def matmul(a, b):
@@ -155,14 +148,13 @@ def matmul(a, b):
         y = x.dot(w) if x.ndim == 2 and w.ndim == 2 else x @ w  # (dot: half the cost on tiny arrays)
     except ValueError:  # numpy checks the shapes; we only explain what it found (no extra work per call)
         raise shape_error("matmul", (a, b), _matmul_mismatch(x, w)) from None
-    factored = _factored(b)
+    how = lazy.plan(a, b)  # ∂w as factors? (see lazy.py)
     need_x, need_w = a.requires_grad, b.requires_grad  # a constant input x(t) needs no gradient
-    snapshot = a.op is None
     if x.ndim == 2 and w.ndim == 2:  # the recurrent cell's shapes: the short path (ndarray.dot = @ here)
         def backward(g):
             return (g.dot(transposed(w)) if need_x else None,
-                    weight_grad(x, g, factored, snapshot) if need_w else None)
-        return result(y, "matmul", (a, b), backward)
+                    lazy.weight_grad(x, g, how) if need_w else None)
+        return result(y, MATMUL, (a, b), backward)
 
     def backward(g):  # 1-D operands are promoted to matrices; leading (batch) axes unbroadcast
         x2 = x[None, :] if x.ndim == 1 else x
@@ -175,12 +167,15 @@ def matmul(a, b):
         gx = unbroadcast(g2 @ np.swapaxes(w2, -1, -2), x2.shape).reshape(x.shape) if need_x else None
         if not need_w:
             gw = None
-        elif factored:
-            gw = weight_grad(x2.reshape(-1, x2.shape[-1]), g2.reshape(-1, g2.shape[-1]), True, snapshot)
+        elif how != lazy.DENSE:
+            gw = lazy.weight_grad(x2.reshape(-1, x2.shape[-1]), g2.reshape(-1, g2.shape[-1]), how)
         else:
             gw = unbroadcast(np.swapaxes(x2, -1, -2) @ g2, w2.shape).reshape(w.shape)
         return gx, gw
-    return result(y, "matmul", (a, b), backward)
+    return result(y, MATMUL, (a, b), backward)
+
+
+AFFINE = Op("affine", saves=("inputs",), pairs=True)
 
 
 def affine(terms, bias=None):
@@ -209,8 +204,7 @@ def affine(terms, bias=None):
         else:
             y = y + xw  # mixed precision: numpy's promotion, as x @ U + s @ W would give
         inputs += (x, w)
-        # (x, w, ∂x needed, ∂w needed, ∂w as factors (see weight_grad), snapshot x for those factors)
-        saved.append((xd, wd, x.requires_grad, w.requires_grad, w.op is None or w.op == "copy", x.op is None))
+        saved.append((xd, wd, x.requires_grad, w.requires_grad, lazy.plan(x, w)))  # (x, w, ∂x?, ∂w?, how ∂w)
     bias_shape = None
     if bias is not None:
         bias = as_tensor(bias, terms[0][0])
@@ -223,13 +217,13 @@ def affine(terms, bias=None):
 
     def backward(g):
         grads = []
-        for x, w, need_x, need_w, factored, snapshot in saved:
+        for x, w, need_x, need_w, how in saved:
             grads.append(g.dot(transposed(w)) if need_x else None)
-            grads.append(weight_grad(x, g, factored, snapshot) if need_w else None)
+            grads.append(lazy.weight_grad(x, g, how) if need_w else None)
         if bias_shape is not None:
             grads.append(unbroadcast(g, bias_shape))
         return grads
-    return result(y, "affine", tuple(inputs), backward)
+    return result(y, AFFINE, tuple(inputs), backward)
 
 
 def _affine_from_ops(terms, bias):
@@ -251,11 +245,17 @@ def _expand_like(g, shape, axis, keepdims):
     return g
 
 
+SUM = Op("sum", saves=())
+
+
 def sum(a, axis=None, keepdims=False):
     shape = a.data.shape
     def backward(g):
         return (np.broadcast_to(_expand_like(g, shape, axis, keepdims), shape),)
-    return result(np.asarray(a.data.sum(axis=axis, keepdims=keepdims)), "sum", (a,), backward)
+    return result(np.asarray(a.data.sum(axis=axis, keepdims=keepdims)), SUM, (a,), backward)
+
+
+MEAN = Op("mean", saves=())
 
 
 def mean(a, axis=None, keepdims=False):
@@ -264,7 +264,10 @@ def mean(a, axis=None, keepdims=False):
     count = a.data.size // (out.size or 1)  # (this module shadows the builtins sum, max and pow)
     def backward(g):
         return (np.broadcast_to(_expand_like(g, shape, axis, keepdims) / count, shape),)
-    return result(out, "mean", (a,), backward)
+    return result(out, MEAN, (a,), backward)
+
+
+MAX = Op("max", saves=("inputs", "output"))
 
 
 def max(a, axis=None, keepdims=False):
@@ -275,24 +278,36 @@ def max(a, axis=None, keepdims=False):
         hit = x == _expand_like(out, x.shape, axis, keepdims)
         share = (hit / hit.sum(axis=axis, keepdims=True)).astype(x.dtype, copy=False)
         return (share * _expand_like(g, x.shape, axis, keepdims),)
-    return result(out, "max", (a,), backward)
+    return result(out, MAX, (a,), backward)
 
 
 # --- elementwise functions ---------------------------------------------------------------------
 
+EXP = Op("exp", saves=("output",))
+
+
 def exp(a):
     y = np.exp(a.data)
-    return result(y, "exp", (a,), lambda g: (g * y,))
+    return result(y, EXP, (a,), lambda g: (g * y,))
+
+
+LOG = Op("log", saves=("inputs",))
 
 
 def log(a):
     x = a.data
-    return result(np.log(x), "log", (a,), lambda g: (g / x,))
+    return result(np.log(x), LOG, (a,), lambda g: (g / x,))
+
+
+TANH = Op("tanh", saves=("output",))
 
 
 def tanh(a):
     y = np.tanh(a.data)
-    return result(y, "tanh", (a,), lambda g: (g * (1 - y * y),))
+    return result(y, TANH, (a,), lambda g: (g * (1 - y * y),))
+
+
+SIGMOID = Op("sigmoid", saves=("output",))
 
 
 def sigmoid(a):
@@ -300,12 +315,18 @@ def sigmoid(a):
     # split by sign so exp never overflows
     e = np.exp(-np.abs(x))
     y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-    return result(y, "sigmoid", (a,), lambda g: (g * y * (1 - y),))
+    return result(y, SIGMOID, (a,), lambda g: (g * y * (1 - y),))
+
+
+RELU = Op("relu", saves=("inputs",))
 
 
 def relu(a):
     x = a.data
-    return result(np.maximum(x, 0), "relu", (a,), lambda g: (g * (x > 0),))
+    return result(np.maximum(x, 0), RELU, (a,), lambda g: (g * (x > 0),))
+
+
+SOFTMAX = Op("softmax", saves=("output",))
 
 
 def softmax(a, axis=-1):
@@ -314,7 +335,10 @@ def softmax(a, axis=-1):
     y = e / e.sum(axis=axis, keepdims=True)
     def backward(g):
         return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
-    return result(y, "softmax", (a,), backward)
+    return result(y, SOFTMAX, (a,), backward)
+
+
+LOG_SOFTMAX = Op("log_softmax", saves=("output",))
 
 
 def log_softmax(a, axis=-1):
@@ -323,7 +347,7 @@ def log_softmax(a, axis=-1):
     y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
     def backward(g):
         return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
-    return result(y, "log_softmax", (a,), backward)
+    return result(y, LOG_SOFTMAX, (a,), backward)
 
 
 _ROWS = {}
@@ -338,6 +362,26 @@ def _row_numbers(n):
     return rows
 
 
+CROSS_ENTROPY = Op("cross_entropy", saves=())  # (its backward uses arrays of its own)
+
+
+def softmax_cross_entropy(z, targets, rows):
+    """The rule of softmax cross-entropy, for logits rows z (N, k), integer targets (N,) and rows =
+    arange(N): (losses −log softmax(z)[target] (N,), p_minus_onehot() -> ∂loss/∂z (N, k)), the notes'
+    p − onehot(target). Used by cross_entropy and by batched.cross_entropy_steps (all steps at once)."""
+    pick = (rows, targets)
+    shifted = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=-1, keepdims=True)
+    losses = np.log(total[:, 0]) - shifted[pick]
+
+    def p_minus_onehot():
+        dz = e / total                   # p
+        dz[pick] -= 1                    # p − onehot
+        return dz
+    return losses, p_minus_onehot
+
+
 def cross_entropy(logits, targets, reduction="mean"):
     """−log softmax(logits)[target] per row; its backward is the notes' p − onehot(target).
 
@@ -345,25 +389,25 @@ def cross_entropy(logits, targets, reduction="mean"):
     """
     z = logits.data
     targets = np.array(targets)  # our own copy: the caller may refill its target buffer before backward
-    pick = (_row_numbers(z.shape[0]), targets) if z.ndim == 2 else (targets,)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    total = e.sum(axis=-1, keepdims=True)
-    losses = np.log(total[..., 0]) - shifted[pick]
+    n = z.shape[0] if z.ndim == 2 else 1
+    losses, p_minus_onehot = softmax_cross_entropy(z.reshape(n, z.shape[-1]), targets.reshape(n), _row_numbers(n))
+    losses = losses.reshape(z.shape[:-1])
     out = losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()
     def backward(g):
-        dz = e / total                   # p
-        dz[pick] -= 1                    # p − onehot
+        dz = p_minus_onehot().reshape(z.shape)
         if reduction == "none" and z.ndim == 2:
             return (dz * g[:, None],)
         return (dz * (g / losses.size if reduction == "mean" else g),)
-    return result(np.asarray(out, dtype=z.dtype), "cross_entropy", (logits,), backward)
+    return result(np.asarray(out, dtype=z.dtype), CROSS_ENTROPY, (logits,), backward)
+
+
+BINARY_CROSS_ENTROPY = Op("binary_cross_entropy", saves=("inputs",))
 
 
 def binary_cross_entropy(probs, targets, reduction="mean"):
     """−[t log p + (1 − t) log(1 − p)] elementwise; as in PyTorch each log is clamped at −100, so a
     saturated p (float32 sigmoid(40) is exactly 1) gives a finite loss and gradient, not NaN."""
-    p, t = probs.data, targets
+    p, t = probs.data, np.array(targets)  # our own copy: the caller may refill its target buffer before backward
     with np.errstate(divide="ignore"):
         log_p, log_q = np.maximum(np.log(p), -100), np.maximum(np.log1p(-p), -100)
     losses = -(t * log_p + (1 - t) * log_q)
@@ -371,10 +415,13 @@ def binary_cross_entropy(probs, targets, reduction="mean"):
     def backward(g):
         dp = (p - t) / np.maximum(p * (1 - p), 1e-12)
         return (dp * (g / losses.size if reduction == "mean" else g),)
-    return result(np.asarray(out, dtype=p.dtype), "binary_cross_entropy", (probs,), backward)
+    return result(np.asarray(out, dtype=p.dtype), BINARY_CROSS_ENTROPY, (probs,), backward)
 
 
 # --- shape ----------------------------------------------------------------------------------------
+
+RESHAPE = Op("reshape", saves=(), view=True)
+
 
 def reshape(a, *shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -384,7 +431,10 @@ def reshape(a, *shape):
         out = a.data.reshape(shape)
     except ValueError:
         raise shape_error("reshape", (a,), f"cannot reshape {a.data.size} elements into {shape}") from None
-    return view(result(out, "reshape", (a,), lambda g: (g.reshape(old),)), a)
+    return view(result(out, RESHAPE, (a,), lambda g: (g.reshape(old),)), a)
+
+
+TRANSPOSE = Op("transpose", saves=(), view=True)
 
 
 def transpose(a, *axes):
@@ -392,7 +442,10 @@ def transpose(a, *axes):
         axes = tuple(axes[0])
     axes = tuple(axis % a.data.ndim for axis in axes) or None  # negative axes name the same axes
     inverse = None if axes is None else tuple(np.argsort(axes))
-    return view(result(np.transpose(a.data, axes), "transpose", (a,), lambda g: (np.transpose(g, inverse),)), a)
+    return view(result(np.transpose(a.data, axes), TRANSPOSE, (a,), lambda g: (np.transpose(g, inverse),)), a)
+
+
+GETITEM = Op("getitem", saves=(), view=True)  # (a view for basic indexing only)
 
 
 def getitem(a, index):
@@ -410,41 +463,35 @@ def getitem(a, index):
         else:
             gx[index] = g
         return (gx,)
-    out = result(a.data[index], "getitem", (a,), backward)
+    out = result(a.data[index], GETITEM, (a,), backward)
     return out if advanced else view(out, a)
+
+
+SPLIT = Op("split", saves=(), view=True, batched=True)
 
 
 def split(a, sections, axis=-1):
     """np.split(a, sections, axis) as one node per piece, the pieces sharing one backward (a multi-output op,
-    see tensor.StepBatch): ∂L/∂a is the pieces' gradients side by side, one array — not, as indexing each
+    see autograd.StepBatch): ∂L/∂a is the pieces' gradients side by side, one array — not, as indexing each
     piece would give, a zero-filled array of a's full size per piece. For gates: `i, f, g, o = split(z, 4)`."""
     x = a.data
     try:
         pieces = np.split(x, sections, axis=axis)
     except (ValueError, IndexError, TypeError) as e:
         raise shape_error("split", (a,), str(e)) from None
-    step = _tensor._step
+    step = current_step()
     t = None if step is None else step.t
-    parents = (a,) if step is None else step.substitute((a,))
+    parents = in_current_step((a,))
 
     def backward(gs):
         whole = np.concatenate([np.zeros(p.shape, x.dtype) if g is None else g for g, p in zip(gs, pieces)],
                                axis=axis)
         first = next(i for i, g in enumerate(gs) if g is not None)  # a live member carries the one gradient
         return [(whole,) if i == first else None for i in range(len(gs))]
-    members = _tensor.step_results(pieces, "split", [parents] * len(pieces), [t] * len(pieces), backward)
+    members = step_results(pieces, SPLIT, [parents] * len(pieces), [t] * len(pieces), backward)
     for m in members:
         view(m, a)
     return members
-
-
-def view(out, a):
-    """out's array is a numpy view of a's (basic indexing, reshape, transpose): they share one version
-    box, so an in-place update through either is seen by backward's saved-value check."""
-    base = out.data.base
-    if base is not None and (base is a.data or base is a.data.base):
-        out._versions = _tensor.shared_versions(a)
-    return out
 
 
 def _tensor_list(op, items):
@@ -455,13 +502,19 @@ def _tensor_list(op, items):
     return [as_tensor(t, like) for t in items]
 
 
+STACK = Op("stack", saves=())
+
+
 def stack(tensors, axis=0):
     tensors = _tensor_list("stack", tensors)
     def backward(g):
         return tuple(g if axis == 0 else np.moveaxis(g, axis, 0))
     if len({t.data.shape for t in tensors}) != 1:
         raise shape_error("stack", tensors, "stack needs equal shapes")
-    return result(np.stack([t.data for t in tensors], axis=axis), "stack", tuple(tensors), backward)
+    return result(np.stack([t.data for t in tensors], axis=axis), STACK, tuple(tensors), backward)
+
+
+CONCAT = Op("concat", saves=())
 
 
 def concat(tensors, axis=0):
@@ -473,39 +526,7 @@ def concat(tensors, axis=0):
     bounds = np.cumsum([t.data.shape[axis] for t in tensors])[:-1]
     def backward(g):
         return tuple(np.split(g, bounds, axis=axis))
-    return result(joined, "concat", tuple(tensors), backward)
-
-
-def copy(p, step, parents=None):
-    """The per-step copy P(t) of a shared parameter: identity both ways, the same array as P.
-
-    Its gradient is ∂L/∂P(t); the walk keeps it in `.grad` and passes it on unchanged to P, where
-    the copies' gradients sum to ∂L/∂P. It saves nothing, so freeing a graph leaves it usable.
-    parents: the tuple (P,), which a tape shares between all copies of P (one object fewer per copy).
-    """
-    out = Tensor.__new__(Tensor)
-    out.data, out._grad, out.requires_grad = p.data, None, p.requires_grad
-    out.name, out.step, out.parents, out.op = f"{p.name or 'param'}({step})", step, parents or (p,), "copy"
-    out._backward, out._retains_grad = _tensor._identity, True
-    out._epoch, out._versions, out._id = _tensor._inplace_epoch, None, _tensor._next_id()
-    return out
-
-
-# Ops whose last input, when their input count is odd, is a bias: its value is never read by backward.
-BIAS_LAST = ("affine", "linear")
-
-# Which values each op's backward reads (its inputs', its output's): an in-place update of anything else
-# after the forward is harmless, so backward's saved-value check looks only at these (as PyTorch does).
-SAVES = {
-    "add": (False, False), "sub": (False, False), "neg": (False, False), "sum": (False, False),
-    "mean": (False, False), "reshape": (False, False), "transpose": (False, False), "getitem": (False, False),
-    "stack": (False, False), "concat": (False, False), "split": (False, False), "copy": (False, False), "cross_entropy": (False, False),
-    "mul": (True, False), "div": (True, False), "pow": (True, False), "matmul": (True, False),
-    "affine": (True, False), "linear": (True, False),
-    "log": (True, False), "relu": (True, False), "binary_cross_entropy": (True, False), "max": (True, True),
-    "exp": (False, True), "tanh": (False, True), "sigmoid": (False, True), "softmax": (False, True),
-    "log_softmax": (False, True),
-}
+    return result(joined, CONCAT, tuple(tensors), backward)
 
 
 def install_methods(cls):
@@ -526,3 +547,6 @@ def install_methods(cls):
     for fn in (sum, mean, max, exp, log, tanh, sigmoid, relu, softmax, log_softmax, reshape, transpose):
         setattr(cls, fn.__name__, fn)
     cls.T = property(lambda self: transpose(self))
+
+
+install_methods(Tensor)

@@ -11,36 +11,57 @@ shared weight, backpropagate as in any feed-forward graph, then ∂L/∂W = Σ_t
 
 Every node made inside `tape.step(t)` carries `.step == t`. A copy is a graph node sharing W's
 array, so the forward costs no extra memory; its `.grad` is ∂L/∂W(t) after backward.
+
+Where W becomes W(t): every op records its node through tensor.result, which hands its inputs to the
+active step's `substitute` (the recording hook, see recording.py): `_Step.substitute` below swaps each
+shared parameter for this step's copy, made on first use by `Unroll._new_copy` -> `copy`. Where Σ_t lands
+on W: the backward sweep (autograd._sweep) keeps each copy's gradient in W(t).grad and adds it to W's.
 """
 import numpy as np
 
-from . import tensor as _tensor
-from .ops import copy as _copy
-from .tensor import Parameter
+from . import autograd, recording
+from .tensor import Op, Parameter, _fill, _new, Tensor
+
+COPY = Op("copy", saves=(), copy=True)
+
+
+def copy(p, step, parents=None):
+    """The per-step copy P(t) of a shared parameter: identity both ways, the same array as P.
+
+    Its gradient is ∂L/∂P(t); the walk keeps it in `.grad` and passes it on unchanged to P, where
+    the copies' gradients sum to ∂L/∂P. It saves nothing, so freeing a graph leaves it usable.
+    parents: the tuple (P,), which a tape shares between all copies of P (one object fewer per copy).
+    """
+    out = _fill(_new(Tensor), p.data, p.requires_grad, parents or (p,), COPY, autograd.identity, step, True)
+    out.name = f"{p.name or 'param'}({step})"
+    return out
 
 
 class _Step:
     """One step of a tape: which tape, which t, and this step's copies (one per shared parameter).
-    Also the context manager `tape.step(t)` returns: while it is active, ops read it from tensor._step."""
+    Also the context manager `tape.step(t)` returns: while it is active, it is this thread's
+    recording step (recording.py), the hook through which every op recorded in it finds its copies."""
     __slots__ = ("tape", "t", "copies", "shared")
 
-    def __init__(self, tape, t):
-        self.tape, self.t, self.copies, self.shared = tape, t, {}, tape._shared_set
+    def __init__(self, tape, t, copies=None):
+        self.tape, self.t, self.shared = tape, t, tape._shared_set
+        self.copies = {} if copies is None else copies
 
     def __enter__(self):
         tape, t = self.tape, self.t
         if tape.steps and t <= tape.steps[-1]:
             raise ValueError(f"Unroll.step({t}): steps are entered once each, in increasing order "
                              f"(the last recorded step was {tape.steps[-1]})")
-        if _tensor._step is not None:
-            raise ValueError(f"Unroll.step({t}): already inside step {_tensor._step.t}; steps do not nest")
+        state = recording.threads.state
+        if state.step is not None:
+            raise ValueError(f"Unroll.step({t}): already inside step {state.step.t}; steps do not nest")
         tape.steps.append(t)
-        tape._step_copies[t] = self.copies
-        _tensor._step = self
+        tape._step_copies[t] = self.copies  # (the dict, not the step: a step refers to its tape)
+        state.step = self
         return tape
 
     def __exit__(self, *exc):
-        _tensor._step = None
+        recording.threads.state.step = None
         return False
 
     def is_shared(self, x):
@@ -71,13 +92,13 @@ class Unroll:
         self._shared_set = None if shared is None else set(self.shared)
         self.steps = []
         self._step_copies = {}  # t -> that step's copies {P: P(t)}, for ops that add to a step afterwards
-        self._copies = {}
-        self._parents = {}  # parameter -> (parameter,): the parents tuple all its copies share  # parameter -> {t: copy}, in order of first use
+        self._copies = {}   # parameter -> {t: copy}, in order of first use
+        self._parents = {}  # parameter -> (parameter,): the parents tuple all its copies share
         self._active = None
 
     # --- context managers ---------------------------------------------------------------------
     def __enter__(self):
-        self._gc = _tensor.gc_paused().__enter__()  # see gc_paused: the graph is acyclic
+        self._gc = recording.gc_paused().__enter__()  # see gc_paused: the graph is acyclic
         return self
 
     def __exit__(self, *exc):
@@ -96,13 +117,8 @@ class Unroll:
         if missing:
             raise ValueError(f"Unroll: step {missing[0]!r} was not recorded on this tape (recorded: "
                              f"{self.steps[:5]}{' ...' if len(self.steps) > 5 else ''})")
-        if not self.is_shared(p):
-            return [p] * len(steps)
-        out = []
-        for t in steps:
-            c = self._step_copies[t].get(p)
-            out.append(c if c is not None else self._new_copy(p, t))
-        return out
+        inputs = (p,)  # (the one substitution rule: as an op recorded inside step t would see p)
+        return [_Step(self, t, self._step_copies[t]).substitute(inputs)[0] for t in steps]
 
     def is_shared(self, p):
         """Whether ops inside a step use p through its copies p(t)."""
@@ -115,7 +131,7 @@ class Unroll:
         if by_step is None:
             by_step = self._copies[p] = {}
             self._parents[p] = (p,)
-        c = by_step[t] = self._step_copies[t][p] = _copy(p, t, self._parents[p])
+        c = by_step[t] = self._step_copies[t][p] = copy(p, t, self._parents[p])
         return c
 
     # --- what was recorded ------------------------------------------------------------------------

@@ -35,12 +35,12 @@ class detect_anomaly:
         self.origins = weakref.WeakKeyDictionary()  # node -> the user's source line that made it
 
     def __enter__(self):
-        state = recording.threads.state
+        self._state = state = recording.own()
         self._previous, state.anomaly = state.anomaly, self
         return self
 
     def __exit__(self, *exc):
-        recording.threads.state.anomaly = self._previous
+        self._state.anomaly = self._previous
         return False
 
     def where(self, node):

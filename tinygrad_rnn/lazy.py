@@ -18,7 +18,7 @@ The rule, step by step, and the function that owns each step:
              GEMMs that share stacked right factors (U and W share δ_t)                 `OuterSum.value`, `formed`
 - transposes: the backward's g·Wᵀ multiplies by a contiguous Wᵀ made once per sweep   `transposed`, `transposes`
 """
-import threading
+import contextvars
 
 import numpy as np
 
@@ -159,18 +159,15 @@ def all_finite(g):
 
 # --- the contiguous transposes of one backward ------------------------------------------------------
 
-class _Transposes(threading.local):
-    cache = None  # during a backward sweep in this thread: {id(w): (w, contiguous wᵀ)}
-
-
-_transposes = _Transposes()
+# during a backward sweep in this thread: {id(w): (w, contiguous wᵀ)} (a context variable: per thread)
+_transposes = contextvars.ContextVar("tinygrad_rnn.transposes", default=None)
 
 
 def transposed(w):
     """wᵀ as a C-contiguous array, made once per backward and shared by every step that uses w: BLAS
     multiplies by a contiguous operand up to twice as fast (g·Wᵀ at B = 32, d = 128: 6 µs instead of
     14 µs). Outside a backward (e.g. a hand-called closure), the plain view."""
-    cache = _transposes.cache
+    cache = _transposes.get()
     if cache is None:
         return w.T
     hit = cache.get(id(w))
@@ -183,9 +180,9 @@ class transposes:
     """Context manager around one backward sweep: `transposed` caches within it (per thread)."""
 
     def __enter__(self):
-        self._previous, _transposes.cache = _transposes.cache, {}
+        self._token = _transposes.set({})
         return self
 
     def __exit__(self, *exc):
-        _transposes.cache = self._previous
+        _transposes.reset(self._token)
         return False

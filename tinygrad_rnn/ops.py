@@ -187,7 +187,8 @@ def affine(terms, bias=None):
     """
     inputs, saved, y = [], [], None
     for x, w in terms:
-        w = as_tensor(w, x)
+        if not isinstance(w, Tensor):
+            w = as_tensor(w, x)
         xd, wd = x.data, w.data
         if xd.ndim not in (1, 2) or wd.ndim != 2:
             return _affine_from_ops(terms, bias)

@@ -2,8 +2,10 @@
 
 Like PyTorch's grad mode, this state belongs to the thread that sets it: a thread evaluating under
 no_grad() does not switch recording off in a thread that is training, and two threads may each record
-their own unrolled graph at once. Every op reads it when it makes a node (tensor.record), so it is one
-thread-local lookup (`threads.state`) followed by plain slot reads.
+their own unrolled graph at once. `current.get()` is this thread's Recording: a context variable
+(contextvars gives every thread its own context, and `ContextVar.get` is the cheapest per-thread lookup
+Python has — every op reads it once when it makes a node, tensor.result). A thread starts with a shared
+default that is never changed; its first change (`own`) makes it a Recording of its own.
 
 The active step is the ONE hook from the bottom of the engine up to unroll.py. It is any object with
     t                  the step number, stamped on every node made inside the step;
@@ -14,6 +16,7 @@ The active step is the ONE hook from the bottom of the engine up to unroll.py. I
 Process-wide (not per thread): the in-place counter, because arrays are shared between threads, and
 the cyclic garbage collector's pause.
 """
+import contextvars
 import functools
 import gc
 import threading
@@ -22,21 +25,28 @@ from .errors import ShapeError
 
 
 class Recording:
-    """One thread's recording state (see the module docstring)."""
-    __slots__ = ("grad_enabled", "step", "anomaly")
+    """A thread's recording state (see the module docstring)."""
+    __slots__ = ("grad_enabled", "step", "anomaly", "owner")
 
-    def __init__(self):
-        self.grad_enabled = True
-        self.step = None      # the active Unroll step, or None outside steps
-        self.anomaly = None   # the active detect_anomaly() (anomaly.py), or None
-
-
-class _PerThread(threading.local):
-    def __init__(self):  # runs once in every thread that touches it
-        self.state = Recording()
+    def __init__(self, grad_enabled=True, step=None, anomaly=None, owner=None):
+        self.grad_enabled = grad_enabled
+        self.step = step        # the active Unroll step, or None outside steps
+        self.anomaly = anomaly  # the active detect_anomaly() (anomaly.py), or None
+        self.owner = owner      # the thread that may change it (None: the shared default, never changed)
 
 
-threads = _PerThread()
+current = contextvars.ContextVar("tinygrad_rnn.recording", default=Recording())
+
+
+def own():
+    """This thread's Recording, to change: on the thread's first change, a copy of what it saw so far
+    (the default, or a context it inherited) becomes its own."""
+    state = current.get()
+    ident = threading.get_ident()
+    if state.owner != ident:
+        state = Recording(state.grad_enabled, state.step, state.anomaly, ident)
+        current.set(state)
+    return state
 
 # Counts in-place updates (tensor.Tensor._inplace); a node remembers the count at its creation, so
 # backward can tell whether anything it saved may have changed since.
@@ -51,12 +61,12 @@ def bump_inplace_epoch():
 
 def is_grad_enabled():
     """Whether ops in this thread record their graph (False inside no_grad())."""
-    return threads.state.grad_enabled
+    return current.get().grad_enabled
 
 
 def current_step():
     """The Unroll step active in this thread (see the module docstring), or None."""
-    return threads.state.step
+    return current.get().step
 
 
 class _GradMode:
@@ -64,12 +74,12 @@ class _GradMode:
     enabled = None
 
     def __enter__(self):
-        state = threads.state
+        self._state = state = own()
         self._previous, state.grad_enabled = state.grad_enabled, self.enabled
         return self
 
     def __exit__(self, *exc):
-        threads.state.grad_enabled = self._previous
+        self._state.grad_enabled = self._previous
         return False
 
     def __call__(self, fn):
@@ -124,7 +134,7 @@ def label(x):
     """How errors name a tensor: its name (a shared parameter inside step t as its copy, W(t))."""
     if x.name is None:
         return "an unnamed tensor"
-    step = threads.state.step
+    step = current.get().step
     if step is not None and step.is_shared(x):
         return f"{x.name}({step.t})"
     return x.name
@@ -136,7 +146,7 @@ def at_step(node):
 
 def shape_error(op, operands, reason):
     """ShapeError naming the op, the step, and each operand's name and shape."""
-    step = threads.state.step
+    step = current.get().step
     where = op if step is None else f"{op} at step {step.t}"
     shapes = " but ".join(f"{label(x)} has shape {x.shape}" for x in operands)
     return ShapeError(f"{where}: {shapes} ({reason})")

@@ -26,7 +26,7 @@ from .recording import (at_step, current_step, gc_paused, is_grad_enabled, label
                         enable_grad, shape_error)
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-_threads = recording.threads
+_current = recording.current
 _OuterSum = lazy.OuterSum
 # the creation number of the next node (see the module docstring)
 _next_id = itertools.count().__next__
@@ -84,8 +84,6 @@ def _as_array(data, dtype):
     """A Tensor's array: float32 for Python numbers and float16 & co., as PyTorch."""
     if dtype is not None:
         return np.asarray(data, dtype=dtype)
-    if type(data) is np.ndarray and (data.dtype is _F32 or data.dtype is _F64):
-        return data  # the common case, kept cheap: an input x(t) is wrapped at every step
     if isinstance(data, (np.ndarray, np.generic)):
         data = np.asarray(data)
         if data.dtype.kind == "f" and data.dtype not in (np.float32, np.float64):
@@ -108,13 +106,16 @@ class Tensor:
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
         source = data if isinstance(data, Tensor) else None
-        data = _as_array(data.data if source is not None else data, dtype)
+        if source is not None:
+            data = source.data
+        if dtype is not None or type(data) is not np.ndarray or not (data.dtype is _F32 or data.dtype is _F64):
+            data = _as_array(data, dtype)  # (skipped for the common case: an input x(t) wrapped at every step)
         if data.dtype == object:
             raise TypeError("Tensor: data must be numbers or a numeric array, not objects")
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"Tensor: only floating-point tensors can require grad, got dtype {data.dtype} "
                             "(pass dtype=np.float32 or float data)")
-        step = _threads.state.step
+        step = _current.get().step
         _fill(self, data, requires_grad, (), None, None, None if step is None else step.t, requires_grad)
         self.name = name
         if source is not None and data is source.data:
@@ -214,7 +215,7 @@ class Tensor:
 
     def _inplace(self, op, update, *args):
         args = tuple(a.data if isinstance(a, Tensor) else a for a in args)
-        if _threads.state.grad_enabled and (
+        if _current.get().grad_enabled and (
                 self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args)):
             raise InplaceError(
                 f"{op}: in-place update of {label(self)} {self.shape} while gradients are recorded would cut "
@@ -266,7 +267,7 @@ def result(data, op, inputs, backward):
     """
     if type(op) is str:
         op = Op(op)
-    state = _threads.state
+    state = _current.get()
     step = state.step
     t = None if step is None else step.t
     out = None
@@ -290,7 +291,7 @@ def step_results(values, op, inputs, steps, backward):
     grads per member]. Every member is recorded (or not) exactly as `result` would record it."""
     batch = StepBatch(backward)
     members = batch.members
-    state = _threads.state
+    state = _current.get()
     recording_on, anomaly, keep, new = state.grad_enabled, state.anomaly, members.append, _new
     for value, parents, t in zip(values, inputs, steps):
         needs = False
@@ -311,5 +312,5 @@ def step_results(values, op, inputs, steps, backward):
 
 def in_current_step(inputs):
     """inputs as an op recorded now sees them: shared parameters replaced by the active step's copies."""
-    step = _threads.state.step
+    step = _current.get().step
     return inputs if step is None else step.substitute(inputs)

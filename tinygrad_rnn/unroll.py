@@ -43,16 +43,15 @@ class _Step:
     recording step (recording.py), the hook through which every op recorded in it finds its copies."""
     __slots__ = ("tape", "t", "copies", "shared")
 
-    def __init__(self, tape, t, copies=None):
-        self.tape, self.t, self.shared = tape, t, tape._shared_set
-        self.copies = {} if copies is None else copies
+    def __init__(self, tape, t):
+        self.tape, self.t, self.copies, self.shared = tape, t, {}, tape._shared_set
 
     def __enter__(self):
         tape, t = self.tape, self.t
         if tape.steps and t <= tape.steps[-1]:
             raise ValueError(f"Unroll.step({t}): steps are entered once each, in increasing order "
                              f"(the last recorded step was {tape.steps[-1]})")
-        state = recording.threads.state
+        state = recording.own()
         if state.step is not None:
             raise ValueError(f"Unroll.step({t}): already inside step {state.step.t}; steps do not nest")
         tape.steps.append(t)
@@ -61,7 +60,7 @@ class _Step:
         return tape
 
     def __exit__(self, *exc):
-        recording.threads.state.step = None
+        recording.current.get().step = None
         return False
 
     def is_shared(self, x):
@@ -117,8 +116,13 @@ class Unroll:
         if missing:
             raise ValueError(f"Unroll: step {missing[0]!r} was not recorded on this tape (recorded: "
                              f"{self.steps[:5]}{' ...' if len(self.steps) > 5 else ''})")
-        inputs = (p,)  # (the one substitution rule: as an op recorded inside step t would see p)
-        return [_Step(self, t, self._step_copies[t]).substitute(inputs)[0] for t in steps]
+        if not self.is_shared(p):
+            return [p] * len(steps)
+        out = []
+        for t in steps:
+            c = self._step_copies[t].get(p)
+            out.append(c if c is not None else self._new_copy(p, t))
+        return out
 
     def is_shared(self, p):
         """Whether ops inside a step use p through its copies p(t)."""

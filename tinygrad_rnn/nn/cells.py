@@ -20,12 +20,15 @@ Initialisation as PyTorch: U(±1/√hidden_size) from np.random.default_rng(seed
 import numpy as np
 
 from .. import tensor as _tensor
+from .. import ops
 from ..ops import affine, split
 from ..tensor import Parameter, Tensor
 from .linear import _check_torch_shape, _numpy, _torch_dtype, as_input, uniform_init
 from .module import Module
 
+# the vanilla cell's σ: the names a user may give -> the op (the notes call the sigmoid "logistic")
 NONLINEARITIES = {"tanh": "tanh", "sigmoid": "sigmoid", "logistic": "sigmoid"}
+_ACTIVATIONS = {"tanh": ops.tanh, "sigmoid": ops.sigmoid}
 
 
 def _where():
@@ -141,8 +144,16 @@ class RNNCell(_Cell):
     def forward(self, x, state=None):
         x = self._input(x)
         s = self._hidden(x, state)
-        a = affine([(x, self.U), (s, self.W)], self.b)  # x U + s W + b as one node
-        return a.tanh() if self.nonlinearity == "tanh" else a.sigmoid()
+        return self.activate(self.preactivation(x, s))
+
+    def preactivation(self, x, s):
+        """a = x U + s W + b, as one node (ops.affine); x and s already checked (nn.RNN checks the whole
+        sequence once, then runs these two halves of the cell at every step, naming a(t) and s(t))."""
+        return affine([(x, self.U), (s, self.W)], self.b)
+
+    def activate(self, a):
+        """s = σ(a)."""
+        return _ACTIVATIONS[self.nonlinearity](a)
 
     def __repr__(self):
         return f"RNNCell({self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r})"
@@ -168,8 +179,10 @@ class RNNCell(_Cell):
         return self
 
     def to_torch(self):
-        """torch.nn.RNNCell(nonlinearity="tanh") with weight_ih = Uᵀ, weight_hh = Wᵀ, bias_ih = b,
-        bias_hh = 0. PyTorch has no logistic-sigmoid RNN cell, so a sigmoid cell cannot be converted."""
+        """torch.nn.RNNCell(nonlinearity="tanh") with weight_ih = Uᵀ, weight_hh = Wᵀ, bias_ih = b and
+        bias_hh = 0 frozen (requires_grad=False): the lecture cell has one bias, and torch would otherwise
+        train both (each gets ∂L/∂b), so a twin trained beside this cell would drift. PyTorch has no
+        logistic-sigmoid RNN cell, so a sigmoid cell cannot be converted."""
         import torch
         if self.nonlinearity != "tanh":
             raise ValueError("RNNCell.to_torch: torch.nn.RNNCell supports tanh and relu only, "
@@ -185,6 +198,7 @@ class RNNCell(_Cell):
             getattr(module, "weight_hh" + suffix).copy_(torch.from_numpy(self.W.data.T.copy()))
             getattr(module, "bias_ih" + suffix).copy_(torch.from_numpy(self.b.data))
             getattr(module, "bias_hh" + suffix).zero_()
+        getattr(module, "bias_hh" + suffix).requires_grad_(False)  # one bias, as the lecture cell
 
 
 class GRUCell(_Cell):

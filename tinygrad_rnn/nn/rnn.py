@@ -18,15 +18,12 @@ import numpy as np
 
 from .. import functional as F
 from ..batched import cross_entropy_steps, linear_steps
-from ..ops import affine, stack
+from ..ops import stack
 from ..tensor import Parameter, Tensor
 from ..unroll import Unroll
-from .cells import CELLS, RNNCell, hidden_of, make_cell
+from .cells import CELLS, NONLINEARITIES, RNNCell, hidden_of, make_cell
 from .linear import _check_torch_shape, _numpy, _torch_dtype
 from .module import Module
-
-_NONLINEARITIES = {"tanh": "tanh", "sigmoid": "sigmoid", "logistic": "sigmoid"}
-
 
 @dataclass
 class RNNOutput:
@@ -59,14 +56,14 @@ class RNN(Module):
 
     def __init__(self, input_size, hidden_size, output_size, nonlinearity="tanh", seed=None, dtype=np.float32,
                  cell="rnn"):
-        if nonlinearity not in _NONLINEARITIES:
+        if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'sigmoid', got {nonlinearity!r}")
         if cell not in CELLS:
             raise ValueError(f"RNN: cell must be one of {list(CELLS)}, got {cell!r}")
-        if cell != "rnn" and _NONLINEARITIES[nonlinearity] != "tanh":
+        if cell != "rnn" and NONLINEARITIES[nonlinearity] != "tanh":
             raise ValueError(f"RNN: nonlinearity applies to the vanilla cell only, not to cell={cell!r}")
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
-        self.nonlinearity = _NONLINEARITIES[nonlinearity]
+        self.nonlinearity = NONLINEARITIES[nonlinearity]
         self.cell_type = cell
         rng = np.random.default_rng(seed)
         bound = 1 / np.sqrt(hidden_size)
@@ -147,17 +144,36 @@ class RNN(Module):
             s.name = "s(0)"
         tape = Unroll(shared=self.parameters())
         out = RNNOutput([], [s], [], tape, self, xs, s.data, targets)
-        if self.cell_type != "rnn":
-            return self._unroll_cell(out, s, memory if self.cell_type == "lstm" else None)
-        U, W, b = self.U, self.W, self.b
-        with tape:  # (pauses the cyclic collector while the graph grows, see tensor.gc_paused)
+        return self._run(out, s, memory if self.cell_type == "lstm" else None)
+
+    def _run(self, out, s, memory):
+        """The unrolled network, every cell: s(t) = cell(x(t), s(t−1)) inside step t, then the output side.
+
+        The vanilla cell runs as its two halves, a(t) = x(t) U(t) + s(t−1) W(t) + b(t) (one node) and
+        s(t) = σ(a(t)), so that a(t) is named and kept; inputs were checked once for the whole sequence.
+        A GRU's s(t) is its h_t; an LSTM's state is (h_t, C(t)), its memory cells recorded in cell_states."""
+        xs, tape, cell = out.inputs, out.tape, self.cell
+        vanilla = self.cell_type == "rnn"
+        if memory is not None:
+            if memory.name is None:
+                memory.name = "C(0)"
+            out.cell_states.append(memory)
+        with tape:  # (pauses the cyclic collector while the graph grows, see recording.gc_paused)
             for t in range(1, xs.shape[0] + 1):
                 with tape.step(t):
                     x = Tensor(xs[t - 1], name=f"x({t})")
-                    a = affine([(x, U), (s, W)], b)  # a(t) = x(t) U(t) + s(t-1) W(t) + b(t), one node
-                    s = a.tanh() if self.nonlinearity == "tanh" else a.sigmoid()
-                    a.name, s.name = f"a({t})", f"s({t})"
-                    out.preactivations.append(a)
+                    if vanilla:
+                        a = cell.preactivation(x, s)
+                        s = cell.activate(a)
+                        a.name = f"a({t})"
+                        out.preactivations.append(a)
+                    elif memory is None:
+                        s = cell(x, s)
+                    else:
+                        s, memory = cell(x, (s, memory))
+                        memory.name = f"C({t})"
+                        out.cell_states.append(memory)
+                    s.name = f"s({t})"
                     out.states.append(s)
             self._output_layer(out)
         return out
@@ -176,28 +192,6 @@ class RNN(Module):
             for t, L_t in enumerate(losses, start=1):
                 L_t.name = f"L({t})"
             out.losses.extend(losses)
-
-    def _unroll_cell(self, out, s, memory):
-        """The same unrolled graph for a GRU/LSTM cell: s(t) = h_t, C(t) the LSTM's memory."""
-        xs, tape, cell = out.inputs, out.tape, self.cell
-        if memory is not None:
-            if memory.name is None:
-                memory.name = "C(0)"
-            out.cell_states.append(memory)
-        with tape:  # (pauses the cyclic collector while the graph grows, see tensor.gc_paused)
-            for t in range(1, xs.shape[0] + 1):
-                with tape.step(t):
-                    x = Tensor(xs[t - 1], name=f"x({t})")
-                    if memory is None:
-                        s = cell(x, s)
-                    else:
-                        s, memory = cell(x, (s, memory))
-                        memory.name = f"C({t})"
-                        out.cell_states.append(memory)
-                    s.name = f"s({t})"
-                    out.states.append(s)
-            self._output_layer(out)
-        return out
 
     # --- PyTorch interop ------------------------------------------------------------------------------
     def to_torch(self):

@@ -4,23 +4,37 @@ Updates assign a new array to `p.data` rather than writing into it, so graphs an
 a step keep the values they were computed with (the per-step copies W(t) share W's array).
 """
 import math
+import numbers
 
 import numpy as np
 
 
-def clip_grad_norm(params, max_norm):
-    """Scale the gradients of `params` in place so that their joint L2 norm is at most max_norm.
-    Returns the norm before clipping (as torch.nn.utils.clip_grad_norm_)."""
+def clip_grad_norm(params, max_norm, error_if_nonfinite=False):
+    """Scale the gradients of `params` in place so that their joint L2 norm is at most max_norm, as
+    torch.nn.utils.clip_grad_norm_: every gradient is multiplied by min(1, max_norm / (norm + 1e-6)).
+    Returns the norm before clipping.
+
+    max_norm must be a finite number ≥ 0 (torch accepts nan and then silently stops clipping). A NaN or
+    Inf total norm raises RuntimeError with error_if_nonfinite=True (nothing is changed); otherwise the
+    gradients are scaled by it as torch does (a NaN norm makes every gradient NaN, an Inf one zeroes the
+    finite entries).
+    """
     params = list(params)  # any iterable, as torch's (a generator would be empty on the second pass)
-    if max_norm < 0:
-        raise ValueError(f"clip_grad_norm: max_norm must be >= 0, got {max_norm}")
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not 0 <= max_norm < math.inf:
+        raise ValueError(f"clip_grad_norm: max_norm must be a finite number >= 0, got {max_norm!r}")
     grads = [p.grad for p in params if p.grad is not None]
-    total = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)))
-    if total > max_norm:
-        scale = max_norm / (total + 1e-6)
-        for p in params:
-            if p.grad is not None:
-                p.grad = p.grad * scale
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite norm is handled below, by name
+        total = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)))
+    if error_if_nonfinite and not math.isfinite(total):
+        raise RuntimeError(f"clip_grad_norm: the total L2 norm of the gradients is {total}, so it cannot be "
+                           "clipped (error_if_nonfinite=True; with False the gradients are scaled by it, "
+                           "as torch does)")
+    scale = max_norm / (total + 1e-6)
+    if not scale >= 1.0:  # also NaN: torch's clamp(max=1) keeps a NaN scale
+        with np.errstate(invalid="ignore"):  # inf · 0 = nan, as in torch
+            for p in params:
+                if p.grad is not None:
+                    p.grad = p.grad * scale
     return total
 
 

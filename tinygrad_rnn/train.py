@@ -37,31 +37,43 @@ class History:
         return float(np.mean(self.losses[-last:])) if self.losses else float("nan")
 
 
+def _progress_bar(steps, desc):
+    """A tqdm bar over range(steps): tqdm.auto picks the widget bar in Jupyter when ipywidgets is there and
+    the text bar otherwise; both fallbacks warn (TqdmWarning), which says nothing a user must act on."""
+    import warnings
+
+    from tqdm import TqdmWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)
+        from tqdm.auto import tqdm
+    return tqdm(range(steps), desc=desc, mininterval=0.5, leave=False, dynamic_ncols=True)
+
+
 def train_loop(update, steps, tokens_per_step=0, desc="train", progress=True, label=""):
     """Call `update()` (one optimizer step, returning the loss as a float, or (loss, tokens it used) when
-    that varies) `steps` times under a tqdm bar showing the smoothed loss and tokens/s; returns the History."""
-    from tqdm.auto import tqdm
+    that varies) `steps` times, under a tqdm bar showing the smoothed loss and tokens/s when `progress`
+    (no bar at all otherwise); returns the History."""
     history = History(label=label)
     smooth = None
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5, leave=False,
-               dynamic_ncols=True)
-    for i in bar:
-        loss = update()
-        loss, tokens = loss if isinstance(loss, tuple) else (loss, tokens_per_step)
-        loss = float(loss)
-        if not np.isfinite(loss):
+    bar = _progress_bar(steps, desc) if progress else None
+    try:
+        for i in bar if bar is not None else range(steps):
+            loss = update()
+            loss, tokens = loss if isinstance(loss, tuple) else (loss, tokens_per_step)
+            loss = float(loss)
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"{desc}: the loss became {loss} at update {i + 1}; lower the "
+                                         "learning rate or clip gradients harder")
+            history.losses.append(loss)
+            history.tokens += tokens
+            smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
+            if bar is not None and (i % 10 == 0 or i == steps - 1):
+                rate = history.tokens / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
+    finally:
+        if bar is not None:
             bar.close()
-            raise FloatingPointError(f"{desc}: the loss became {loss} at update {i + 1}; lower the "
-                                     "learning rate or clip gradients harder")
-        history.losses.append(loss)
-        history.tokens += tokens
-        smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
-        if i % 10 == 0 or i == steps - 1:
-            elapsed = time.perf_counter() - start
-            rate = history.tokens / max(elapsed, 1e-9)
-            bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
-    bar.close()
     history.seconds = time.perf_counter() - start
     return history
 
@@ -224,12 +236,13 @@ def moving_average(values, window):
     return np.convolve(values, kernel, mode="valid")
 
 
-def plot_losses(histories, path, title="", ylabel="loss", baseline=None, baseline_label="baseline"):
-    """Write the loss curves of `histories` (raw, faint, and a moving average) to a PNG/PDF at `path`."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
+def plot_losses(histories, path=None, title="", ylabel="loss", baseline=None, baseline_label="baseline"):
+    """The loss curves of `histories` (raw, faint, and a moving average) as a matplotlib Figure, or, given
+    `path`, written to that PNG/PDF (then the path is returned). Built without pyplot, so it changes no
+    backend: a notebook keeps its inline plots, and the Figure shows there as the cell's value."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
     for h in histories:
         steps = np.arange(1, len(h.losses) + 1)
         window = max(1, len(h.losses) // 50)
@@ -245,9 +258,9 @@ def plot_losses(histories, path, title="", ylabel="loss", baseline=None, baselin
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
+    if path is None:
+        return fig
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

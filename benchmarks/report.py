@@ -40,17 +40,16 @@ def markdown(results):
     s = results["settings"]
     lines.append(f"- One step = forward + ∂L/∂(U, W, b, V, c), float32, one-hot inputs, L = Σ_t Σ_batch CE. "
                  f"Median (min) ms over ≥{s['min_repeats']} calls and ≥{s['min_time']:g} s per implementation, "
-                 "implementations taking turns in ~0.1 s bursts, after 2 warm-up calls; gc on "
-                 "(collected between bursts).")
+                 + _timing_words(s) + "; gc on.")
     if s["check"]:
-        lines.append("- Checked first on every row (float64, same weights and data): loss and all five gradients "
-                     "of every implementation equal the numpy min-char-rnn reference (worst relative difference "
-                     f"{max(max(r['check'].values()) for r in rows):.1e}).")
+        lines.append("- Checked first on every row (float64, same weights and data, the second of two calls): loss "
+                     "and all five gradients of every implementation equal the numpy min-char-rnn reference (worst "
+                     f"relative difference {max(max(r['check'].values()) for r in rows):.1e}).")
+    for key, note in results.get("skipped", {}).items():
+        lines.append(f"- {key}: {note}.")
     lines.append(f"- Load average at start {tuple(round(x, 2) for x in env['load_average'] or ())}; "
                  f"total run {results.get('elapsed_s', 0):.0f} s.")
-    labels = {"tinygrad": "tinygrad_rnn", "torch_loop": "torch loop, CE/step", "torch_stacked": "torch loop, CE "
-              "stacked", "torch_fused": "torch.nn.RNN + Linear", "numpy_minchar": "numpy min-char-rnn",
-              "numpy_hoisted": "numpy hoisted", "matmul_floor": "numpy matmul floor"}
+    labels = results["implementations"]
     lines += ["", "## Time of one step, ms: median (min)", "",
               "| (B,T,d,V) | " + " | ".join(labels[k] for k in keys) + " | FLOP floor | other processes |",
               "|---|" + "--:|" * (len(keys) + 2)]
@@ -69,16 +68,17 @@ def markdown(results):
                  "(its OpenMP threads wait at barriers for descheduled siblings).")
     if "tinygrad" in keys:
         ref_keys = [k for k in keys if k != "tinygrad"]
-        lines += ["", "## tinygrad_rnn relative to each: time ÷ time of medians (of mins); < 1 is faster", "",
-                  "Targets of issue 7 are judged on medians.", "",
-                  "| (B,T,d,V) | " + " | ".join("÷ " + labels[k] for k in ref_keys) + " | target / met? |",
+        lines += ["", "## tinygrad_rnn relative to each, measured side by side in this run: time ÷ time of medians "
+                  "(of mins); < 1 is faster", "",
+                  "| (B,T,d,V) | " + " | ".join("÷ " + labels[k] for k in ref_keys) + " | targets (medians) |",
                   "|---|" + "--:|" * len(ref_keys) + "---|"]
         for r in rows:
             med = r["median_s"]
             low = r["min_s"]
             cells = [f"{med['tinygrad'] / med[k]:.2f} ({low['tinygrad'] / low[k]:.2f})" for k in ref_keys]
-            goals = "; ".join(f"{text} {'✅' if met else '❌'}" for text, met in r["targets"]) or "—"
-            lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {goals} |")
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {_targets_text(r)} |")
+    if any(r.get("agreement") for r in rows):
+        lines += _agreement_section(results)
     if any("peak_bytes" in r for r in rows):
         mem_keys = [k for k in keys if BY_KEY.get(k) is None or BY_KEY[k].memory]
         lines += ["", "## Peak memory of one step, MiB (and ÷ T·B·d·4 bytes, one float32 state per step)", "",
@@ -130,6 +130,68 @@ def markdown(results):
                   "same chain's gradients in a plain loop (add: the shared input sums g; tanh: g·(1 − y²); matmul: "
                   "xᵀg summed into the shared weight and g·Wᵀ passed on). The W(t) row's numpy is the plain matmul's."]
     return "\n".join(lines) + "\n"
+
+
+def _timing_words(settings):
+    if settings.get("timing") != "block":  # results of the former harness
+        return "implementations taking turns in ~0.1 s bursts, after 2 warm-up calls"
+    return (f"each implementation timed in its own block after its own warm-up (≥ 2 calls and ≥ "
+            f"{settings['warmup_s']:g} s, so no other library's threads are still spinning)")
+
+
+def _targets_text(row):
+    goals = [goal for engine_goals in row.get("targets", {}).values() for goal in engine_goals]
+    return "; ".join(f"{text} {'✅' if met else '❌'}" for text, met in goals) or "—"
+
+
+SECOND_WAY = {"process": "in a fresh process of its own (the same block timing, no other library loaded)",
+              "interleaved": "in turns of ~0.1 s with the others (the former scheme)"}
+
+
+def _agreement_section(results):
+    """Median in its own block ÷ median measured the second way, per row and implementation, and the verdict."""
+    s, rows = results["settings"], results["rows"]
+    keys, labels = list(results["implementations"]), results["implementations"]
+    lines = ["", f"## Two ways agree? Median in its own block ÷ median {SECOND_WAY[s['compare']]}", "",
+             "| (B,T,d,V) | " + " | ".join(labels[k] for k in keys) + " | other processes (2nd way) |",
+             "|---|" + "--:|" * len(keys) + "--:|"]
+    for r in rows:
+        agree = r.get("agreement", {})
+        cells = [f"{agree[k][0]:.2f} {'✅' if agree[k][1] else '❌'}" if k in agree else "—" for k in keys]
+        others = r.get("second_way", {}).get("others_cores")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " | "
+                     + ("—" if others is None else f"{others:.2f} cores") + " |")
+    lines += ["", agreement_verdict(results)]
+    return lines
+
+
+def agreement_verdict(results):
+    """One sentence: how many cells the two ways agree on within the tolerance, and which they do not."""
+    within = results["settings"]["agree_within"]
+    cells = [(r["label"], k, ratio, ok) for r in results["rows"] for k, (ratio, ok) in r.get("agreement", {}).items()]
+    apart = [f"{results['implementations'][k]} at {label} ({ratio:.2f})" for label, k, ratio, ok in cells if not ok]
+    text = f"The two ways agree within {100 * within:g} % on {len(cells) - len(apart)} of {len(cells)} cells"
+    return text + (f"; apart: {', '.join(apart)}." if apart else ".")
+
+
+def summary(results):
+    """A few lines for the terminal: per row the medians, the engine's ratio to each, the targets, and whether
+    the two ways of timing agree."""
+    labels, out = results["implementations"], []
+    out.append("One BPTT training step, float32, median ms per step (tinygrad_rnn ÷ it), "
+               + _timing_words(results["settings"]) + ":")
+    for r in results["rows"]:
+        med, tg = r["median_s"], r["median_s"].get("tinygrad")
+        cells = [f"{labels[k]} {_ms(v)}" + (f" ({tg / v:.2f}×)" if tg and k != "tinygrad" else "")
+                 for k, v in med.items()]
+        out.append(f"{r['label']}: " + " · ".join(cells))
+        if r.get("targets"):
+            out.append(f"  targets: {_targets_text(r)}")
+    if any(r.get("agreement") for r in results["rows"]):
+        out.append(agreement_verdict(results))
+    for key, note in results.get("skipped", {}).items():
+        out.append(f"{key}: {note}")
+    return "\n".join(out) + "\n"
 
 
 def _memory_versus_T(entries, labels):

@@ -94,8 +94,26 @@ def test_cli_task_compares_cells(tmp_path, capsys):
     assert "memoryless guess scores 0.1667" in out and "rnn :" in out and "lstm:" in out
     assert cli.main(["task", "copy", "--T", "2", "--hidden", "4", "--steps", "1", "--batch", "2",
                      "--no-progress"]) == 0
-    assert cli.main(["task", "copy", "--threads", "0", "--no-progress"]) == 2
-    assert "--threads must be positive" in capsys.readouterr().err
+    assert cli.main(["task", "copy", "--threads", "-1", "--no-progress"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expected", [([], 1), (["--threads", "2"], 2), (["--threads", "0"], None)])
+def test_cli_blas_threads_default_to_one(monkeypatch, capsys, argv, expected):
+    # one BLAS thread by default: with two, a busy 2-core machine ran `train` 4x and the LSTM task 10x slower
+    from threadpoolctl import threadpool_info
+
+    from tinygrad_rnn import train
+    outside = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    seen = []
+
+    def fake_train_task(*args, **kwargs):
+        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        return None, History([0.1], 1.0, 1, "rnn")
+    monkeypatch.setattr(train, "train_task", fake_train_task)
+    assert cli.main(["task", "adding", "--cell", "rnn", "--no-progress", *argv]) == 0
+    assert seen == [{expected} if expected else outside]
+    assert {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == outside  # restored
 
 
 def _write(tmp_path, text):

@@ -45,7 +45,7 @@ class Dot:
                     self.edges.append((tail, head, attrs))
                 continue
             m = NODE.match(line)
-            if m:
+            if m and "style=invis" not in m.group(3):  # the time anchors are layout helpers too
                 label = m.group(2).strip('"').split("\\n")[0]
                 self.nodes[m.group(1)] = {"label": label, "attrs": m.group(3), "cluster": cluster,
                                           "full": m.group(2)}

@@ -8,6 +8,8 @@ inputs white, losses pink.
 """
 import math
 
+from .layout import Layout
+
 # ColorBrewer YlOrRd: light = small gradient, dark = large; readable in print and for colour-blind readers
 HEAT = ["#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#b10026"]
 NO_GRAD = "#e0e0e0"
@@ -79,14 +81,12 @@ def to_digraph(view, rankdir=None):
     g = graphviz.Digraph(view.kind)
     g.attr(rankdir=rankdir, fontname=FONT, fontsize="15", labelloc="t", label=view.title, newrank="true",
            nodesep="0.22", ranksep="0.4")
-    if view.steps and rankdir in ("BT", "TB"):
-        g.attr(mclimit="0.01")  # keep the steps in the order they are declared: time order
     g.attr("node", fontname=FONT, fontsize="12", margin="0.06,0.03", height="0.3")
     g.attr("edge", fontname=FONT, fontsize="11", arrowsize="0.7", color="#555555")
     folds = {f[0] for f in view.folded}  # a fold's Σ over hundreds of copies would flatten the scale
     scale = LogScale([n.grad_norm for n in view.nodes.values()]
                      + [e.grad_norm for e in view.edges if e.tail not in folds]) if view.show_grads else None
-    layout = _Layout(view) if view.steps and rankdir in ("BT", "TB") else None
+    layout = Layout(view) if view.steps else None
 
     def node(graph, n):
         graph.node(n.id, _node_label(n, scale), **_node_attrs(n, scale))
@@ -166,117 +166,6 @@ def _edge_attrs(e, scale, view_kind):
         if x is not None:
             attrs.update(color=heat(0.3 + 0.7 * x), penwidth=f"{1 + 2.5 * x:.2f}")  # faintest still visible
     return attrs
-
-
-class _Layout:
-    """Rows for the slide layout (rankdir BT/TB). The recurrence chain (s(0), a(t), s(t): the values on
-    the way from one state to the next) is one row; copies used below or on the chain sit under it with
-    their shared parameters in a row beneath; copies used above it (V(t), c(t) into y(t)) sit above their
-    use with their parameters in the top row beside the output. `loose` edges do not set rows."""
-
-    def __init__(self, view):
-        edges = view.edges
-        self.view = view
-        self.chain = _chain(view)
-        within = {}
-        for e in edges:
-            if e.kind in ("data", "state", "weight"):
-                within.setdefault(e.tail, []).append(e.head)
-        above = set()  # everything downstream of the chain
-        stack = [i for i in self.chain]
-        while stack:
-            for h in within.get(stack.pop(), ()):
-                if h not in above and h not in self.chain:
-                    above.add(h)
-                    stack.append(h)
-        uses = {}
-        for e in edges:
-            if e.kind == "weight":
-                uses.setdefault(e.tail, []).append(e.head)
-        self.top_copies, self.bottom_copies = [], []
-        for p, copies in view.copies.items():
-            for c in copies:
-                used_above = c in uses and all(h in above for h in uses[c])
-                (self.top_copies if used_above else self.bottom_copies).append(c)
-        top = set(self.top_copies)
-        self.top_params = [p for p, cs in view.copies.items() if cs and all(c in top for c in cs)]
-        self.bottom_params = [p for p in view.copies if p not in self.top_params]
-        # shared parameters whose copies are all folded away keep their Σ edge from the fold node
-        for e in edges:
-            if e.kind == "sum" and e.head not in view.copies:
-                self.bottom_params.append(e.head)
-        self.loose = set()
-        bottom_params = set(self.bottom_params)
-        for e in edges:
-            if e.kind == "state" or (e.kind == "sum" and e.head in bottom_params) \
-                    or (e.kind == "weight" and e.tail in top):
-                self.loose.add((e.tail, e.head))
-        self.top_uses = [(e.head, e.tail) for e in edges if e.kind == "weight" and e.tail in top]
-
-    def apply(self, g, legend):
-        nodes = self.view.nodes
-        _row(g, self.chain)
-        _row(g, self.top_copies)
-        _row(g, self.bottom_params + [legend])
-        roots = [i for i in self.view.outside if nodes[i].kind == "loss"]
-        _row(g, self.top_params + roots if self.top_params else [])
-        for p in dict.fromkeys(self.bottom_params):  # parameters under their copies
-            for c in self.view.copies.get(p, []):
-                g.edge(p, c, style="invis")
-        for head, copy in self.top_uses:  # copies used above the chain sit above their use
-            g.edge(head, copy, style="invis")
-
-
-def _row(g, ids):
-    ids = [i for i in dict.fromkeys(ids) if i]
-    if ids:
-        g.body.append("\t{rank=same; " + "; ".join(_quote(i) for i in ids) + "}\n")
-
-
-def _chain(view):
-    """Ids on the recurrence row: the ends of state edges and, inside each step, every value on a path from
-    a state edge's head to a state (a(t) between s(t−1) → a(t) and s(t))."""
-    nodes, edges = view.nodes, view.edges
-    heads, chain = [], []
-    for e in edges:
-        if e.kind == "state":
-            chain += [e.tail, e.head]
-            heads.append(e.head)
-    forward, backward = {}, {}
-    for e in edges:
-        if e.kind == "data" and nodes[e.tail].step is not None and nodes[e.tail].step == nodes[e.head].step:
-            forward.setdefault(e.tail, []).append(e.head)
-            backward.setdefault(e.head, []).append(e.tail)
-    reach = _reach(heads, forward)
-    states = [n.id for n in nodes.values() if n.kind == "state"]
-    chain += [i for i in _reach(states, backward) if i in reach] + states
-    chain = [i for i in chain if nodes[i].kind != "fold"]  # on the row dot moves it past the last step
-    return sorted(dict.fromkeys(chain), key=_time_order(view))
-
-
-def _time_order(view):
-    """Sort key: nodes outside the steps first, then by step (a fold at its first step), then walk order."""
-    order = {i: k for k, i in enumerate(view.nodes)}
-    fold_step = {f[0]: f[1] for f in view.folded}
-
-    def key(i):
-        step = view.nodes[i].step if i not in fold_step else fold_step[i]
-        return (-1 if step is None else step, order[i])
-    return key
-
-
-def _reach(starts, adjacency):
-    seen, stack = set(starts), list(starts)
-    while stack:
-        for n in adjacency.get(stack.pop(), ()):
-            if n not in seen:
-                seen.add(n)
-                stack.append(n)
-    return seen
-
-
-def _quote(i):
-    return i if i.isidentifier() else f'"{i}"'
 
 
 def _fold_box(g, view, node):

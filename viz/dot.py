@@ -79,7 +79,7 @@ def to_digraph(view, rankdir=None):
     if rankdir not in ("BT", "TB", "LR", "RL"):
         raise ValueError(f"viz: rankdir must be one of BT, TB, LR, RL, got {rankdir!r}")
     g = graphviz.Digraph(view.kind)
-    g.attr(rankdir=rankdir, fontname=FONT, fontsize="15", labelloc="t", label=view.title, newrank="true",
+    g.attr(rankdir=rankdir, fontname=FONT, fontsize="15", labelloc="t", label=_dot_text(view.title), newrank="true",
            nodesep="0.22", ranksep="0.4")
     g.attr("node", fontname=FONT, fontsize="12", margin="0.06,0.03", height="0.3")
     g.attr("edge", fontname=FONT, fontsize="11", arrowsize="0.7", color="#555555")
@@ -129,12 +129,21 @@ def to_digraph(view, rankdir=None):
     return g
 
 
+def _dot_text(*lines):
+    """Lines of text shown as they are: backslashes literal (DOT reads \\n, \\l, \\N… in labels), joined by
+    DOT's own "\\n" line break (not a newline character: one statement per line of source), quotes
+    escaped by the graphviz package's quoting, and never taken for HTML even when it looks like '<…>'."""
+    import graphviz
+    return graphviz.nohtml("\\n".join(line.replace("\\", "\\\\") for line in lines))
+
+
 def _node_label(n, scale):
-    # DOT's own "\\n" line break (not a newline character) keeps one statement per line of source
-    label = n.label.replace("\\", "\\\\")
+    lines = [n.label]
     if n.kind == "copy" and scale is not None and n.grad_norm is not None:
-        label = f"{label}\\n‖∂L/∂{label}‖ = {fmt(n.grad_norm)}"
-    return f"{label}\\n{n.note}" if n.note else label
+        lines.append(f"‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}")
+    if n.note:
+        lines.append(n.note)
+    return _dot_text(*lines)
 
 
 def _node_attrs(n, scale):
@@ -146,7 +155,7 @@ def _node_attrs(n, scale):
             if x is not None and x > 0.72:
                 attrs["fontcolor"] = "white"
         if n.grad_norm is not None:
-            attrs["tooltip"] = f"‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}"
+            attrs["tooltip"] = _dot_text(f"‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}")
     if n.kind == "copy":
         attrs["fontsize"] = "10"
     if n.kind == "fold":
@@ -158,7 +167,7 @@ def _edge_attrs(e, scale, view_kind):
     attrs = dict(_EDGE_STYLE[e.kind])
     attrs["class"] = e.kind
     if e.label:
-        attrs["label"] = f" {e.label} "
+        attrs["label"] = _dot_text(f" {e.label} ")
     if view_kind == "rolled" and e.kind == "weight":
         attrs["color"] = "#555555"
     if scale is not None:

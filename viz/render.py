@@ -1,7 +1,10 @@
 """draw() -> graphviz.Digraph and render() -> a PDF/SVG/PNG/DOT file; a clear error when `dot` is missing."""
 import os
 
+from .names import display_name
 from .view import DEFAULT_MAX_STEPS, build_view
+
+MAX_TITLE = 300
 
 FORMATS = ("pdf", "svg", "png", "dot")
 
@@ -51,7 +54,7 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
     from .dot import to_digraph
     drawing = build_view(roots, view, max_steps, show_grads, names)
     if title is not None:
-        drawing.title = title
+        drawing.title = display_name(title, limit=MAX_TITLE)
     return to_digraph(drawing, rankdir=rankdir)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from tinygrad_rnn.tensor import Tensor
 
 from .graph import walk
+from .names import display_name
 
 VIEWS = ("unrolled", "rolled", "ops")
 DEFAULT_MAX_STEPS = 12
@@ -104,18 +105,32 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
 
 # --- shared pieces -------------------------------------------------------------------------------
 
+def is_copy(t):
+    """Is `t` a per-step copy P(t) of a shared parameter? The one place viz tells copies apart (today by
+    the op name the engine records; the single spot to point at the op metadata of a new core)."""
+    return t.op == "copy"
+
+
 def _labels(graph, names):
-    """Position -> label for every named tensor: its .name, else a name from `names`."""
+    """Position -> label for every named tensor: its .name, else a name from `names`, as printable text."""
     given = {}
     for name, value in (names or {}).items():  # names=locals() holds all sorts of values: only Tensors count
         if isinstance(value, Tensor) and value in graph.index and not str(name).startswith("_"):
-            given.setdefault(graph.index[value], str(name))
-    return {i: (t.name if t.name else given.get(i)) for i, t in enumerate(graph.nodes)
-            if t.name or i in given}
+            given.setdefault(graph.index[value], display_name(name))
+    labels = {}
+    for i, t in enumerate(graph.nodes):
+        label = display_name(t.name) or given.get(i)
+        if label:
+            labels[i] = label
+    return labels
+
+
+def _param_name(p):
+    return display_name(p.name) or "param"
 
 
 def _kind(t, labelled):
-    if t.op == "copy":
+    if is_copy(t):
         return "copy"
     if not t.parents:
         return "param" if t.requires_grad else "input"
@@ -128,12 +143,12 @@ def _kept(graph, labels, view):
     if view == "ops":
         return set(range(len(graph)))
     roots = {graph.index[r] for r in graph.roots}
-    named_results = [i for i in labels if graph.nodes[i].parents and graph.nodes[i].op != "copy"
+    named_results = [i for i in labels if graph.nodes[i].parents and not is_copy(graph.nodes[i])
                      and i not in roots]
     if not named_results:
         return set(range(len(graph)))
     return {i for i, t in enumerate(graph.nodes)
-            if i in labels or i in roots or t.op == "copy" or (not t.parents and t.requires_grad)}
+            if i in labels or i in roots or is_copy(t) or (not t.parents and t.requires_grad)}
 
 
 def _links(graph, kept):
@@ -144,10 +159,10 @@ def _links(graph, kept):
     reaching = {}  # unkept position -> [(kept ancestor, via)]
     links = []
     for i, t in enumerate(graph.nodes):
-        if t.op == "copy":
+        if is_copy(t):
             continue
         incoming = {}
-        copies = [q for q in t.parents if q.op == "copy"]  # once per node: `stack` has T parents
+        copies = [q for q in t.parents if is_copy(q)]  # once per node: `stack` has T parents
         for n, p in enumerate(t.parents):
             j = index[p]
             if j in kept:
@@ -195,7 +210,7 @@ def _stepped(graph, labels, kept, links, view, max_steps):
     nodes, copies_of = {}, {}  # copies_of: shared parameter position -> its copies' positions, folded too
     for i in sorted(kept):
         t = tensors[i]
-        if t.op == "copy":
+        if is_copy(t):
             copies_of.setdefault(graph.index[t.parents[0]], []).append(i)
         if t.step in folded:
             continue
@@ -220,7 +235,7 @@ def _stepped(graph, labels, kept, links, view, max_steps):
 
     for k, i, _ in links:
         tail, head = tensors[k], tensors[i]
-        if tail.op == "copy" or not tail.parents and tail.requires_grad:
+        if is_copy(tail) or not tail.parents and tail.requires_grad:
             kind = "weight"
         elif head.step is not None and (tail.step is None or tail.step < head.step):
             kind = "state"  # a value carried into step t from before it: s(t−1) → a(t)
@@ -285,7 +300,7 @@ def _rolled(graph, labels, links):
     tensors = graph.nodes
     role, role_label = {}, {}
     for i, t in enumerate(tensors):  # walk order: parents first, so structural keys of unnamed ops resolve
-        if t.op == "copy":
+        if is_copy(t):
             continue
         label = labels.get(i)
         if t.step is None:
@@ -306,7 +321,7 @@ def _rolled(graph, labels, links):
     edges, loose = {}, {}
     for k, i, via in links:
         head = role[i]
-        if tensors[k].op == "copy":
+        if is_copy(tensors[k]):
             loose.setdefault(head, []).append(param_of(k))
             continue
         tail = role.get(k)
@@ -359,7 +374,7 @@ def _rolled(graph, labels, links):
         for p in params:
             _append_new(merged_params, p)
     for (tail, head, recurrent), params in seen.items():
-        label = ", ".join(p.name or "param" for p in params)
+        label = ", ".join(_param_name(p) for p in params)
         norms = [_grad_norm(p) for p in params]
         norm = max((n for n in norms if n is not None), default=None)
         kind = "state" if recurrent else ("weight" if params else "data")
@@ -375,8 +390,8 @@ def _rolled(graph, labels, links):
         if r in ids and ids[r] in nodes:
             extra = []
             for p in params:
-                if id(p) not in on_edges and (p.name or "param") not in extra:
-                    extra.append(p.name or "param")
+                if id(p) not in on_edges and _param_name(p) not in extra:
+                    extra.append(_param_name(p))
             if extra:
                 nodes[ids[r]].note = "+ " + ", ".join(extra)
     for node in nodes.values():
@@ -393,7 +408,7 @@ def _partners(t, n, copies):
     ops all of them."""
     if t.op in ("affine", "linear"):
         partner = t.parents[n + 1] if n % 2 == 0 and n + 1 < len(t.parents) else None
-        return [partner] if partner is not None and partner.op == "copy" else []
+        return [partner] if partner is not None and is_copy(partner) else []
     return copies
 
 
@@ -406,7 +421,7 @@ def _append_new(items, x):
 def _input_key(p, step, role, index):
     """How an unnamed op's input enters its structural key: copies by parameter, values from earlier steps
     (the carried state) all alike, so that the same op at every step gets the same key."""
-    if p.op == "copy":
+    if is_copy(p):
         return ("copy", index[p.parents[0]])
     if p.step != step:
         return ("carried",)

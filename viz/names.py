@@ -1,0 +1,28 @@
+"""What a tensor is called in a drawing: any `.name` (or `names=` key) made into short, printable text.
+
+A name is the user's, so it may be anything: not a str, a NUL or other control character, a megabyte of
+text, DOT or HTML syntax. The drawing shows it as plain text: `str()` of it, control characters as
+visible symbols (NUL as ␀), cut to MAX_NAME characters with an ellipsis (dot refuses quoted strings over
+16,384 bytes). Escaping for DOT itself (backslashes, quotes, '<…>' read as HTML) is viz.dot's job.
+"""
+MAX_NAME = 60
+
+
+def display_name(name, limit=MAX_NAME):
+    """Printable text for `name` (see the module docstring); None stays None."""
+    if name is None:
+        return None
+    text = name if isinstance(name, str) else str(name)
+    text = "".join(_visible(ch) for ch in text[:limit + 1])
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _visible(ch):
+    code = ord(ch)
+    if code < 0x20:
+        return chr(0x2400 + code)  # the Control Pictures block: ␀ ␁ … ␟
+    if code == 0x7F:
+        return "␡"
+    if 0x80 <= code < 0xA0 or 0xD800 <= code < 0xE000:  # C1 controls, lone surrogates (not encodable)
+        return "�"
+    return ch

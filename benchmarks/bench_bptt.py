@@ -234,6 +234,8 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         log(f"{row.label}: " + ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in entry["median_s"].items())
             + ("" if meter.others is None else f" (other processes: {meter.others:.2f} cores)"))
         if compare != "none":
+            if wait_quiet:
+                wait_until_quiet(wait_quiet, log=log)
             entry["second_way"] = second_way(compare, steps, row, min_time, min_repeats, warmup_time, threads)
             entry["agreement"] = agreement(entry["median_s"], entry["second_way"]["median_s"], agree_within)
             apart = [f"{k} {r:.2f}×" for k, (r, ok) in entry["agreement"].items() if not ok]

@@ -423,6 +423,18 @@ def engine_fingerprint():
     return digest.hexdigest()[:12]
 
 
+def peer_versions():
+    """{distribution: version} of the optional peers that are installed (read from their metadata, no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+    found = {}
+    for name in ("jax", "jaxlib", "autograd", "mygrad"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 def environment():
     """Machine, versions, BLAS kernel, threads and the OpenBLAS environment variables (read, never set)."""
     import tinygrad_rnn
@@ -447,5 +459,5 @@ def environment():
             "engine_sha1": engine_fingerprint(),
             "memory_gib": memory, "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "tinygrad_rnn": tinygrad_rnn.__version__, "commit": commit,
-            "blas": blas_info(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "blas": blas_info(), "peers": peer_versions(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}}

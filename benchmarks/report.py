@@ -20,11 +20,13 @@ def markdown(results):
     env, rows = results["environment"], results["rows"]
     keys = list(results["implementations"])
     blas, tor = env.get("blas", {}), env.get("torch")
-    lines = ["# One BPTT training step: tinygrad_rnn vs PyTorch autograd vs hand-written numpy", ""]
+    lines = ["# One BPTT training step: tinygrad_rnn vs PyTorch autograd, hand-written numpy and other autodiff "
+             "libraries", ""]
     lines.append(f"- {env['date']} · {env['cpu']}, {env['cores']} cores, {env['memory_gib']} GiB · {env['platform']}")
     lines.append(f"- Python {env['python']}, numpy {env['numpy']}, tinygrad_rnn {env['tinygrad_rnn']}"
                  f" (git {env['commit']}, engine sources sha1 {env.get('engine_sha1')})"
-                 + (f", torch {tor['version']}" if tor else ", torch not installed"))
+                 + (f", torch {tor['version']}" if tor else ", torch not installed")
+                 + "".join(f", {name} {v}" for name, v in env.get("peers", {}).items()))
     lines.append(f"- numpy BLAS (threadpoolctl): {blas.get('library')} {blas.get('version')}, kernel "
                  f"**{blas.get('kernel')}**, {blas.get('threads')} threads"
                  + (" (set by `--threads` through threadpoolctl)" if results["settings"].get("threads") else "")
@@ -33,6 +35,9 @@ def markdown(results):
     if tor:
         lines.append(f"- torch: {tor['blas']}; `torch.set_num_threads({tor['threads']})` = numpy's BLAS thread "
                      f"count from threadpoolctl (interop threads {tor['interop_threads']})")
+    if "jax_scan" in keys:
+        lines.append("- jax: XLA's own CPU thread pool (one thread per core; `--threads` does not reach it); the "
+                     "first call compiles and is part of the warm-up, not of the timing")
     openblas = env["openblas_env"]
     lines.append("- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: " + (
         "unset (run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`)" if not openblas else
@@ -99,13 +104,14 @@ def markdown(results):
                           if rss.get("tinygrad") and rss.get("torch_loop") else "—")
                 lines.append(f"| {r['label']} | " + " | ".join(_mib(rss.get(k)) for k in mem_keys)
                              + f" | {versus} |")
-        lines += ["", "numpy and tinygrad_rnn: tracemalloc peak during one call (array buffers and Python objects such "
+        lines += ["", "numpy, tinygrad_rnn, HIPS autograd and MyGrad: tracemalloc peak during one call (array buffers and Python objects such "
                   "as graph nodes and closures, the returned gradients included). torch: the profiler's allocator "
                   "events (`profile_memory=True`, each op's self_cpu_memory_usage summed in time order): tensor "
                   "storage only, at op resolution; autograd's C++ graph nodes are not counted, so torch's figure "
                   "is a lower bound. The RSS table measures everyone the same way (every allocation, at page "
                   "resolution, after warming code paths on a tiny row): below a few MiB it is mostly allocator "
-                  "noise (glibc reuses freed pages, so 0 means 'fits in memory already touched')."]
+                  "noise (glibc reuses freed pages, so 0 means 'fits in memory already touched'). jax is not "
+                  "measured: its buffers live in XLA's allocator, which neither measure sees alike."]
     if results.get("memory_vs_T"):
         lines += _memory_versus_T(results["memory_vs_T"], results["implementations"])
     if results.get("overhead"):
@@ -171,7 +177,13 @@ def agreement_verdict(results):
     cells = [(r["label"], k, ratio, ok) for r in results["rows"] for k, (ratio, ok) in r.get("agreement", {}).items()]
     apart = [f"{results['implementations'][k]} at {label} ({ratio:.2f})" for label, k, ratio, ok in cells if not ok]
     text = f"The two ways agree within {100 * within:g} % on {len(cells) - len(apart)} of {len(cells)} cells"
-    return text + (f"; apart: {', '.join(apart)}." if apart else ".")
+    text += f"; apart: {', '.join(apart)}." if apart else "."
+    busy = [r["label"] for r in results["rows"] if max(r.get("others_cores") or 0,
+                                                       r.get("second_way", {}).get("others_cores") or 0) > 0.2]
+    if busy:
+        text += (f" Other processes kept more than 0.2 cores busy while {', '.join(busy)} ran: rerun "
+                 "those rows on a quiet machine (`--wait-quiet`).")
+    return text
 
 
 def summary(results):

@@ -79,10 +79,23 @@ def test_npy_file_and_incomplete_metadata_are_clear_errors(tmp_path, capsys):
     assert_one_line_error(*run_cli(capsys, "sample", "--load", partial, "--n", "5"), "partial.npz")
 
 
-def test_negative_clip_and_missing_save_directory_fail_before_training(tmp_path, capsys):
+def test_negative_clip_and_unwritable_outputs_fail_before_training(tmp_path, capsys, monkeypatch):
+    from tinygrad_rnn import train
+    monkeypatch.setattr(train, "train_char_lm", lambda *a, **k: pytest.fail("trained before checking outputs"))
+    monkeypatch.setattr(train, "train_task", lambda *a, **k: pytest.fail("trained before checking outputs"))
     assert_one_line_error(*run_cli(capsys, "train", "--steps", "1", "--clip", "-1"), "--clip")
-    missing = tmp_path / "nope" / "zen.npz"
-    assert_one_line_error(*run_cli(capsys, "train", "--steps", "1", "--save", missing), "directory")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert_one_line_error(*run_cli(capsys, "train", "--steps", "1", "--save", a_file / "zen.npz"),
+                          "--save", "cannot create its directory")
+    assert_one_line_error(*run_cli(capsys, "task", "adding", "--plot", a_file / "sub" / "a.png"),
+                          "--plot", "cannot create its directory")
+
+
+def test_missing_output_folders_are_created(tmp_path, capsys):
+    save = tmp_path / "out" / "zen.npz"
+    assert main(["train", "--steps", "1", "--hidden", "8", "--seq", "10", "--save", str(save), "--no-progress"]) == 0
+    assert save.exists() and (tmp_path / "out" / "zen.png").exists()
 
 
 def _fake_package(root, name):

@@ -298,6 +298,17 @@ def _check_clip(clip):
         raise _usage(f"--clip must be >= 0 (0 turns clipping off), got {clip}")
 
 
+def _make_parent_directory(flag, path):
+    """Create the folder an output goes to (as `render -o out/...` does), before any training: a path that
+    cannot be written fails now, not after minutes of training."""
+    if path:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as e:
+            raise _usage(f"{flag} {path}: cannot create its directory ({e.strerror}; checked before training)") \
+                from None
+
+
 def _positive(name, value):
     if value is not None and value <= 0:
         raise _usage(f"--{name} must be positive, got {value}")
@@ -332,8 +343,8 @@ def _train(args):
     for name in ("hidden", "seq", "bptt", "batch", "epochs", "steps", "lr"):
         _positive(name, getattr(args, name))
     _check_clip(args.clip)
-    if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
-        raise _usage(f"--save {args.save}: its directory does not exist (checked before training)")
+    for flag, path in (("--save", args.save), ("--plot", args.plot)):
+        _make_parent_directory(flag, path)
     text = load_text(args.text)
     if len(text) < args.seq + 1:
         raise _usage(f"the text has {len(text)} characters; --seq {args.seq} needs at least {args.seq + 1}")
@@ -416,6 +427,7 @@ def _task(args):
     _check_clip(args.clip)
     if args.task == "adding" and args.T < 2:
         raise _usage(f"the adding problem needs --T ≥ 2, got {args.T}")
+    _make_parent_directory("--plot", args.plot)
     baseline = task_baseline(args.task, args.T)
     metric = "mean squared error" if args.task == "adding" else "cross-entropy (nats/step)"
     print(f"{args.task} task, T = {args.T}: {metric}; a memoryless guess scores {baseline:.4f}")

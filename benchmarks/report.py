@@ -55,6 +55,8 @@ def markdown(results):
     lines.append(f"- Load average at start {tuple(round(x, 2) for x in env['load_average'] or ())}; "
                  f"total run {results.get('elapsed_s', 0):.0f} s.")
     labels = results["implementations"]
+    lines += ["", "## In short (the README's table): median ms per step, ratios from the same run", ""]
+    lines += compact_table(results)
     lines += ["", "## Time of one step, ms: median (min)", "",
               "| (B,T,d,V) | " + " | ".join(labels[k] for k in keys) + " | FLOP floor | other processes |",
               "|---|" + "--:|" * (len(keys) + 2)]
@@ -136,6 +138,30 @@ def markdown(results):
                   "same chain's gradients in a plain loop (add: the shared input sums g; tanh: g·(1 − y²); matmul: "
                   "xᵀg summed into the shared weight and g·Wᵀ passed on). The W(t) row's numpy is the plain matmul's."]
     return "\n".join(lines) + "\n"
+
+
+COMPACT = ("tinygrad", "torch_loop", "torch_fused", "numpy_hoisted", "jax_scan", "hips_autograd", "mygrad")
+COMPACT_RATIOS = {"torch_loop": "torch loop", "torch_fused": "nn.RNN", "numpy_hoisted": "hoisted", "jax_scan": "jax"}
+
+
+def compact_table(results):
+    """Markdown lines: the main implementations' medians, tinygrad_rnn ÷ the main references (same run), and
+    whether the two ways of timing agreed on the row."""
+    labels = results["implementations"]
+    keys = [k for k in COMPACT if k in labels]
+    ratios = [k for k in COMPACT_RATIOS if k in labels and "tinygrad" in labels]
+    compared = any(r.get("agreement") for r in results["rows"])
+    lines = ["| (B,T,d,V) | " + " | ".join(labels[k] for k in keys)
+             + "".join(f" | engine ÷ {COMPACT_RATIOS[k]}" for k in ratios) + (" | two ways agree |" if compared else " |"),
+             "|---|" + "--:|" * (len(keys) + len(ratios)) + ("---|" if compared else "")]
+    for r in results["rows"]:
+        med = r["median_s"]
+        cells = [_ms(med[k]) for k in keys] + [f"{med['tinygrad'] / med[k]:.3g}×" for k in ratios]
+        if compared:
+            apart = [f"{labels[k]} {ratio:.2f}" for k, (ratio, ok) in r.get("agreement", {}).items() if not ok]
+            cells.append("✅" if not apart else "❌ " + ", ".join(apart))
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _timing_words(settings):

@@ -247,3 +247,17 @@ def test_memory_versus_T_table_reports_bytes_per_step():
     assert 1.5 < entries[1]["peak_bytes"]["tinygrad"] / entries[0]["peak_bytes"]["tinygrad"] < 2.5
     text = "\n".join(_memory_versus_T(entries, {i.key: i.label for i in impls}))
     assert "KiB per step" in text and "linear in T" in text
+
+
+def test_compact_table_shows_medians_ratios_and_agreement():
+    from benchmarks.report import compact_table
+    results = {"implementations": {"tinygrad": "tinygrad_rnn", "torch_loop": "torch loop, CE/step",
+                                   "numpy_hoisted": "numpy hoisted"},
+               "rows": [{"label": "(1,25,16,4)", "median_s": {"tinygrad": 0.002, "torch_loop": 0.004,
+                                                             "numpy_hoisted": 0.0005},
+                         "agreement": {"tinygrad": (1.01, True), "torch_loop": (1.08, False)}}]}
+    header, rule, row = compact_table(results)
+    assert header == ("| (B,T,d,V) | tinygrad_rnn | torch loop, CE/step | numpy hoisted | engine ÷ torch loop | "
+                      "engine ÷ hoisted | two ways agree |")
+    assert rule.count("|") == header.count("|")
+    assert row == "| (1,25,16,4) | 2 | 4 | 0.5 | 0.5× | 4× | ❌ torch loop, CE/step 1.08 |"

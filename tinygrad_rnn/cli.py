@@ -72,6 +72,9 @@ def _unavailable(command, message):
 
 def _subcommands(module_name):
     top = module_name.partition(".")[0]
+    if top == "benchmarks" and importlib.util.find_spec(top) is None and (PROJECT_ROOT / top / "cli.py").is_file():
+        # run from a checkout (an editable install maps only the installed packages): the harness is beside us
+        sys.path.append(str(PROJECT_ROOT))
     if top in OWN_TOP_LEVEL:
         problem = foreign_package_problem(top)
         if problem and top == "benchmarks":

@@ -73,13 +73,14 @@ class Optimizer:
         params = group["params"]
         params = params.parameters() if hasattr(params, "parameters") else \
             [params] if isinstance(params, Tensor) else params
-        params = list(dict.fromkeys(params))  # unique, in order
-        if not params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        params = list(params)
         for p in params:
             if not isinstance(p, Tensor) or not p.requires_grad:
                 raise TypeError(f"{type(self).__name__}: can only optimize Tensors that require grad, "
                                 f"got {type(p).__name__}")
+        params = list(dict.fromkeys(params))  # unique, in order
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         taken = {id(q) for g in self.param_groups for q in g["params"]}
         if any(id(p) in taken for p in params):
             raise ValueError(f"{type(self).__name__}: some parameters appear in more than one parameter group")

@@ -33,12 +33,22 @@ OPTIMIZERS = [("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01), dict(lr=0.5
               ("Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6), dict(lr=0.05, weight_decay=0.1))]
 
 
-@pytest.mark.parametrize("kind,defaults,second", OPTIMIZERS)
-def test_param_groups_and_lr_changes_step_as_torch(kind, defaults, second):
+def _two_groups(optimizer_class, params, second, defaults):
+    """The first two tensors with the defaults, the third with the `second` group's hyper-parameters."""
+    return optimizer_class([{"params": params[:2]}, {"params": params[2:], **second}], **defaults)
+
+
+def _twins(kind, defaults, second):
+    """torch, our parameters and torch's (equal values), and an optimizer of `kind` over each."""
     torch = pytest.importorskip("torch")
     ours, theirs = _params(torch)
-    opt = {"SGD": SGD, "Adam": Adam}[kind]([{"params": ours[:2]}, {"params": ours[2:], **second}], **defaults)
-    topt = getattr(torch.optim, kind)([{"params": theirs[:2]}, {"params": theirs[2:], **second}], **defaults)
+    return (torch, ours, theirs, _two_groups({"SGD": SGD, "Adam": Adam}[kind], ours, second, defaults),
+            _two_groups(getattr(torch.optim, kind), theirs, second, defaults))
+
+
+@pytest.mark.parametrize("kind,defaults,second", OPTIMIZERS)
+def test_param_groups_and_lr_changes_step_as_torch(kind, defaults, second):
+    torch, ours, theirs, opt, topt = _twins(kind, defaults, second)
     assert [len(g["params"]) for g in opt.param_groups] == [2, 1]
     for group, tgroup in zip(opt.param_groups, topt.param_groups):  # every hyper-parameter we have, torch's value
         assert {k: v for k, v in group.items() if k != "params"}.items() <= tgroup.items()
@@ -55,10 +65,7 @@ def test_param_groups_and_lr_changes_step_as_torch(kind, defaults, second):
 
 @pytest.mark.parametrize("kind,defaults,second", OPTIMIZERS)
 def test_state_dict_has_torchs_layout_and_loads_into_torch(kind, defaults, second):
-    torch = pytest.importorskip("torch")
-    ours, theirs = _params(torch)
-    opt = {"SGD": SGD, "Adam": Adam}[kind]([{"params": ours[:2]}, {"params": ours[2:], **second}], **defaults)
-    topt = getattr(torch.optim, kind)([{"params": theirs[:2]}, {"params": theirs[2:], **second}], **defaults)
+    torch, ours, theirs, opt, topt = _twins(kind, defaults, second)
     rng = np.random.default_rng(2)
     for _ in range(3):
         _feed(ours, theirs, torch, rng)
@@ -74,7 +81,7 @@ def test_state_dict_has_torchs_layout_and_loads_into_torch(kind, defaults, secon
             np.testing.assert_allclose(value, np.asarray(tsd["state"][i][key]), rtol=1e-6, atol=1e-7)
     # ours → a fresh torch optimizer: torch steps on from our state exactly as it would have from its own
     fresh = [t.detach().clone().requires_grad_(True) for t in theirs]
-    tfresh = getattr(torch.optim, kind)([{"params": fresh[:2]}, {"params": fresh[2:], **second}], **defaults)
+    tfresh = _two_groups(getattr(torch.optim, kind), fresh, second, defaults)
     tfresh.load_state_dict({
         "state": {i: {k: torch.tensor(v) if isinstance(v, np.ndarray) else torch.tensor(float(v))
                       for k, v in buffers.items()} for i, buffers in sd["state"].items()},

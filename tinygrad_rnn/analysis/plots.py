@@ -1,7 +1,7 @@
 """Figures of the analysis (matplotlib, imported only when a plot is made).
 
 Each function returns an `AnalysisFigure` (a matplotlib Figure) built without pyplot: no global state,
-no backend chosen (nothing here calls matplotlib.use()), it saves with fig.savefig("name.png") or .pdf
+no backend chosen (nothing here switches the backend), it saves with fig.savefig("name.png") or .pdf
 anywhere, and it displays inline in a notebook with no %matplotlib magic (it has a PNG repr).
 Labels are mathtext; every title names the run (the model, and `run=` e.g. the weight scale); colour
 and y axes are logarithmic everywhere, so figures of different runs compare; step axes have integer ticks.
@@ -53,6 +53,11 @@ def _parameter(rec, P):
     return name, _math_name(name)
 
 
+def _note(ax, text):
+    """An explanation under the x label (a second line of it), where it hides no data."""
+    ax.set_xlabel(ax.get_xlabel() + "\n" + text, fontsize="small")
+
+
 def _s0_is_zero(rec):
     return not np.any(rec.state0)
 
@@ -78,8 +83,7 @@ def plot_contributions(output, P=None, run=""):
     _integer_ticks(ax.xaxis)
     _integer_ticks(ax.yaxis)
     if T > 1 and not np.any(norms[:, 0]) and _s0_is_zero(rec) and name == recurrent_weight(rec):
-        ax.text(0.02, 0.02, rf"column $k = 1$ blank: $s_0 = 0$, so $\partial^+ s_1/\partial {math} = 0$",
-                transform=ax.transAxes, fontsize="small", color="0.3")
+        _note(ax, rf"column $k = 1$ blank: $s_0 = 0$, so $\partial^+ s_1/\partial {math} = 0$")
     return fig
 
 
@@ -123,14 +127,14 @@ def plot_step_grads(output, P=None, run=""):
     steps = np.arange(1, len(per_step) + 1)
     ax.bar(steps, np.where(per_step > 0, per_step, np.nan), color="C0")
     ax.set_yscale("log")
+    ax.set_xlim(0.5, len(per_step) + 0.5)
     ax.set_xlabel(r"step $t$")
     ax.set_ylabel(rf"$\|\partial L/\partial {math}^{{(t)}}\|_F$")
     ax.set_title(_title(rf"Per-step copies: $\partial L/\partial {math} = \sum_t \partial L/\partial {math}^{{(t)}}$",
                         rec, run))
     _integer_ticks(ax.xaxis)
     if len(per_step) and per_step[0] == 0 and _s0_is_zero(rec) and name == recurrent_weight(rec):
-        ax.text(0.02, 0.95, rf"no bar at $t = 1$: $s_0 = 0$, so $\partial L/\partial {math}^{{(1)}} = 0$",
-                transform=ax.transAxes, fontsize="small", color="0.3", va="top")
+        _note(ax, rf"no bar at $t = 1$: $s_0 = 0$, so $\partial L/\partial {math}^{{(1)}} = 0$")
     return fig
 
 

@@ -265,16 +265,16 @@ def _overhead_verdict(o):
     return "—" if not measured else "✅" if max(measured) <= 1.0 else "❌"
 
 
-def write_chart(results, path):
-    """PNG: each implementation's time ÷ PyTorch autograd (loop, CE per step) and ÷ numpy hoisted, per row."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def chart_figure(results):
+    """A matplotlib Figure (no pyplot, no backend switch): per row, each implementation's time ÷ PyTorch
+    autograd's loop (CE per step) and ÷ numpy hoisted, on log axes, rows in order of FLOPs."""
+    from matplotlib.figure import Figure
     rows = sorted(results["rows"], key=lambda r: r["flops"])
     keys = list(results["implementations"])
     x = np.arange(len(rows))
     refs = [k for k in ("torch_loop", "numpy_hoisted") if k in keys]
-    fig, axes = plt.subplots(1, len(refs), figsize=(6.5 * len(refs), 4.8), squeeze=False)
+    fig = Figure(figsize=(6.5 * len(refs), 4.8))
+    axes = fig.subplots(1, len(refs), squeeze=False)
     for ax, ref in zip(axes[0], refs):
         for key in keys:
             ratios = [r["median_s"][key] / r["median_s"][ref] for r in rows]
@@ -291,8 +291,12 @@ def write_chart(results, path):
     fig.suptitle(f"One BPTT step (B,T,d,V), float32 — numpy BLAS {env['blas'].get('kernel')} "
                  f"{env['blas'].get('threads')} threads, {env['cpu']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def write_chart(results, path):
+    """The chart of `chart_figure` as a PNG."""
+    chart_figure(results).savefig(path, dpi=120)
 
 
 def write_json(results, path):

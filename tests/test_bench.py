@@ -261,3 +261,23 @@ def test_compact_table_shows_medians_ratios_and_agreement():
                       "engine ÷ hoisted | two ways agree |")
     assert rule.count("|") == header.count("|")
     assert row == "| (1,25,16,4) | 2 | 4 | 0.5 | 0.5× | 4× | ❌ torch loop, CE/step 1.08 |"
+
+
+def test_chart_plots_each_implementation_relative_to_torch_loop_and_hoisted():
+    pytest.importorskip("matplotlib")
+    from benchmarks.report import chart_figure
+    results = {"implementations": {"tinygrad": "tinygrad_rnn", "torch_loop": "torch loop, CE/step",
+                                   "numpy_hoisted": "numpy hoisted"},
+               "environment": {"blas": {"kernel": "Haswell", "threads": 2}, "cpu": "test CPU"},
+               "rows": [{"label": "(32,50,128,65)", "flops": 2e8,
+                         "median_s": {"tinygrad": 6.0, "torch_loop": 8.0, "numpy_hoisted": 3.0}},
+                        {"label": "(1,25,16,4)", "flops": 5e4,
+                         "median_s": {"tinygrad": 1.0, "torch_loop": 2.0, "numpy_hoisted": 0.1}}]}
+    fig = chart_figure(results)
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_xticklabels()] == ["(1,25,16,4)\n0.05 MFLOP", "(32,50,128,65)\n200 MFLOP"]
+    lines = {line.get_label(): list(line.get_ydata()) for line in left.get_lines() if not line.get_label().startswith("_")}
+    assert lines == {"tinygrad_rnn": [0.5, 0.75], "torch loop, CE/step": [1.0, 1.0], "numpy hoisted": [0.05, 0.375]}
+    engine = next(line for line in right.get_lines() if line.get_label() == "tinygrad_rnn")
+    assert list(engine.get_ydata()) == [10.0, 2.0] and engine.get_color() == "black"
+    assert left.get_yscale() == "log" and right.get_title() == "relative to numpy hoisted"

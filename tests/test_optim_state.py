@@ -274,3 +274,16 @@ def test_loading_optimizer_state_that_does_not_fit_changes_nothing(tmp_path):
             np.testing.assert_array_equal(value, before[name])
     with pytest.raises(nn.CheckpointError, match="no scheduler state"):
         other.load(tmp_path / "ck.npz", scheduler=StepLR(Adam(other), 3))
+
+
+def test_numpy_hyper_parameters_save_as_plain_numbers(tmp_path):
+    model, xs, targets, _ = hello_example(hidden=3, seed=0)
+    opt = Adam(model, lr=np.float32(0.01), betas=(np.float64(0.9), 0.99))
+    _run(model, opt, StepLR(opt, 2), xs, targets, 1)
+    opt.param_groups[0]["lr"] = np.float64(0.005)   # set by hand through param_groups
+    _run(model, opt, StepLR(opt, 2), xs, targets, 1)
+    assert all(p.dtype == np.float32 for p in model.parameters())  # a numpy float64 lr promotes nothing
+    model.save(tmp_path / "ck.npz", optimizer=opt)
+    other = Adam(model)
+    model.load(tmp_path / "ck.npz", optimizer=other)
+    assert other.param_groups[0]["lr"] == 0.005 and other.param_groups[0]["betas"] == (0.9, 0.99)

@@ -105,6 +105,8 @@ class Optimizer:
     def step(self):
         """Update every parameter that has a gradient, with its group's current hyper-parameters."""
         for group in self.param_groups:
+            # Python numbers: a numpy float64 lr set through param_groups would turn float32 weights float64
+            hyper = {k: _plain(v) for k, v in group.items() if k != "params"}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -112,7 +114,7 @@ class Optimizer:
                 if g.shape != p.shape:
                     raise ValueError(f"{type(self).__name__}.step: {p.name or 'parameter'} {p.shape} has a "
                                      f"gradient of shape {g.shape}")
-                p.data = self._update(p.data, g, self.state.setdefault(p, {}), group)
+                p.data = self._update(p.data, g, self.state.setdefault(p, {}), hyper)
 
     def _update(self, w, g, state, group):
         raise NotImplementedError
@@ -125,7 +127,7 @@ class Optimizer:
         state = {index[id(p)]: {k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
                                 for k, v in buffers.items()}
                  for p, buffers in self.state.items() if id(p) in index}
-        groups = [{**{k: v for k, v in group.items() if k != "params"},
+        groups = [{**{k: _plain(v) for k, v in group.items() if k != "params"},
                    "params": [index[id(p)] for p in group["params"]]} for group in self.param_groups]
         return {"state": dict(sorted(state.items())), "param_groups": groups}
 
@@ -182,6 +184,13 @@ class Optimizer:
 
 def _as_tuple_if_list(value):  # JSON turns betas into a list
     return tuple(value) if isinstance(value, list) else value
+
+
+def _plain(value):
+    """numpy scalars (an lr set to np.float32(…)) as Python numbers, so a state dict is JSON-serialisable."""
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class SGD(Optimizer):

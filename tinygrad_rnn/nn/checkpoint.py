@@ -78,7 +78,7 @@ def save_npz(path, arrays):
 
 def json_member(value):
     """A JSON-serialisable value as the 0-d text array a checkpoint stores it in."""
-    return np.array(json.dumps(value, allow_nan=False))
+    return np.array(json.dumps(value))
 
 
 def _mode_for(path):

@@ -137,3 +137,9 @@ def test_help_prints_something_useful():
     for text in ("torch.optim.Adam", "betas=(0.9, 0.999)", "param_groups", "state_dict", "exp_avg_sq"):
         assert text in adam_help, text
     assert "gamma every step_size" in pydoc.render_doc(optim.StepLR, renderer=pydoc.plaintext)
+
+
+def test_the_docstring_example_runs():
+    import doctest
+    from tinygrad_rnn.nn import module
+    assert doctest.testmod(module).failed == 0 and doctest.testmod(module).attempted >= 1

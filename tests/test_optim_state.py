@@ -287,3 +287,13 @@ def test_numpy_hyper_parameters_save_as_plain_numbers(tmp_path):
     other = Adam(model)
     model.load(tmp_path / "ck.npz", optimizer=other)
     assert other.param_groups[0]["lr"] == 0.005 and other.param_groups[0]["betas"] == (0.9, 0.99)
+
+
+def test_load_npz_leaves_the_optimizer_buffers_out(tmp_path):
+    model, xs, targets, _ = hello_example(hidden=3, seed=0)
+    opt = Adam(model)
+    _run(model, opt, StepLR(opt, 2), xs, targets, 2)
+    model.save(tmp_path / "ck.npz", metadata={"kind": "x"}, optimizer=opt)
+    state, meta = nn.load_npz(tmp_path / "ck.npz")
+    assert list(state) == list(model.state_dict()) and meta == {"kind": "x"}
+    model.load(tmp_path / "ck.npz")  # weights only: the optimizer's part is simply not read

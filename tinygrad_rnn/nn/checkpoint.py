@@ -20,6 +20,8 @@ import zipfile
 import numpy as np
 
 METADATA_KEY = "__metadata__"  # a JSON string stored beside the weights (vocabulary, sizes, ...)
+OPTIMIZER_KEY = "__optimizer__"  # the optimizer's JSON part; its arrays are "__optimizer__.<index>.<key>"
+SCHEDULER_KEY = "__scheduler__"
 MAX_JSON_CHARS = 1 << 22        # a JSON member larger than this is not one save() wrote
 # a deflated member that expands more than this (beyond a 1 MiB allowance) is a zip bomb: save() never
 # compresses, and float weights compressed by np.savez_compressed shrink by a few percent only
@@ -154,6 +156,11 @@ class Checkpoint:
     def metadata(self):
         return self.json.get(METADATA_KEY)
 
+    @property
+    def weight_names(self):
+        """The array members that are model weights (not an optimizer's buffers)."""
+        return [name for name in self.members if not name.startswith(OPTIMIZER_KEY + ".")]
+
     def read_arrays(self, names=None):
         """{name: array} for `names` (default: every array member), CRCs checked; complex or non-finite
         values are a CheckpointError."""
@@ -197,9 +204,10 @@ def read_checkpoint(path):
 
 
 def load_npz(path):
-    """(state dict, metadata or None) from an .npz written by save_npz; CheckpointError if it is damaged."""
+    """(state dict of the weights, metadata or None) from an .npz written by save_npz; CheckpointError if
+    it is damaged. An optimizer's buffers saved beside the weights are left out (Module.load reads them)."""
     checkpoint = read_checkpoint(path)
-    return checkpoint.read_arrays(), checkpoint.metadata
+    return checkpoint.read_arrays(checkpoint.weight_names), checkpoint.metadata
 
 
 def _open_zip(path):

@@ -12,10 +12,9 @@ import numpy as np
 
 from ..tensor import Parameter
 from . import checkpoint as _checkpoint
-from .checkpoint import METADATA_KEY, CheckpointError, load_npz, read_checkpoint, save_npz  # noqa: F401
+from .checkpoint import (METADATA_KEY, OPTIMIZER_KEY, SCHEDULER_KEY, CheckpointError, load_npz,  # noqa: F401
+                         read_checkpoint, save_npz)
 
-OPTIMIZER_KEY = "__optimizer__"  # the optimizer's JSON part; its arrays are "__optimizer__.<index>.<key>"
-SCHEDULER_KEY = "__scheduler__"
 _OPTIMIZER_ARRAY = re.compile(re.escape(OPTIMIZER_KEY) + r"\.(\d+)\.(\w+)")
 
 
@@ -206,7 +205,7 @@ class Module:
         before any array is decompressed; weights must be finite real floats. If anything does not fit,
         a CheckpointError names the file and nothing — model, optimizer, scheduler — is changed."""
         checkpoint = read_checkpoint(path)
-        names = [n for n in checkpoint.members if not n.startswith(OPTIMIZER_KEY + ".")]
+        names = checkpoint.weight_names
         problems = state_problems({name: p.shape for name, p in self.named_parameters()},
                                   {name: checkpoint.members[name][0] for name in names})
         if optimizer is not None:

@@ -85,7 +85,7 @@ def test_non_str_names_and_names_dict_keys():
     texts = [t for texts in shown_texts(svg).values() for t in texts]
     assert "42" in texts and "('tuple', 'key')" in texts
     h.name = np.array([1, 2])  # even a name with no truth value
-    assert viz.draw(loss).source.count("[1 2]") == 1
+    assert 'label="[1 2]"' in viz.draw(loss).source
 
 
 def test_dot_source_has_no_injected_statements():

@@ -1,18 +1,15 @@
-"""View -> graphviz.Digraph: one cluster per time step, shared parameters outside, gradient heat.
+"""View -> graphviz.Digraph: one cluster per time step, shared parameters outside, gradient colours.
 
-Colour legend (when the drawing has gradients): copies, states and other tensors with a gradient are
-filled by ‖∂L/∂·‖ on a log scale from pale yellow (smallest, vanishing) to dark red (largest); edges
-take the colour and width of the gradient of their tail, the value whose gradient flows back along them.
-Grey: no gradient reached it. Without gradients: shared parameters blue, copies light blue, states green,
-inputs white, losses pink.
+Colour legend (when the drawing has gradients, see viz.colours): every tensor with a gradient — copies,
+parameters, states, other values — is filled by ‖∂L/∂·‖ through matplotlib's viridis on a LogNorm
+(dark purple: smallest, vanishing; yellow: largest), the colour bar saying "‖∂L/∂·‖ (log)"; edges take
+the colour and width of the gradient of their tail, the value whose gradient flows back along them.
+Grey: a zero gradient. White with a dashed border: not recorded (viz could not recover it). Without
+gradients: shared parameters blue, copies light blue, states green, inputs white, losses pink.
 """
-import math
-
+from .colours import LogScale, colour_bar, fmt, text_colour
 from .layout import Layout
 
-# ColorBrewer YlOrRd: light = small gradient, dark = large; readable in print and for colour-blind readers
-HEAT = ["#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#b10026"]
-NO_GRAD = "#e0e0e0"
 FONT = "Helvetica"
 
 _FILL = {"param": "#9fc5e8", "copy": "#d9e8f6", "input": "#ffffff", "state": "#d9ead3", "value": "#ffffff",
@@ -23,45 +20,6 @@ _STYLE = {"param": "rounded,filled,bold", "copy": "rounded,filled", "input": "fi
           "value": "filled", "loss": "filled", "op": "rounded,filled", "fold": "dashed,rounded"}
 _EDGE_STYLE = {"data": {}, "weight": {"color": "#6d9eeb"}, "state": {"penwidth": "2.2"},
                "sum": {"style": "dashed", "color": "#3c78d8", "fontcolor": "#1c4587", "constraint": "false"}}
-
-
-class LogScale:
-    """Maps gradient norms to [0, 1] on a log scale between the smallest and largest positive norm drawn."""
-
-    def __init__(self, norms):
-        positive = [n for n in norms if n is not None and n > 0 and math.isfinite(n)]
-        self.empty = not positive
-        self.lo = min(positive) if positive else 1.0
-        self.hi = max(positive) if positive else 1.0
-
-    def __call__(self, norm):
-        if norm is None or not norm > 0 or not math.isfinite(norm):
-            return None
-        if self.hi <= self.lo * (1 + 1e-12):
-            return 1.0
-        x = (math.log10(norm) - math.log10(self.lo)) / (math.log10(self.hi) - math.log10(self.lo))
-        return min(1.0, max(0.0, x))
-
-    def ticks(self, n=5):
-        if self.hi <= self.lo * (1 + 1e-12):
-            return [self.hi]
-        return [self.lo * (self.hi / self.lo) ** (k / (n - 1)) for k in range(n)]
-
-
-def heat(x):
-    """Colour at position x in [0, 1] of the HEAT ramp, as #rrggbb."""
-    x = min(1.0, max(0.0, x)) * (len(HEAT) - 1)
-    k = min(int(x), len(HEAT) - 2)
-    f = x - k
-    a, b = HEAT[k], HEAT[k + 1]
-    rgb = [round(int(a[i:i + 2], 16) * (1 - f) + int(b[i:i + 2], 16) * f) for i in (1, 3, 5)]
-    return "#" + "".join(f"{c:02x}" for c in rgb)
-
-
-def fmt(x):
-    if x == 0:
-        return "0"
-    return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.2e}".replace("e-0", "e-").replace("e+0", "e")
 
 
 def to_digraph(view, rankdir=None):
@@ -123,7 +81,7 @@ def to_digraph(view, rankdir=None):
             continue
         g.edge(e.tail, e.head, **attrs)
     if scale is not None:
-        g.node("legend", _legend(scale), shape="plaintext", fontsize="10", **{"class": "legend"})
+        g.node("legend", colour_bar(scale), shape="plaintext", fontsize="10", **{"class": "legend"})
     if layout:
         layout.apply(g, "legend" if scale is not None else None)
     return g
@@ -148,13 +106,12 @@ def _node_label(n, scale):
 
 def _node_attrs(n, scale):
     attrs = {"shape": _SHAPE[n.kind], "style": _STYLE[n.kind], "fillcolor": _FILL[n.kind], "class": n.kind}
-    if scale is not None:
-        x = scale(n.grad_norm)
-        if n.grad_norm is not None or n.kind in ("copy", "state"):
-            attrs["fillcolor"] = NO_GRAD if x is None else heat(x)
-            if x is not None and x > 0.72:
-                attrs["fontcolor"] = "white"
-        if n.grad_norm is not None:
+    if scale is not None and n.kind not in ("input", "fold"):  # constants have no gradient to show
+        attrs["fillcolor"] = fill = scale.colour(n.grad_norm)
+        attrs["fontcolor"] = text_colour(fill)
+        if n.grad_norm is None:  # not recorded: dashed, unlike a true zero
+            attrs["style"] = attrs["style"] + ",dashed"
+        else:
             attrs["tooltip"] = _dot_text(f"‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}")
     if n.kind == "copy":
         attrs["fontsize"] = "10"
@@ -171,9 +128,9 @@ def _edge_attrs(e, scale, view_kind):
     if view_kind == "rolled" and e.kind == "weight":
         attrs["color"] = "#555555"
     if scale is not None:
-        x = scale(e.grad_norm)
+        x = scale.position(e.grad_norm)
         if x is not None:
-            attrs.update(color=heat(0.3 + 0.7 * x), penwidth=f"{1 + 2.5 * x:.2f}")  # faintest still visible
+            attrs.update(color=scale.colour(e.grad_norm), penwidth=f"{1 + 2.5 * x:.2f}")
     return attrs
 
 
@@ -189,16 +146,3 @@ def _last_before_fold(view):
     first_folded = view.folded[0][1]
     before = [t for t in view.steps if t < first_folded]
     return before[-1] if before else None
-
-
-def _legend(scale):
-    cells = []
-    for v in ([] if scale.empty else scale.ticks()):
-        x = scale(v)
-        colour = heat(x)
-        text = f'<FONT COLOR="white">{fmt(v)}</FONT>' if x > 0.72 else fmt(v)
-        cells.append(f'<TD BGCOLOR="{colour}">{text}</TD>')
-    cells.append(f'<TD BGCOLOR="{NO_GRAD}">0 / none</TD>')
-    return ('<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">'
-            f'<TR><TD COLSPAN="{len(cells)}">gradient norm ‖∂L/∂·‖ (log scale)</TD></TR>'
-            f'<TR>{"".join(cells)}</TR></TABLE>>')

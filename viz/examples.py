@@ -11,8 +11,8 @@ _TEXT = {"hello": list("hello"), "deep": ["d", "e", "e", "p", "<stop>"]}
 def example(name="hello", steps=None, hidden=3, seed=0, backward=True):
     """(L, out): the loss and RNNOutput of the named example over `steps` steps (default 4, as on the slides).
 
-    backward=True runs L.backward() with the named results a(t), s(t), y(t), L(t) keeping their
-    gradients (retain_grad), so a drawing can colour the states as well as the copies W(t).
+    backward=True runs a plain L.backward() (no retain_grad): the drawing still colours the states
+    a(t), s(t), y(t), L(t), whose gradients viz recovers from the recorded graph.
     """
     from tinygrad_rnn import nn
     from tinygrad_rnn.data import CharVocab
@@ -34,9 +34,7 @@ def example(name="hello", steps=None, hidden=3, seed=0, backward=True):
         xs, targets = vocab.one_hot(tokens[:-1]), vocab.encode(tokens[1:])
     L, out = model.loss(xs, targets)
     if backward:
-        for t in out.preactivations + out.states[1:] + out.logits + out.losses:
-            t.retain_grad()
-        L.backward()
+        L.backward()  # plain: viz recovers ∂L/∂s(t), ∂L/∂a(t), … itself (viz.replay)
     return L, out
 
 

@@ -18,8 +18,9 @@ import numpy as np
 
 from tinygrad_rnn.tensor import Tensor
 
-from .graph import walk
+from .graph import is_copy, walk
 from .names import display_name
+from .replay import recorded_gradients
 
 VIEWS = ("unrolled", "rolled", "ops")
 DEFAULT_MAX_STEPS = 12
@@ -87,6 +88,8 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
         raise ValueError(f"viz: max_steps must be an integer >= 2 (the first and last steps are always "
                          f"drawn) or None, got {max_steps!r}")
     graph = walk(roots)
+    if show_grads is not False and view != "rolled":  # after backward: s(t), a(t), … without retain_grad
+        graph.gradients = recorded_gradients(graph)
     labels = _labels(graph, names)
     kept = _kept(graph, labels, view)
     links = _links(graph, kept)
@@ -104,12 +107,6 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
 
 
 # --- shared pieces -------------------------------------------------------------------------------
-
-def is_copy(t):
-    """Is `t` a per-step copy P(t) of a shared parameter? The one place viz tells copies apart (today by
-    the op name the engine records; the single spot to point at the op metadata of a new core)."""
-    return t.op == "copy"
-
 
 def _labels(graph, names):
     """Position -> label for every named tensor: its .name, else a name from `names`, as printable text."""
@@ -178,8 +175,11 @@ def _links(graph, kept):
     return links
 
 
-def _grad_norm(t):
-    g = t.grad if t.requires_grad else None
+def _grad_norm(t, graph=None):
+    """‖∂L/∂t‖: a leaf's or copy's own gradient, else the one viz.replay recovered (None: not recorded)."""
+    g = t.grad if t.requires_grad and not t.parents or is_copy(t) else None
+    if g is None and graph is not None and graph.gradients:
+        g = graph.gradients.get(graph.index[t])
     return None if g is None else float(np.linalg.norm(g))
 
 
@@ -223,7 +223,7 @@ def _stepped(graph, labels, kept, links, view, max_steps):
             note = f"{t.op}  {_shape(t.shape)}" if t.parents and label != t.op else _shape(t.shape)
         elif kind == "param":
             note = _shape(t.shape)
-        nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t), note)
+        nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t, graph), note)
 
     edges, seen = [], set()
 

@@ -71,6 +71,22 @@ def verdict_for(rate):
     return "vanishing" if rate < VANISHING_BELOW else "exploding" if rate > EXPLODING_ABOVE else "stable"
 
 
+def _row_norms(D, t, rec, part, chunk=128):
+    """‖∂s_t/∂s_k‖₂ for k = t … 0 (returned in order k = 0 … t): ∂s_t/∂s_{k−1} = ∂s_t/∂s_k · D_k, the
+    norms taken `chunk` matrices at a time (memory O(chunk · w²) beside D)."""
+    out = np.empty(t + 1)
+    J = np.eye(D.shape[-1])
+    pending, first = [], t
+    for k in range(t, -1, -1):
+        if k < t:
+            J = J @ D[k]
+        pending.append(J if part in ("state", "carousel") else _block(J, rec, part))
+        if len(pending) == chunk or k == 0:
+            out[k:first + 1] = _spectral_norms(np.stack(pending))[::-1]
+            pending, first = [], k - 1
+    return out
+
+
 FULL_UP_TO = 200  # gradient_flow measures every end step t up to this T, else only t = T (see ends)
 
 
@@ -97,7 +113,7 @@ def gradient_flow(output, batch=0, ends=None, part="state"):
     The Jacobians come from the engine (step Jacobians of a float64 rerun, local.py), chained backwards
     from each end: ∂s_t/∂s_{k−1} = ∂s_t/∂s_k · D_k. Cost: the step Jacobians (O(T·w) cell rows), then per
     end step t products and t symmetric eigenvalue problems of w×w matrices — O(|ends|·T·w³); at T = 1000, d = 128 about 2 s
-    (benchmarks/bench_analysis.py). Memory: T·w² floats for the step Jacobians plus T·w² for one row.
+    (benchmarks/bench_analysis.py). Memory: T·w² floats for the step Jacobians (the norms are taken 128 at a time).
     """
     rec = recording(output)
     b = rec.sequence(batch, "gradient_flow")
@@ -114,11 +130,7 @@ def gradient_flow(output, batch=0, ends=None, part="state"):
     norms = np.full((T + 1, T + 1), np.nan)
     norms[0, 0] = 1.0
     for t in ends:
-        row = np.empty((t + 1,) + D.shape[1:])
-        row[t] = np.eye(D.shape[-1])
-        for k in range(t, 0, -1):
-            row[k - 1] = row[k] @ D[k - 1]
-        norms[t, :t + 1] = _spectral_norms(row if part in ("state", "carousel") else _block(row, rec, part))
+        norms[t, :t + 1] = _row_norms(D, t, rec, part)
     gaps = np.arange(1, T)
     per_gap = np.full(len(gaps), np.nan)
     for t in ends:

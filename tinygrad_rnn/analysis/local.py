@@ -7,11 +7,11 @@ For step k, with the packed state s (see recording.py) and the cell s_k = f(x_k,
   of the cell's graph. The explicit derivative ∂⁺s_k/∂P is then Σ_sites A ⊗ u with A = ∂s_k/∂z (w, |z|):
   ∂⁺s_k[p]/∂P[q, r] = Σ_sites u_q A[p, r]  (a bias: A[p, r]).
 
-All of them come from ONE forward and ONE backward of the cell per chunk of steps: the steps' inputs
-(x_k, s_{k−1}) are repeated w times side by side (a batch of rows (k, b, p)), and the backward seeds row
-(k, b, p) with the unit vector e_p, so row p of every gradient is row p of the Jacobian. Cost:
-O(T·B·w·(cost of one cell row)) — for the vanilla cell T·B·w·(n + d)·d multiply-adds — in chunks of at
-most CHUNK_ROWS rows (memory O(CHUNK_ROWS · gate width)).
+All of them come from ONE forward of the cell over every step at once (the steps' inputs (x_k, s_{k−1})
+side by side as a batch of rows (k, b)) and w backward passes through that small graph: pass p seeds
+every row with the unit vector e_p, so the gradients it leaves are row p of every step's Jacobian. Cost:
+w backward passes over T·B rows, O(T·B·w·(cost of one cell row)) — for the vanilla cell T·B·w·(n + d)·d
+multiply-adds — in chunks of at most CHUNK_ROWS rows; memory O(T·B·w·(w + gate width)) for the results.
 """
 from dataclasses import dataclass
 
@@ -68,25 +68,34 @@ def local_jacobians(rec, steps, params=(), op="analysis"):
     steps = np.asarray(steps, dtype=np.int64)
     w, B = rec.width, rec.B
     states, xs = rec.states(), rec.inputs
-    per_chunk = max(1, CHUNK_ROWS // (B * w))
+    per_chunk = max(1, CHUNK_ROWS // B)
     D = np.empty((len(steps), B, w, w))
     sites = {P: None for P in params}
-    eye = np.eye(w)
     for lo in range(0, len(steps), per_chunk):
         ks = steps[lo:lo + per_chunk]
         n = len(ks)
-        rows = n * B * w
-        s_prev = Tensor(np.repeat(states[ks - 1][:, :, None], w, axis=2).reshape(rows, w), requires_grad=True)
-        x = Tensor(np.repeat(xs[ks - 1][:, :, None], w, axis=2).reshape(rows, -1), requires_grad=True)
+        s_prev = Tensor(states[ks - 1].reshape(n * B, w), requires_grad=True)
+        # x needs a gradient only to reach nodes that read x alone (a GRU's x W_ih + b_ih) for P's sites
+        x = Tensor(xs[ks - 1].reshape(n * B, -1), requires_grad=bool(params))
         out = rec.pack(rec.cell(x, rec.unpack(s_prev)))
         found = _sites_of(out, params, op)
-        for pairs in found.values():
-            for node, _ in pairs:
-                node.retain_grad()
-        out.backward(np.tile(eye, (n * B, 1)))
-        D[lo:lo + n] = _rows(s_prev.grad, n, B, w)
+        nodes = [node for pairs in found.values() for node, _ in pairs]
+        for node in nodes:
+            node.retain_grad()
+        grads = {id(node): np.empty((n * B, w) + node.shape[1:]) for node in nodes}
+        seed = np.zeros((n * B, w))
+        for p in range(w):  # one backward per state component p: row p of every local Jacobian
+            s_prev.grad = x.grad = None
+            for node in nodes:
+                node.grad = None
+            seed[:, p] = 1
+            out.backward(seed, retain_graph=p < w - 1)
+            seed[:, p] = 0
+            D[lo:lo + n, :, p] = _rows(s_prev.grad, n, B)
+            for node in nodes:
+                grads[id(node)][:, p] = _rows(node.grad, n, B).reshape(n * B, -1)
         for P, pairs in found.items():
-            chunk = [Site(_rows(node.grad, n, B, w), None if u is None else _rows(u.data, n, B, w)[:, :, 0])
+            chunk = [Site(grads[id(node)].reshape(n, B, w, -1), None if u is None else _rows(u.data, n, B))
                      for node, u in pairs]
             if sites[P] is None:
                 sites[P] = [Site(np.empty((len(steps),) + s.A.shape[1:]),
@@ -98,12 +107,11 @@ def local_jacobians(rec, steps, params=(), op="analysis"):
     return LocalJacobians(steps, D, sites)
 
 
-def _rows(array, n, B, w):
-    """Rows (k, b, p) of a chunk's array back to (k, b, p, features); a missing gradient is zero."""
+def _rows(array, n, B):
+    """Rows (k, b) of a chunk's array back to (k, b, features); a missing gradient is an error."""
     if array is None:
         raise ValueError("analysis: a node of the cell received no gradient")
-    return np.asarray(array).reshape(n, B, w, -1)
-
+    return np.asarray(array).reshape(n, B, -1)
 
 def loss_gradients(rec, op="analysis", params=()):
     """(G, head sites): G (T+1, B, w) with G[t] = ∂L_t/∂s_t, the loss of step t seen from its own

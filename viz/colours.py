@@ -8,6 +8,8 @@ when a drawing has gradients to colour.
 """
 import math
 
+import numpy as np
+
 CMAP = "viridis"
 ZERO = "#d9d9d9"
 NOT_RECORDED = "#ffffff"
@@ -28,12 +30,17 @@ class LogScale:
             self._map = matplotlib.colormaps[CMAP]
             single = self.hi <= self.lo * (1 + 1e-12)  # one value: the top colour
             self._norm = LogNorm(vmin=self.hi / 10 if single else self.lo, vmax=self.hi)
+            # every norm of the drawing through LogNorm and the map at once (one by one, matplotlib's masked
+            # arrays cost a millisecond each)
+            values = sorted(set(positive))
+            self._positions = dict(zip(values, np.clip(self._norm(np.array(values)).filled(0.0), 0.0, 1.0)))
 
     def position(self, norm):
         """Where `norm` falls on the map, in [0, 1]; None for None, zero, negative or non-finite."""
         if self.empty or norm is None or not norm > 0 or not math.isfinite(norm):
             return None
-        return min(1.0, max(0.0, float(self._norm(norm))))
+        x = self._positions.get(norm)
+        return float(x) if x is not None else min(1.0, max(0.0, float(self._norm(norm))))
 
     def colour(self, norm):
         """#rrggbb of `norm`: ZERO for a zero gradient, NOT_RECORDED for None."""

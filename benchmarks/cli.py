@@ -91,7 +91,7 @@ def run(args):
                                   rss=not (args.quick or args.no_rss),
                                   overhead_sizes=dict(n_forward=500, chain=100, repeats=2) if args.quick else None,
                                   threads=args.threads, log=log, memory_lengths=() if args.quick else bench.MEMORY_T,
-                                  compare=compare)
+                                  compare=compare, warmup_time=min(bench.WARMUP_S, min_time))
     paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)
     if args.profile:
         from pathlib import Path

@@ -95,3 +95,28 @@ def test_dot_source_has_no_injected_statements():
         # every line is one statement of ours: the name sits inside a quoted label, its quotes escaped
         assert 'image=' not in re.sub(r'"(?:[^"\\]|\\.)*"', '""', source)
         assert 'shape=star' not in re.sub(r'"(?:[^"\\]|\\.)*"', '""', source)
+
+
+def labels_of(source):
+    return re.findall(r'^\s*\w+ \[label="([^"\\]+)', source, re.M)
+
+
+def test_repeated_parameter_names_get_their_module_path():
+    from tinygrad_rnn import nn
+    from viz.names import shortest_unique_suffixes
+    assert shortest_unique_suffixes(["encoder.cell.W", "cell.W", None]) == ["encoder.cell.W", "cell.W", None]
+    assert shortest_unique_suffixes(["encoder.embed.weight", "embed.weight", "head.weight"]) == \
+        ["encoder.embed.weight", "embed.weight", "head.weight"]
+    model = nn.Seq2Seq(5, 4, 3, bos=4, cell="rnn", seed=0)
+    L, _, _ = model.loss(np.array([0, 1, 2]), np.array([1, 2]))
+    L.backward()
+    labels = labels_of(viz.draw(L, model=model).source)
+    assert len(labels) == len(set(labels))  # no two nodes say the same (today: two "weight(4)")
+    assert {"encoder.cell.W(3)", "cell.W(4)", "embed.weight(4)", "head.weight(4)", "encoder.cell.W",
+            "cell.W"} <= set(labels)
+    assert "bias(4)" in labels and "W(4)" not in labels  # a name that does not repeat stays bare
+    numbered = labels_of(viz.draw(L).source)  # without the model: numbered in walk order, still distinct
+    assert len(numbered) == len(set(numbered)) and {"W#1(3)", "W#2(4)", "weight#3(5)"} <= set(numbered)
+    # the lecture RNN has no repeats: labels unchanged
+    L1, _ = viz.example("hello", backward=False)
+    assert "W(3)" in labels_of(viz.draw(L1).source)

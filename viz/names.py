@@ -28,3 +28,18 @@ def _visible(ch):
     if 0x80 <= code < 0xA0 or 0xD800 <= code < 0xE000:  # C1 controls, lone surrogates (not encodable)
         return "�"
     return ch
+
+
+def shortest_unique_suffixes(paths):
+    """The shortest dotted tail of each path that no other path in the list shares ('encoder.cell.W',
+    'cell.W' -> 'encoder.cell.W', 'cell.W'; 'a.embed.weight', 'head.weight' -> 'embed.weight',
+    'head.weight'); None where a path is None."""
+    parts = [None if p is None else p.split(".") for p in paths]
+    found = []
+    for i, mine in enumerate(parts):
+        others = [q for j, q in enumerate(parts) if j != i and q is not None]
+        k = 1
+        while mine is not None and k < len(mine) and any(q[-k:] == mine[-k:] for q in others):
+            k += 1  # the whole path, at the latest, is unique
+        found.append(None if mine is None else ".".join(mine[-k:]))
+    return found

@@ -20,7 +20,7 @@ class GraphvizNotFound(RuntimeError):
 
 
 def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None, rankdir=None,
-         title=None):
+         title=None, model=None):
     """The recorded graph behind `roots` as a graphviz.Digraph (shown inline in Jupyter; `.source` is DOT).
 
     Parameters
@@ -41,6 +41,10 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
         None (default): when any drawn tensor has a gradient, i.e. after backward.
     names : dict, optional
         {name: Tensor} labels for tensors without a `.name` (e.g. `names=locals()`); `.name` wins.
+    model : Module, optional
+        The model behind the graph: parameters whose bare names repeat (an encoder's and a decoder's W)
+        are labelled by module path from model.named_parameters() (`encoder.cell.W(3)`); without it they
+        are numbered (`W#1(3)`, `W#2(3)`).
     rankdir : str, optional
         Graphviz direction: "BT" (default: inputs at the bottom, time left to right, as on the slides),
         or "TB", "LR", "RL" (dot's own layout, no rows).
@@ -52,7 +56,7 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
     graphviz.Digraph
     """
     from .dot import to_digraph
-    drawing = build_view(roots, view, max_steps, show_grads, names)
+    drawing = build_view(roots, view, max_steps, show_grads, names, model)
     if title is not None:
         drawing.title = display_name(title, limit=MAX_TITLE)
     return to_digraph(drawing, rankdir=rankdir)

@@ -19,7 +19,7 @@ import numpy as np
 from tinygrad_rnn.tensor import Tensor
 
 from .graph import is_copy, walk
-from .names import display_name
+from .names import display_name, shortest_unique_suffixes
 from .replay import recorded_gradients
 
 VIEWS = ("unrolled", "rolled", "ops")
@@ -71,7 +71,8 @@ class View:
     title: str = ""
 
 
-def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None):
+def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None,
+               model=None):
     """The View of the graph recorded behind `roots` (a Tensor such as the loss L, or a list of Tensors).
 
     Parameters
@@ -81,6 +82,8 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
     show_grads : colour by gradient norm; None (default) means "if any drawn tensor has a gradient".
     names : optional {name: Tensor} (e.g. `locals()`) labelling tensors that have no `.name`;
         a Tensor's own `.name` wins.
+    model : optional Module (anything with named_parameters()): shared parameters whose names repeat are
+        labelled by their module path (`encoder.cell.W(3)`, `cell.W(3)`); without it, numbered (`W#1`).
     """
     if view not in VIEWS:
         raise ValueError(f"viz: view must be one of {VIEWS}, got {view!r}")
@@ -90,7 +93,7 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
     graph = walk(roots)
     if show_grads is not False and view != "rolled":  # after backward: s(t), a(t), … without retain_grad
         graph.gradients = recorded_gradients(graph)
-    labels = _labels(graph, names)
+    labels = _labels(graph, names, model)
     kept = _kept(graph, labels, view)
     links = _links(graph, kept)
     if view == "rolled":
@@ -108,7 +111,7 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
 
 # --- shared pieces -------------------------------------------------------------------------------
 
-def _labels(graph, names):
+def _labels(graph, names, model=None):
     """Position -> label for every named tensor: its .name, else a name from `names`, as printable text."""
     given = {}
     for name, value in (names or {}).items():  # names=locals() holds all sorts of values: only Tensors count
@@ -119,7 +122,33 @@ def _labels(graph, names):
         label = display_name(t.name) or given.get(i)
         if label:
             labels[i] = label
+    _disambiguate(graph, labels, model)
     return labels
+
+
+def _disambiguate(graph, labels, model):
+    """Shared parameters whose bare names repeat (Seq2Seq: the encoder's W and the decoder's W, three
+    `weight`s) get their module path, as short as tells them apart (`encoder.cell.W`, `cell.W`), from
+    model.named_parameters(); without a model, a number (`weight#1`, `weight#2`). Their copies follow:
+    `encoder.cell.W(3)`."""
+    paths = {id(p): name for name, p in model.named_parameters()} if model is not None else {}
+    groups = {}
+    for i, t in enumerate(graph.nodes):
+        if not t.parents and t.requires_grad and i in labels:
+            groups.setdefault(labels[i], []).append(i)
+    renamed = {}
+    for bare, members in groups.items():
+        if len(members) < 2:
+            continue
+        found = shortest_unique_suffixes([paths.get(id(graph.nodes[i])) for i in members])
+        for k, (i, path) in enumerate(zip(members, found), start=1):
+            renamed[i] = (bare, display_name(path) if path else f"{bare}#{k}")
+    for i, t in enumerate(graph.nodes):
+        if is_copy(t) and graph.index[t.parents[0]] in renamed:
+            bare, new = renamed[graph.index[t.parents[0]]]
+            labels[i] = f"{new}({t.step})" if labels.get(i) in (f"{bare}({t.step})", None) else labels[i]
+    for i, (_, new) in renamed.items():
+        labels[i] = new
 
 
 def _param_name(p):

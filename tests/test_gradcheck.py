@@ -175,8 +175,12 @@ def test_check_close_refuses_any_non_finite_element(analytic, numeric):
     check_close(np.array([1.0, 2.0]), np.array([1.0, 2.0]), "w", "a", "n", 1e-5, 1e-3, 1e-6)  # finite: passes
 
 
-def test_truncated_gradcheck_shares_the_comparison():
+def test_truncated_gradcheck_fails_on_nan_too():
     # analysis.truncated_gradcheck compares through gradcheck.check_close, so it inherits the NaN rule
-    from tinygrad_rnn.analysis import truncation
-    from tinygrad_rnn.gradcheck import check_close
-    assert truncation.check_close is check_close
+    from tinygrad_rnn.analysis import truncated_gradcheck
+    model, xs, targets, _ = hello_example(hidden=3, seed=0, dtype=np.float64)
+    assert truncated_gradcheck(model, xs, targets, k=2)
+    model.V.data = model.V.data.copy()
+    model.V.data[0, 0] = np.nan
+    with _nan_inf_quiet(), pytest.raises(GradcheckError, match="non-finite"):
+        truncated_gradcheck(model, xs, targets, k=2)

@@ -283,3 +283,15 @@ def test_bit_flips_and_truncations_load_exactly_or_fail_cleanly(tmp_path):
         for name, value in target.state_dict().items():
             np.testing.assert_array_equal(value, expected[name], err_msg=f"case {i}, {name}")
     assert failures > 0.7 * len(damaged)
+
+
+def test_check_shapes_lets_a_loader_refuse_metadata_before_building_the_model(tmp_path):
+    nn.RNN(3, 4, 3, seed=0).save(tmp_path / "m.npz", metadata={"hidden": 10 ** 6, "vocab": 3})
+    header = ck.read_checkpoint(tmp_path / "m.npz")
+    meta = header.metadata
+    with pytest.raises(nn.CheckpointError, match=r"does not hold the model its metadata describes: 'V' is "
+                                                 r"\(4, 3\), not \(1000000, 3\)"):
+        header.check_shapes({"V": (meta["hidden"], meta["vocab"])})
+    with pytest.raises(nn.CheckpointError, match="no member 'weight'"):
+        header.check_shapes({"weight": (4, 3)}, what="a Linear")
+    header.check_shapes({"V": (4, 3), "W": (4, 4)})

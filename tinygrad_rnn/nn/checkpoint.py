@@ -161,6 +161,17 @@ class Checkpoint:
         """The array members that are model weights (not an optimizer's buffers)."""
         return [name for name in self.members if not name.startswith(OPTIMIZER_KEY + ".")]
 
+    def check_shapes(self, expected, what="the model its metadata describes"):
+        """Raise CheckpointError unless every member named in `expected` {name: shape} is there with that
+        shape — for building a model from the metadata only once its sizes agree with the arrays (a
+        metadata saying hidden=10**6 must not allocate a 10⁶×10⁶ matrix before the mismatch is found)."""
+        problems = [f"no member {name!r}" if name not in self.members else
+                    f"{name!r} is {self.members[name][0]}, not {tuple(shape)}"
+                    for name, shape in expected.items()
+                    if name not in self.members or self.members[name][0] != tuple(shape)]
+        if problems:
+            raise CheckpointError(f"load: {self.path!r} does not hold {what}: " + "; ".join(problems))
+
     def read_arrays(self, names=None):
         """{name: array} for `names` (default: every array member), CRCs checked; complex or non-finite
         values are a CheckpointError."""

@@ -57,8 +57,8 @@ def foreign_package_problem(name):
     if recorded is not None:
         actual = base64.urlsafe_b64encode(hashlib.sha256((location / "__init__.py").read_bytes()).digest())
         if actual.rstrip(b"=").decode() != recorded:
-            return (f"{location} was overwritten by another distribution named {name!r}; run `pip uninstall "
-                    f"{name}` and `pip install --force-reinstall tinygrad_rnn`")
+            return (f"{location} was overwritten by another distribution named {name!r}: run `pip uninstall "
+                    f"{name}`, then reinstall tinygrad_rnn (pip install --force-reinstall)")
     return None
 
 

@@ -80,6 +80,10 @@ def test_printed_numbers_match_the_lecture(executed):
     assert "gradcheck passed" in text
     split = float(re.search(r"max \|Σ_k parts − ∂s₄/∂W\| = (\S+)", text).group(1))
     assert split < 1e-12
+    assert float(re.search(r"finite differences agree to (\S+)", text).group(1)) < 1e-6  # analysis.decompose
+    terms = re.findall(r"^k = (\d): ‖∂s₄/∂s_\d · ∂⁺s_\d/∂W‖ = (\S+)", text, re.M)
+    table = re.findall(r"^\s+(\d)\s+∂s_4/∂s_\d · ∂⁺s_\d/∂W\s+\w+\s+(\S+)", text, re.M)
+    assert len(terms) == len(table) == 4 and all(abs(float(a[1]) - float(b[1])) < 1e-4 for a, b in zip(terms, table))
     assert float(re.search(r"max \|Π_j .*?\| = (\S+)", text).group(1)) < 1e-12
     measured, bound = (float(v) for v in re.search(r"‖∂s_12/∂s_4‖₂ = (\S+) ≤ \(γλ\)\^8 = (\S+)", text).groups())
     assert measured <= bound

@@ -36,7 +36,8 @@ def add_arguments(parser):
     parser.add_argument("--truncate", type=int, default=None, metavar="K",
                         help="also report the truncation bias of truncated BPTT with segments of K steps")
     parser.add_argument("--adding", type=int, default=None, metavar="T",
-                        help="write gradient_vs_gap: ‖∂L_T/∂s_k‖ (LSTM: s = (h, c)) against T − k for the vanilla RNN and the LSTM "
+                        help="write gradient_vs_gap: ‖∂L_T/∂s_k‖ (LSTM: s = (h, c)) against T − k for the "
+                             "vanilla RNN and the LSTM "
                              "on the adding problem of length T, at initialisation and after training")
     parser.add_argument("--train-steps", type=int, default=1500,
                         help="with --adding: Adam updates per cell (default 1500)")

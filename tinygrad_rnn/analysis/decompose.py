@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..tensor import Tensor, no_grad
-from .jacobians import _convention, explicit_grad, recurrent_weight, state_jacobian
-from .recording import recording
+from .jacobians import explicit_grad, state_jacobian, step_arguments
 
 
 @dataclass
@@ -57,12 +56,7 @@ def decompose(output, t, P=None, batch=0, convention="row", eps=1e-6):
     check of that sum (default P: the recurrent weight W / weight_hh). Returns a Decomposition; print it
     (or .table()) for the slide's table. Cost: t state Jacobians and explicit tensors, plus 2·|P| reruns
     of t steps for the check (small models: it is a check)."""
-    _convention(convention, "decompose")
-    rec = recording(output)
-    if not isinstance(t, (int, np.integer)) or not 1 <= t <= rec.T:
-        raise IndexError(f"decompose: need an integer step 1 ≤ t ≤ T = {rec.T}, got {t!r}")
-    b = rec.sequence(batch, "decompose")
-    name, twin_P = rec.parameter(recurrent_weight(rec) if P is None else P, "decompose")
+    rec, b, name, twin_P = step_arguments(output, t, P, batch, convention, "decompose")
     terms = np.stack([np.tensordot(state_jacobian(rec, t, k, b), explicit_grad(rec, k, name, b), axes=1)
                       for k in range(1, t + 1)])
     total = terms.sum(axis=0)

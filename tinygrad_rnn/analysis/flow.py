@@ -42,7 +42,8 @@ class GradientFlow:
             head = (f"‖W‖₂ = λ = {self.lam:.4g}, γ = max σ' = {self.gamma:g} ({self.nonlinearity}), "
                     f"γλ = {self.gamma * self.lam:.4g}\n")
         else:
-            head = f"{self.label}: ‖weight_hh‖₂ = {self.lam:.4g} (no (γλ)^gap bound for a gated cell), state {self.part}\n"
+            head = (f"{self.label}: ‖weight_hh‖₂ = {self.lam:.4g} (no (γλ)^gap bound for a gated cell), "
+                    f"state {self.part}\n")
         return (head +
                 f"max_t ‖∂s_t/∂s_k‖₂ over gaps 1..{len(self.gaps)}: "
                 f"{self.jacobian_norms[0]:.3g} … {far:.3g}\n"
@@ -112,8 +113,10 @@ def gradient_flow(output, batch=0, ends=None, part="state"):
 
     The Jacobians come from the engine (step Jacobians of a float64 rerun, local.py), chained backwards
     from each end: ∂s_t/∂s_{k−1} = ∂s_t/∂s_k · D_k. Cost: the step Jacobians (O(T·w) cell rows), then per
-    end step t products and t symmetric eigenvalue problems of w×w matrices — O(|ends|·T·w³); at T = 1000, d = 128: 3.2 s for the vanilla cell,
-    5.7 s GRU, 20 s LSTM (w = 256) on a busy 2-vCPU machine (benchmarks/bench_analysis.py). Memory: T·w² floats for the step Jacobians (the norms are taken 128 at a time).
+    end step t products and t symmetric eigenvalue problems of w×w matrices — O(|ends|·T·w³); at
+    T = 1000, d = 128: 3.2 s for the vanilla cell, 5.7 s GRU, 20 s LSTM (w = 256) on a busy 2-vCPU
+    machine (benchmarks/bench_analysis.py). Memory: T·w² floats for the step Jacobians (the norms are
+    taken 128 at a time).
     """
     rec = recording(output)
     b = rec.sequence(batch, "gradient_flow")

@@ -232,6 +232,18 @@ def recurrent_weight(rec):
     raise ValueError(f"analysis: {rec.label} has no recurrent weight W / weight_hh")
 
 
+def step_arguments(output, k, P, batch, convention, op):
+    """(Recording, batch index, P's name, the twin's P) after checking a step 1 ≤ k ≤ T, the batch index,
+    the convention and P (default: the recurrent weight), each with an error naming `op`."""
+    _convention(convention, op)
+    rec = recording(output)
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= rec.T:
+        raise IndexError(f"{op}: need an integer step 1 ≤ {'t' if op == 'decompose' else 'k'} ≤ T = {rec.T}, got {k!r}")
+    b = rec.sequence(batch, op)
+    name, twin_P = rec.parameter(recurrent_weight(rec) if P is None else P, op)
+    return rec, b, name, twin_P
+
+
 def explicit_grad(output, k, P=None, batch=0, convention="row"):
     """The immediate derivative ∂⁺s_k/∂P of the notes: s_{k−1} held fixed, shape (w, *P.shape).
 
@@ -242,12 +254,7 @@ def explicit_grad(output, k, P=None, batch=0, convention="row"):
     the row tensor with its last two axes swapped. With the state Jacobians it gives the total
     derivative ∂s_t/∂W = Σ_{k≤t} ∂s_t/∂s_k · ∂⁺s_k/∂W (see decompose).
     """
-    _convention(convention, "explicit_grad")
-    rec = recording(output)
-    if not isinstance(k, (int, np.integer)) or not 1 <= k <= rec.T:
-        raise IndexError(f"explicit_grad: need an integer step 1 ≤ k ≤ T = {rec.T}, got {k!r}")
-    b = rec.sequence(batch, "explicit_grad")
-    name, twin_P = rec.parameter(recurrent_weight(rec) if P is None else P, "explicit_grad")
+    rec, b, name, twin_P = step_arguments(output, k, P, batch, convention, "explicit_grad")
     local = local_jacobians(rec, [k], [twin_P], op="explicit_grad")
     E = np.zeros((rec.width,) + twin_P.shape)
     for site in local.sites[twin_P]:

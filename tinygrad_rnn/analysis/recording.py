@@ -93,7 +93,8 @@ class Recording:
         """Check `batch` (an index into the B sequences) and return it."""
         if not isinstance(batch, (int, np.integer)) or not 0 <= batch < self.B:
             shape = (self.T,) + self.inputs.shape[2:] if self.single else self.inputs.shape
-            need = "a single sequence, so batch must be 0" if self.B == 1 else f"{self.B} sequences, batch in [0, {self.B})"
+            need = ("a single sequence, so batch must be 0" if self.B == 1
+                    else f"{self.B} sequences, batch in [0, {self.B})")
             raise IndexError(f"{op}: inputs {shape} hold {need}, got batch = {batch!r}")
         return int(batch)
 

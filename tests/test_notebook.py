@@ -65,9 +65,20 @@ def test_every_figure_cell_shows_an_image(executed):
         assert shown, f"figure cell shows no image:\n{cell.source}"
     drawings = [c for c in figure_cells if "viz.draw(" in c.source]
     assert all("image/svg+xml" in o.data for c in drawings for o in c.outputs if o.output_type == "execute_result")
+    # the unrolled hello graph as laid out: step boxes left to right in time order, each copy W(t) in box t
     svg = next(o.data["image/svg+xml"] for o in drawings[1].outputs if o.output_type == "execute_result")
-    for t in (1, 2, 3, 4):  # the unrolled hello graph: one box per step with its copy W(t)
-        assert f"t = {t}" in svg and f"W({t})" in svg
+    box_x = _label_positions(svg, r"t = (\d+)")
+    copy_x = _label_positions(svg, r"W\((\d+)\)")
+    assert sorted(box_x) == sorted(copy_x) == [1, 2, 3, 4]
+    assert sorted(box_x, key=box_x.get) == [1, 2, 3, 4]
+    for t, x in copy_x.items():
+        assert min(box_x, key=lambda step: abs(box_x[step] - x)) == t
+
+
+def _label_positions(svg, pattern):
+    """{step: x} of the SVG text elements whose whole text matches pattern (its group: the step)."""
+    found = re.findall(rf'<text[^>]*\sx="([-\d.]+)"[^>]*>{pattern}</text>', svg)
+    return {int(step): float(x) for x, step in found}
 
 
 def test_printed_numbers_match_the_lecture(executed):
@@ -83,7 +94,8 @@ def test_printed_numbers_match_the_lecture(executed):
     assert float(re.search(r"finite differences agree to (\S+)", text).group(1)) < 1e-6  # analysis.decompose
     terms = re.findall(r"^k = (\d): ‖∂s₄/∂s_\d · ∂⁺s_\d/∂W‖ = (\S+)", text, re.M)
     table = re.findall(r"^\s+(\d)\s+∂s_4/∂s_\d · ∂⁺s_\d/∂W\s+\w+\s+(\S+)", text, re.M)
-    assert len(terms) == len(table) == 4 and all(abs(float(a[1]) - float(b[1])) < 1e-4 for a, b in zip(terms, table))
+    assert len(terms) == len(table) == 4
+    assert all(abs(float(mine) - float(theirs)) < 1e-4 for (_, mine), (_, theirs) in zip(terms, table))
     assert float(re.search(r"max \|Π_j .*?\| = (\S+)", text).group(1)) < 1e-12
     measured, bound = (float(v) for v in re.search(r"‖∂s_12/∂s_4‖₂ = (\S+) ≤ \(γλ\)\^8 = (\S+)", text).groups())
     assert measured <= bound

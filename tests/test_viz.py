@@ -147,7 +147,8 @@ def test_gradient_colours_and_copy_norms_after_backward(hello, hello_grads):
     W_steps = out.tape.step_grads(out.model.W)
     for t, copy in zip(out.tape.steps, out.tape.copies(out.model.W)):
         full = d.nodes[d.id(f"W({t})")]["full"]
-        assert f"‖∂L/∂W({t})‖ = {fmt(np.linalg.norm(W_steps[t - 1]))}" in full
+        assert full == f'"W({t})\\n{fmt(np.linalg.norm(W_steps[t - 1]))}"'  # the norm under the name
+        assert f'tooltip="‖∂L/∂W({t})‖ = {fmt(np.linalg.norm(W_steps[t - 1]))}"' in d.nodes[d.id(f"W({t})")]["attrs"]
     norms = [np.linalg.norm(g) for g in W_steps]
     assert norms[0] == 0  # s(0) = 0, so ∂L/∂W(1) = s(0)ᵀ δ(1) = 0: drawn grey, a true zero
     assert f'fillcolor="{ZERO}"' in d.nodes[d.id("W(1)")]["attrs"]
@@ -160,7 +161,7 @@ def test_gradient_colours_and_copy_norms_after_backward(hello, hello_grads):
         fill = re.search(r'fillcolor="(#\w+)"', d.nodes[d.id(f"W({t})")]["attrs"]).group(1)
         expected = colormaps[CMAP](float(scale(norms[t - 1])))
         assert np.allclose([int(fill[k:k + 2], 16) / 255 for k in (1, 3, 5)], expected[:3], atol=0.02), t
-    assert "legend" in d.nodes and "‖∂L/∂·‖ (log)" in d.source and "not recorded" in d.source
+    assert "legend" in d.nodes and "‖∂L/∂·‖ (log)" in d.source and "not<BR/>recorded" in d.source
     assert re.search(r'class=sum color="#[0-9a-f]{6}"', d.source)  # Σ edges coloured too
     # before backward: no colours, no norms, no legend
     plain = Dot(viz.draw(hello[0]).source)

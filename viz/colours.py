@@ -52,7 +52,7 @@ class LogScale:
         from matplotlib.colors import to_hex
         return to_hex(self._map(x))
 
-    def ticks(self, n=5):
+    def ticks(self, n=4):
         if self.empty:
             return []
         if self.hi <= self.lo * (1 + 1e-12):
@@ -79,7 +79,7 @@ def colour_bar(scale):
         fill = scale.colour(v)
         cells.append(f'<TD BGCOLOR="{fill}"><FONT COLOR="{text_colour(fill)}">{fmt(v)}</FONT></TD>')
     cells.append(f'<TD BGCOLOR="{ZERO}">0</TD>')
-    cells.append(f'<TD BGCOLOR="{NOT_RECORDED}" STYLE="dashed">not recorded</TD>')
+    cells.append(f'<TD BGCOLOR="{NOT_RECORDED}" STYLE="dashed">not<BR/>recorded</TD>')
     return ('<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">'
             f'<TR><TD COLSPAN="{len(cells)}">{TITLE}</TD></TR>'
             f'<TR>{"".join(cells)}</TR></TABLE>>')

@@ -22,7 +22,7 @@ _EDGE_STYLE = {"data": {}, "weight": {"color": "#6d9eeb"}, "state": {"penwidth":
                "sum": {"style": "dashed", "color": "#3c78d8", "fontcolor": "#1c4587", "constraint": "false"}}
 
 
-def to_digraph(view, rankdir=None):
+def to_digraph(view, rankdir=None, wrap=None):
     """graphviz.Digraph of a View (see viz.view). Nothing is rendered: that needs Graphviz's `dot` program.
 
     rankdir: "BT" (default: as on the slides, inputs at the bottom and time running left to right, the
@@ -38,8 +38,8 @@ def to_digraph(view, rankdir=None):
         raise ValueError(f"viz: rankdir must be one of BT, TB, LR, RL, got {rankdir!r}")
     g = graphviz.Digraph(view.kind)
     g.attr(rankdir=rankdir, fontname=FONT, fontsize="15", labelloc="t", label=_dot_text(view.title), newrank="true",
-           nodesep="0.22", ranksep="0.4")
-    g.attr("node", fontname=FONT, fontsize="12", margin="0.06,0.03", height="0.3")
+           nodesep="0.12", ranksep="0.3")
+    g.attr("node", fontname=FONT, fontsize="12", margin="0.04,0.02", height="0.3", width="0")  # as small as the label
     g.attr("edge", fontname=FONT, fontsize="11", arrowsize="0.7", color="#555555")
     folds = {f[0] for f in view.folded}  # a fold's Σ over hundreds of copies would flatten the scale
     scale = LogScale([n.grad_norm for n in view.nodes.values()]
@@ -58,7 +58,7 @@ def to_digraph(view, rankdir=None):
     for t, ids in view.steps.items():
         with g.subgraph(name=f"cluster_{t}") as c:
             c.attr(label=f"t = {t}", style="rounded", color="#999999", fontcolor="#333333", fontsize="14",
-                   labelloc="b" if rankdir == "BT" else "t", margin="10")
+                   labelloc="b" if rankdir == "BT" else "t", margin="6")
             for i in ids:
                 node(c, view.nodes[i])
         if t == fold_after:
@@ -83,7 +83,9 @@ def to_digraph(view, rankdir=None):
     if scale is not None:
         g.node("legend", colour_bar(scale), shape="plaintext", fontsize="10", **{"class": "legend"})
     if layout:
-        layout.apply(g, "legend" if scale is not None else None)
+        if wrap is None and rankdir in ("LR", "RL"):  # time already runs down the page: no rows
+            wrap = 0
+        layout.apply(g, "legend" if scale is not None else None, wrap, rankdir)
     return g
 
 
@@ -98,7 +100,7 @@ def _dot_text(*lines):
 def _node_label(n, scale):
     lines = [n.label]
     if n.kind == "copy" and scale is not None and n.grad_norm is not None:
-        lines.append(f"‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}")
+        lines.append(fmt(n.grad_norm))  # ‖∂L/∂W(t)‖: the colour bar's title says which norm
     if n.note:
         lines.append(n.note)
     return _dot_text(*lines)

@@ -61,9 +61,15 @@ class Layout:
         self.top_uses = [(e.head, e.tail) for e in edges if e.kind == "weight" and e.tail in top]
         self.after = _after_steps(view)
 
-    def apply(self, g, legend):
-        _row(g, self.chain)
-        _row(g, self.top_copies)
+    def apply(self, g, legend, wrap=None, rankdir="BT"):
+        """Write the rows into `g`. wrap: step boxes per row of the drawing (None: automatic, at most
+        WRAP per row, rows as even as can be; 0: one row however long)."""
+        boxes = self._boxes()
+        rows = _rows_of(boxes, wrap)
+        row_of = {i: r for r, row in enumerate(rows) for _, ids in row for i in ids}
+        for r in range(len(rows)):  # the recurrence chain and the copies above it: one row per row of boxes
+            _row(g, [i for i in self.chain if row_of.get(i, 0) == r])
+            _row(g, [i for i in self.top_copies if row_of.get(i, 0) == r])
         _row(g, self.bottom_params + [legend])
         # what sums the steps up (L = L(1) + L(2) + …) is one row on top: written outside the boxes on
         # rows of their own, the partial sums climb a staircase that drags the first boxes out of order
@@ -73,11 +79,27 @@ class Layout:
                 g.edge(p, c, style="invis")
         for head, copy in self.top_uses:  # copies used above the chain sit above their use
             g.edge(head, copy, style="invis")
-        self._anchor_time(g)
+        # one row: its anchors on the first rank of all (under the parameters), where they cost no width
+        # several rows: the edges between rows tempt mincross to move boxes, so the anchors weigh more
+        anchors = [self._anchor_time(g, row, "min", 1) if len(rows) == 1 else
+                   self._anchor_time(g, row, "same", ANCHOR_WEIGHT) for row in rows]
+        # each row of boxes after the one before it (below it for BT/TB, right of it for LR/RL), box k
+        # beside box k so the rows line up: a constraint edge from the last ranks of one row to the anchors
+        # (first ranks) of the other, whichever way the ranks run
+        for r in range(1, len(rows)):
+            earlier = [a for a in anchors[r - 1] if a != "time0"]
+            for k, box in enumerate(rows[r]):
+                anchor = earlier[min(k, len(earlier) - 1)]
+                if rankdir in ("BT", "RL"):  # ranks grow upwards / leftwards: the later row ranks lower
+                    for i in self._tops([box]):
+                        g.edge(i, anchor, style="invis")
+                else:
+                    steps_before = [b for b in rows[r - 1] if b[0] != "0"]
+                    for i in self._tops(steps_before[k:k + 1] or steps_before[-1:]):
+                        g.edge(i, anchors[r][k], style="invis")
 
-    def _anchor_time(self, g):
-        """The anchor row (see the module docstring): one invisible point per step box in time order, the
-        fold in its place, chained by flat edges and tied to the box's lowest nodes."""
+    def _boxes(self):
+        """[(key, ids)]: the step boxes in time order, the fold in its place, s(0) first."""
         view = self.view
         boxes = [(t, ids) for t, ids in view.steps.items()]
         for fold_id, first, _, _ in view.folded:
@@ -86,18 +108,54 @@ class Layout:
         before = [i for i in self.chain if view.nodes[i].step is None and i in view.outside]
         if before:  # s(0) before the first step
             boxes.insert(0, ("0", before))
+        return boxes
+
+    def _tops(self, row):
+        """The nodes of a row of boxes that no constraint edge inside the row leaves upwards from: L(t),
+        V(t), c(t), … (y(t) → V(t) is such an edge: the copies used above the chain sit above it)."""
+        ids = {i for _, box in row for i in box}
+        below = {e.tail for e in self.view.edges if e.tail in ids and e.head in ids
+                 and e.kind != "sum" and (e.tail, e.head) not in self.loose}
+        below |= {head for head, _ in self.top_uses if head in ids}
+        return [i for _, box in row for i in box if i not in below]
+
+    def _anchor_time(self, g, row, rank="same", weight=1):
+        """The anchor row of one row of boxes (see the module docstring): one invisible point per box in
+        time order, chained by flat edges and tied to the box's lowest nodes. Returns the anchors."""
+        view = self.view
         bottom = set(self.bottom_copies)
         anchors = []
-        for t, ids in boxes:
+        for t, ids in row:
             anchor = f"time{t}"
             anchors.append(anchor)
             g.node(anchor, "", shape="point", width="0", height="0", style="invis")
             lowest = [i for i in ids if view.nodes[i].kind in ("input", "fold") or i in bottom] or ids
-            for i in lowest:
-                g.edge(anchor, i, style="invis")
-        g.body.append("\t{rank=min; " + "; ".join(anchors) + "}\n")
+            for i in lowest:  # parallel edges merge into one whose crossings count ANCHOR_WEIGHT times
+                g.body.append("\t" + " ".join([f"{anchor} -> {_quote(i)} [style=invis]"] * weight) + "\n")
+        g.body.append(f"\t{{rank={rank}; " + "; ".join(anchors) + "}\n")
         for before, after in zip(anchors, anchors[1:]):
             g.edge(before, after, style="invis")
+        return anchors
+
+
+ANCHOR_WEIGHT = 8  # in wrapped rows a box away from its anchor costs 8 crossings per edge, not 1
+WRAP = 4  # boxes per row at most, by default: T = 50 (12 steps and the fold) is 4 rows of 4, 3, 3, 3
+
+
+def _rows_of(boxes, wrap):
+    """The boxes cut into rows of `wrap` boxes (s(0) rides with the first), or automatically into as few
+    rows of at most WRAP as can be, as even as can be; wrap=0: one row."""
+    if wrap is not None and (not isinstance(wrap, int) or wrap < 0):
+        raise ValueError(f"viz: wrap must be a number of step boxes per row (0: no wrapping) or None, "
+                         f"got {wrap!r}")
+    steps = [b for b in boxes if b[0] != "0"]
+    if wrap is None:
+        n_rows = max(1, -(-len(steps) // WRAP))
+        wrap = -(-len(steps) // n_rows)
+    wrap = wrap or len(steps) or 1
+    rows = [steps[k:k + wrap] for k in range(0, len(steps), wrap)] or [[]]
+    rows[0] = [b for b in boxes if b[0] == "0"] + rows[0]
+    return rows
 
 
 def _after_steps(view):

@@ -20,7 +20,7 @@ class GraphvizNotFound(RuntimeError):
 
 
 def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None, rankdir=None,
-         title=None, model=None):
+         title=None, model=None, wrap=None):
     """The recorded graph behind `roots` as a graphviz.Digraph (shown inline in Jupyter; `.source` is DOT).
 
     Parameters
@@ -48,6 +48,9 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
     rankdir : str, optional
         Graphviz direction: "BT" (default: inputs at the bottom, time left to right, as on the slides),
         or "TB", "LR", "RL" (dot's own layout, no rows).
+    wrap : int or None
+        Step boxes per row: long drawings wrap into rows like text (None, default: rows of at most 4
+        boxes, as even as can be — T = 12 is three rows of 4); 0 keeps one row however long.
     title : str, optional
         The caption on top (default: the view, T and the folded steps).
 
@@ -59,7 +62,7 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
     drawing = build_view(roots, view, max_steps, show_grads, names, model)
     if title is not None:
         drawing.title = display_name(title, limit=MAX_TITLE)
-    return to_digraph(drawing, rankdir=rankdir)
+    return to_digraph(drawing, rankdir=rankdir, wrap=wrap)
 
 
 def render(roots, path, view="unrolled", format=None, **draw_options):

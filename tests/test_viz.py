@@ -310,3 +310,21 @@ def test_write_demo_figures(tmp_path):
     assert [p.rsplit("/", 1)[1] for p in paths] == ["hello-unrolled.pdf", "hello-rolled.pdf"]
     for p in paths:
         assert open(p, "rb").read(5) == b"%PDF-"
+
+
+def test_sigma_tokens_values_and_the_plain_graph_title(hello_grads):
+    L, out = hello_grads
+    d = Dot(viz.draw(L, sigma=("W",), inputs="hell", targets="ello").source)
+    into = {d.label(h) for t, h, a in d.edges_of_class("sum")}
+    assert into == {"W"} and len(d.edges_of_class("sum")) == out.T  # Σ only into W, one per step
+    assert d.nodes[d.id("x(1)")]["full"] == "\"x(1)\\n'h'\"" and "target 'e'" in d.nodes[d.id("L(1)")]["full"]
+    values = Dot(viz.draw(L, show_values=True).source)
+    loss1 = float(out.losses[0].data)
+    assert f"= {loss1:.4g}" in values.nodes[values.id("L(1)")]["full"]
+    assert "[" in values.nodes[values.id("s(2)")]["full"] and "[" not in values.nodes[values.id("W(2)")]["full"]
+    a = Parameter(np.array([1.0, 2.0]), name="a")
+    y = (a * a).sum()
+    y.backward()
+    plain = viz.draw(y, show_values=True).source
+    assert 'label="expression graph: 2 ops, no time steps"' in plain and "= 5" in plain
+    assert "unrolled graph" not in plain

@@ -102,7 +102,7 @@ def _node_label(n, scale):
     if n.kind == "copy" and scale is not None and n.grad_norm is not None:
         lines.append(fmt(n.grad_norm))  # ‖∂L/∂W(t)‖: the colour bar's title says which norm
     if n.note:
-        lines.append(n.note)
+        lines += n.note.split("\n")  # the view's notes hold plain newlines
     return _dot_text(*lines)
 
 

@@ -38,6 +38,15 @@ def example(name="hello", steps=None, hidden=3, seed=0, backward=True):
     return L, out
 
 
+def tokens(name="hello", steps=None):
+    """(inputs, targets): the characters the named example reads and predicts at steps 1..T, for
+    draw(inputs=, targets=): x(1) = 'h', target 'e'."""
+    text = _TEXT[name]
+    T = 4 if steps is None else int(steps)
+    sequence = [text[k % len(text)] for k in range(T + 1)]
+    return sequence[:-1], sequence[1:]
+
+
 def title(name, view, T):
     """A caption for an example's drawing, e.g. 'hello: "hell" → "ello", unrolled over T = 4 steps'."""
     text = {"hello": '"hell" → "ello"', "deep": '"deep" → "eep<stop>"'}[name]
@@ -60,7 +69,8 @@ def write_demo_figures(out_dir="out", fallback_to_dot=True):
     paths = []
     for view in ("unrolled", "rolled"):
         path = os.path.join(out_dir, f"hello-{view}.pdf")
-        options = dict(view=view, title=title("hello", view, out.T))
+        inputs, targets = tokens("hello")
+        options = dict(view=view, title=title("hello", view, out.T), inputs=inputs, targets=targets)
         try:
             paths.append(render(L, path, **options))
         except GraphvizNotFound:

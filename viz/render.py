@@ -2,7 +2,7 @@
 import os
 
 from .names import display_name
-from .view import DEFAULT_MAX_STEPS, build_view
+from .view import DEFAULT_MAX_STEPS, Details, build_view
 
 MAX_TITLE = 300
 
@@ -20,7 +20,7 @@ class GraphvizNotFound(RuntimeError):
 
 
 def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None, rankdir=None,
-         title=None, model=None, wrap=None):
+         title=None, model=None, wrap=None, sigma=None, show_values=False, inputs=None, targets=None):
     """The recorded graph behind `roots` as a graphviz.Digraph (shown inline in Jupyter; `.source` is DOT).
 
     Parameters
@@ -51,6 +51,13 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
     wrap : int or None
         Step boxes per row: long drawings wrap into rows like text (None, default: rows of at most 4
         boxes, as even as can be — T = 12 is three rows of 4); 0 keeps one row however long.
+    sigma : sequence of str, optional
+        The shared parameters that get Σ edges from their copies (e.g. ("W",): the recurrence only);
+        default all.
+    show_values : bool
+        Write each op's value (a scalar, or the first and last entries) under its label.
+    inputs, targets : sequence of str, optional
+        The tokens of a char example: x(t) is labelled with inputs[t-1] ('h'), L(t) with its target.
     title : str, optional
         The caption on top (default: the view, T and the folded steps).
 
@@ -59,7 +66,8 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
     graphviz.Digraph
     """
     from .dot import to_digraph
-    drawing = build_view(roots, view, max_steps, show_grads, names, model)
+    details = Details(None if sigma is None else tuple(sigma), show_values, inputs, targets)
+    drawing = build_view(roots, view, max_steps, show_grads, names, model, details)
     if title is not None:
         drawing.title = display_name(title, limit=MAX_TITLE)
     return to_digraph(drawing, rankdir=rankdir, wrap=wrap)

@@ -71,8 +71,19 @@ class View:
     title: str = ""
 
 
+@dataclass
+class Details:
+    """What else a stepped drawing writes on its nodes (see viz.draw): sigma (None: Σ edges of every
+    shared parameter, else the names that get them), show_values, and the tokens of a char example
+    (inputs under x(t), targets under L(t))."""
+    sigma: tuple = None
+    show_values: bool = False
+    inputs: list = None
+    targets: list = None
+
+
 def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None,
-               model=None):
+               model=None, details=None):
     """The View of the graph recorded behind `roots` (a Tensor such as the loss L, or a list of Tensors).
 
     Parameters
@@ -99,7 +110,7 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
     if view == "rolled":
         result = _rolled(graph, labels, links)
     else:
-        result = _stepped(graph, labels, kept, links, view, max_steps)
+        result = _stepped(graph, labels, kept, links, view, max_steps, details or Details())
     if show_grads is None:
         show_grads = any(n.grad_norm is not None for n in result.nodes.values())
     if not show_grads or view == "rolled":  # the rolled view lays all steps on one node: nothing to colour
@@ -223,7 +234,7 @@ def _shape(shape):
 
 # --- unrolled and ops views ----------------------------------------------------------------------
 
-def _stepped(graph, labels, kept, links, view, max_steps):
+def _stepped(graph, labels, kept, links, view, max_steps, details):
     """The unrolled and ops views: nodes grouped by step, the middle steps folded into one node."""
     tensors = graph.nodes
     steps = graph.steps
@@ -252,6 +263,8 @@ def _stepped(graph, labels, kept, links, view, max_steps):
             note = f"{t.op}  {_shape(t.shape)}" if t.parents and label != t.op else _shape(t.shape)
         elif kind == "param":
             note = _shape(t.shape)
+        note = "\n".join(x for x in (note, _token_note(label, t.step, details),
+                                      _value_note(t) if details.show_values and t.parents and not is_copy(t) else "") if x)
         nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t, graph), note)
 
     edges, seen = [], set()
@@ -271,6 +284,8 @@ def _stepped(graph, labels, kept, links, view, max_steps):
         else:
             kind = "data"
         add(Edge(node_id(k), node_id(i), kind))
+    if details.sigma is not None:  # Σ edges only into the parameters named (sigma=("W",))
+        copies_of = {p: cs for p, cs in copies_of.items() if labels.get(p) in set(details.sigma)}
     for p, copies in copies_of.items():
         for c in copies:
             if tensors[c].step not in folded:
@@ -293,13 +308,34 @@ def _stepped(graph, labels, kept, links, view, max_steps):
         by_step.setdefault(node.step, []).append(node.id)
     copies = {f"n{p}": [f"n{c}" for c in sorted(cs, key=lambda c: tensors[c].step)
                         if tensors[c].step not in folded] for p, cs in copies_of.items()}
-    title = f"{view} graph, T = {len(steps)} steps" if steps else f"{view} graph"
+    ops = sum(1 for i in kept if tensors[i].parents)
+    title = f"{view} graph, T = {len(steps)} steps" if steps else \
+        f"expression graph: {ops} op{'s' * (ops != 1)}, no time steps"
     if folded_steps:
         title += f" (steps {folded_steps[0]}–{folded_steps[-1]} folded)"
     return View(view, nodes, edges, {t: by_step.get(t, []) for t in steps if t not in folded}, copies,
                 [n for n in by_step.get(None, []) if n != fold_id],
                 [(fold_id, folded_steps[0], folded_steps[-1], len(folded_steps))] if folded_steps else [],
                 title=title)
+
+
+def _token_note(label, step, details):
+    """'h' under x(1) and "target 'e'" under L(1) of a char example."""
+    if step is None:
+        return ""
+    for tokens, base, text in ((details.inputs, "x", "'{}'"), (details.targets, "L", "target '{}'")):
+        if tokens is not None and label == f"{base}({step})" and 1 <= step <= len(tokens):
+            return text.format(display_name(tokens[step - 1], limit=12))
+    return ""
+
+
+def _value_note(t):
+    """A tensor's value in one short line: 0.731 for a scalar, [0.1 -0.2 0.3] for a small array."""
+    value = np.asarray(t.data)
+    if value.ndim == 0:
+        return f"= {float(value):.4g}"
+    text = np.array2string(value.reshape(-1), precision=3, threshold=6, edgeitems=2, max_line_width=10_000)
+    return display_name(text if value.ndim == 1 else f"{text} ({_shape(value.shape)})", limit=40)
 
 
 def _name_kinds(nodes, edges, roots):

@@ -240,3 +240,21 @@ def test_bad_input_names_the_function_and_the_problem():
         state_jacobian(object(), 1, 0)
     with pytest.raises(ValueError, match="no targets"):
         contributions(model.forward(xs), model.V)
+
+
+def test_long_sequences_measure_the_last_row_and_agree_with_the_chained_products():
+    rng = np.random.default_rng(7)
+    model = nn.RNN(4, 4, 4, cell="lstm", seed=7, dtype=np.float64)
+    T = 260
+    _, out = model.loss(np.eye(4)[rng.integers(0, 4, T)], rng.integers(0, 4, T))
+    flow = gradient_flow(out)  # T > 200: only the row t = T, every gap once
+    np.testing.assert_array_equal(flow.ends, [T])
+    assert np.isnan(flow.norms[T - 1, 1]) and len(flow.gaps) == T - 1
+    D = step_jacobians(out)
+    J = np.eye(8)
+    for k in range(T, T - 40, -1):  # ∂s_T/∂s_{k−1} = ∂s_T/∂s_k · D_k, by hand
+        J = J @ D[k - 1]
+    assert flow.norms[T, T - 40] == pytest.approx(np.linalg.norm(J, 2), rel=1e-9)
+    assert flow.jacobian_norms[39] == pytest.approx(np.linalg.norm(J, 2), rel=1e-9)
+    carousel = gradient_flow(out, part="carousel")
+    assert carousel.part == "carousel" and np.all(carousel.jacobian_norms <= 1 + 1e-12)  # Π diag(f), 0 < f < 1

@@ -36,28 +36,28 @@ def columns(output, P, op="contributions"):
     G, head = loss_gradients(rec, op, [twin_P])
     T, B = rec.T, rec.B
     head_terms = head[twin_P]
-    in_cell = not head_terms
+    if head_terms:  # an output-side parameter reaches only its own step's loss: no adjoint needed
+        for k in range(T, 0, -1):
+            terms = []
+            for delta, u in head_terms:
+                rows = np.zeros((B, T - k + 1, delta.shape[-1]))
+                rows[:, 0] = delta[k - 1]
+                terms.append((None if u is None else u[k - 1], rows))
+            yield k, terms
+        return
     adjoint = np.zeros((B, T, rec.width))  # adjoint[b, t−1] = ∂L_t/∂s_k for the current k (rows t ≥ k)
-    per_chunk = max(1, min(_COLUMN_STEPS, CHUNK_ROWS // (B * rec.width)))
+    per_chunk = max(1, min(_COLUMN_STEPS, CHUNK_ROWS // B))
     for hi in range(T, 0, -per_chunk):
         lo = max(0, hi - per_chunk)
-        local = local_jacobians(rec, np.arange(lo + 1, hi + 1), [twin_P] if in_cell else [], op)
-        if in_cell and not local.sites[twin_P]:
+        local = local_jacobians(rec, np.arange(lo + 1, hi + 1), [twin_P], op)
+        if not local.sites[twin_P]:
             raise ValueError(f"{op}: {name} enters neither the recurrent cell nor the loss of {rec.label} "
                              f"(an input-side table such as an embedding has no per-step Jacobian here)")
         for i in range(hi - lo - 1, -1, -1):
             k = lo + 1 + i
             adjoint[:, k - 1] = G[k]
             live = adjoint[:, k - 1:]                                   # (B, T−k+1, w)
-            if in_cell:
-                terms = [(None if s.u is None else s.u[i], np.matmul(live, s.A[i])) for s in local.sites[twin_P]]
-            else:
-                terms = []
-                for delta, u in head_terms:
-                    rows = np.zeros((B, T - k + 1, delta.shape[-1]))
-                    rows[:, 0] = delta[k - 1]
-                    terms.append((None if u is None else u[k - 1], rows))
-            yield k, terms
+            yield k, [(None if s.u is None else s.u[i], np.matmul(live, s.A[i])) for s in local.sites[twin_P]]
             adjoint[:, k - 1:] = np.matmul(live, local.D[i])
 
 

@@ -1,9 +1,9 @@
 """The README works as printed: its Python runs, and every line of its shell blocks runs as a newcomer pastes it
 after `make demo` and `source .venv/bin/activate` (in a fresh folder, one after another: `sample` reads the
-checkpoint `train` wrote). Training lines run with `--steps 3` appended (argparse keeps the last value): the
-full runs take minutes and are what the README's table reports; the table's settings are checked against the
-defaults instead. `make` lines run as `make -n` (the targets exist and expand; this suite is what `make test`
-runs)."""
+checkpoint `train` wrote). Training lines run with `--steps 3` (or `analyze --adding` with `--train-steps 3`)
+appended, argparse keeping the last value: the full runs take minutes and are what the README's table reports;
+the table's settings are checked against the defaults instead. `make` lines run as `make -n` (the targets exist
+and expand; this suite is what `make test` runs)."""
 import os
 import pathlib
 import re
@@ -17,7 +17,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 TEXT = README.read_text(encoding="utf-8")
 BIN = pathlib.Path(sys.executable).parent  # what `source .venv/bin/activate` puts first on PATH
-SHORTENED = {"train": ["--steps", "3"], "task": ["--steps", "3"]}
+# (subcommand, an option that makes it train) -> what cuts the training to a few updates
+SHORTENED = {("train", None): ["--steps", "3"], ("task", None): ["--steps", "3"],
+             ("analyze", "--adding"): ["--train-steps", "3"]}
 OUTPUT_FLAGS = ("-o", "--save", "--plot")
 
 
@@ -28,6 +30,11 @@ def shell_lines():
             argv = shlex.split(line, comments=True)
             if argv:
                 yield line.strip(), argv
+
+
+def shortened(argv):
+    return [arg for (command, trigger), extra in SHORTENED.items()
+            if argv[1:2] == [command] and (trigger is None or trigger in argv) for arg in extra]
 
 
 def section(title):
@@ -68,7 +75,7 @@ def test_shell_line_runs_as_printed(line, argv, workdir):
         done = subprocess.run(["make", "-n", "-C", str(ROOT), *argv[1:]], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return
-    done = _run(argv + SHORTENED.get(argv[1], []), workdir)
+    done = _run(argv + shortened(argv), workdir)
     assert done.returncode == 0 and "Traceback" not in done.stderr, f"{line}\n{done.stdout}\n{done.stderr}"
     for flag, path in zip(argv, argv[1:]):
         if flag in OUTPUT_FLAGS:

@@ -328,3 +328,16 @@ def test_sigma_tokens_values_and_the_plain_graph_title(hello_grads):
     plain = viz.draw(y, show_values=True).source
     assert 'label="expression graph: 2 ops, no time steps"' in plain and "= 5" in plain
     assert "unrolled graph" not in plain
+
+
+def test_lstm_rolled_view_keeps_the_cell_state_loop():
+    from tinygrad_rnn import nn
+    model = nn.RNN(4, 3, 4, cell="lstm", seed=0)
+    L, _ = model.loss(np.eye(4)[[0, 1, 2, 2]], [1, 2, 2, 3])
+    d = Dot(viz.draw(L, view="rolled").source)
+    loops = {d.label(t) for t, h, a in d.edges if t == h and "class=state" in a}
+    assert loops == {"s(t)", "C(t)"}  # h and the cell state each carried to the next step
+    unrolled = Dot(viz.draw(L).source)  # and both chains in the unrolled view's recurrence
+    states = {(d_t, d_h) for d_t, d_h in ((unrolled.label(t), unrolled.label(h))
+                                          for t, h, _ in unrolled.edges_of_class("state"))}
+    assert any(t == "C(1)" for t, _ in states) and any(t == "s(1)" for t, _ in states)

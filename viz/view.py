@@ -404,12 +404,13 @@ def _rolled(graph, labels, links):
         if not recurrent and tail != head:
             within.setdefault(tail, []).append(head)
     merged = {}
+    carried = {tail for (tail, _, recurrent) in edges if recurrent}  # every state: h(t), and an LSTM's C(t)
     for (state, head, recurrent) in list(edges):
         if not recurrent or state == head:
             continue
         path = _between(head, state, within)
         for r in path:
-            if r != state:
+            if r != state and r not in carried:  # another state keeps its own loop (the cell state)
                 merged[r] = state
 
     def final(r):

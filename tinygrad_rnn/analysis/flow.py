@@ -42,8 +42,9 @@ class GradientFlow:
             head = (f"‖W‖₂ = λ = {self.lam:.4g}, γ = max σ' = {self.gamma:g} ({self.nonlinearity}), "
                     f"γλ = {self.gamma * self.lam:.4g}\n")
         else:
+            measured = {"state": "the whole state", "h": "h", "c": "c", "carousel": "the c → c carousel"}
             head = (f"{self.label}: ‖weight_hh‖₂ = {self.lam:.4g} (no (γλ)^gap bound for a gated cell), "
-                    f"state {self.part}\n")
+                    f"measured on {measured.get(self.part, self.part)}\n")
         return (head +
                 f"max_t ‖∂s_t/∂s_k‖₂ over gaps 1..{len(self.gaps)}: "
                 f"{self.jacobian_norms[0]:.3g} … {far:.3g}\n"

@@ -126,3 +126,43 @@ def test_the_training_table_states_the_defaults_of_the_shown_commands():
     assert adding[:3] == ("50", str(task["hidden"]), str(task["batch"]))
     assert int(adding[3].replace(",", "")) == task["steps"]
     assert f"default {train['threads']}" in table or f"--threads {train['threads']}" in table
+
+
+def _setup_cfg():
+    import configparser
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    return config
+
+
+def _names(requirements):
+    return {re.match(r"[A-Za-z0-9_.-]+", line).group(0).lower() for line in requirements.split("\n") if line.strip()}
+
+
+def test_what_each_make_target_installs_is_what_the_readme_says():
+    config = _setup_cfg()
+    core = _names(config["options"]["install_requires"])
+    said = re.search(r"It installs only what the demo\s+needs: ([\w, ]+)\.", section("Two commands")).group(1)
+    assert core == {name.strip() for name in said.split(",")} == {"numpy", "graphviz", "matplotlib", "tqdm",
+                                                                 "threadpoolctl"}
+    extras = {name: _names(value) for name, value in config["options.extras_require"].items()}
+    assert {"pytest", "hypothesis", "nbclient", "ipykernel", "nbformat"} <= extras["test"]
+    assert {"jax", "autograd", "mygrad"} == extras["peers"] and "torch" in extras["bench"]
+    rules = dict(re.findall(r"^\$\((\w+)\):.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), flags=re.M))
+    assert "-e .\n" in rules["CORE"] and "[" not in rules["CORE"]  # make demo: no extras
+    assert "'.[test,bench]'" in rules["TESTS"] and "peers" not in rules["TESTS"]  # never in make test / CI
+    assert "peers" in rules["BENCH"]
+
+
+def test_packaging_metadata():
+    config = _setup_cfg()
+    included = config["options.packages.find"]["include"].split()
+    assert "benchmarks" not in " ".join(included)  # a PyPI distribution of that name exists
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License") and config["metadata"]["license"] == "MIT"
+    classifiers = config["metadata"]["classifiers"]
+    assert "License :: OSI Approved :: MIT License" in classifiers
+    lowest = re.search(r">=3\.(\d+)", config["options"]["python_requires"]).group(1)
+    assert f"Programming Language :: Python :: 3.{lowest}\n" in classifiers + "\n"
+    assert (ROOT / "tinygrad_rnn" / "py.typed").exists()
+    assert "py.typed" in config["options.package_data"]["tinygrad_rnn"]
+    assert "## [Unreleased]" in (ROOT / "CHANGELOG.md").read_text()

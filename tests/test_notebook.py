@@ -104,3 +104,18 @@ def test_printed_numbers_match_the_lecture(executed):
     assert "'h' -> 'hello'" in text
     mse = {cell: float(v) for cell, v in re.findall(r"^(rnn|lstm)\s*: MSE (\S+)", text, re.M)}
     assert mse["lstm"] < 0.05 < 1 / 6 * 0.9 < mse["rnn"]  # only the LSTM carries the first number 15+ steps
+
+
+def test_progress_bars_in_jupyter_do_not_warn(tmp_path):
+    # tqdm.auto in a kernel without ipywidgets falls back to the text bar, warning "IProgress not found" on the
+    # way; train_loop keeps the bar and drops the warning, and progress=False prints nothing at all
+    cells = ["from tinygrad_rnn.train import train_loop",
+             "train_loop(lambda: 1.0, 3, desc='quiet-run', progress=False).losses",
+             "train_loop(lambda: 1.0, 3, desc='shown-run', progress=True).losses"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    _, quiet, shown = notebook.cells
+    assert [o.output_type for o in quiet.outputs] == ["execute_result"]
+    stderr = "".join(o.text for o in shown.outputs if o.output_type == "stream" and o.name == "stderr")
+    assert "shown-run" in stderr and "IProgress" not in stderr and "Warning" not in stderr

@@ -1,30 +1,43 @@
-# A newcomer's two commands: `make demo` and `make test`. Everything they need is installed here.
+# A newcomer's two commands: `make demo` and `make test`. Each installs what it needs into .venv.
+#   make demo                 the package and its core dependencies only (numpy, graphviz, matplotlib, tqdm,
+#                             threadpoolctl), then the lecture demo and its figures in out/
+#   make test                 adds the `test` and `bench` extras (pytest, hypothesis, nbclient, ipykernel,
+#                             nbformat, torch 2.13.0) and runs the suite, the lecture notebook included
+#   make bench ARGS=--quick   adds the `peers` extra (jax, autograd, mygrad: optional comparison rows) and runs
+#                             the benchmark harness from this checkout; ARGS go to `python -m benchmarks`
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+PIP    := $(PY) -m pip install -q
+CLI    := $(VENV)/bin/tinygrad-rnn
+ARGS   ?=
+# one stamp per set of extras: `make test` after `make demo` installs only what is missing
+CORE   := $(VENV)/.installed-core
+TESTS  := $(VENV)/.installed-test
+BENCH  := $(VENV)/.installed-bench
 
-.PHONY: demo test bench setup system-deps clean
+.PHONY: demo test bench system-deps clean
 
-demo: setup
-	$(VENV)/bin/tinygrad-rnn demo
+demo: system-deps $(CORE)
+	$(CLI) demo
 	@echo
-	$(VENV)/bin/tinygrad-rnn render --example hello --view unrolled -o out/hello-unrolled.pdf
-	$(VENV)/bin/tinygrad-rnn render --example hello --view rolled -o out/hello-rolled.pdf
+	$(CLI) render --example hello --view unrolled -o out/hello-unrolled.pdf
+	$(CLI) render --example hello --view rolled -o out/hello-rolled.pdf
 	@echo
-	$(VENV)/bin/tinygrad-rnn analyze --init-scale 0.5 -o out/vanishing
+	$(CLI) analyze --init-scale 0.5 -o out/vanishing
 	@echo
-	$(VENV)/bin/tinygrad-rnn analyze --init-scale 3.0 -o out/exploding
-	@echo; echo "Figures: out/hello-unrolled.pdf, out/hello-rolled.pdf, out/vanishing/, out/exploding/"
+	$(CLI) analyze --init-scale 3.0 -o out/exploding
+	@echo
+	@echo "Figures: out/hello-unrolled.pdf, out/hello-rolled.pdf, out/vanishing/, out/exploding/"
+	@echo "The command is installed in .venv/bin: run 'source .venv/bin/activate' (then 'tinygrad-rnn --help'),"
+	@echo "or call it as .venv/bin/tinygrad-rnn. The lecture notebook: notebooks/bptt.ipynb."
 
-test: setup
+test: system-deps $(TESTS)
 	$(PY) -m pytest
 
-bench: setup
-	# BLAS reads these at load time and they can force an older, slower kernel: benchmarks run without them
-	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(VENV)/bin/tinygrad-rnn bench
-
-setup: system-deps $(STAMP)
+bench: system-deps $(BENCH)
+	@# BLAS reads these at load time and they can force an older, slower kernel: benchmarks run without them
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m benchmarks $(ARGS)
 
 # Graphviz's `dot` renders the graph PDFs; pdfinfo (poppler) checks them in the tests.
 system-deps:
@@ -37,12 +50,20 @@ system-deps:
 		echo "      macOS: brew install graphviz; conda: conda install graphviz). Rendering needs it; the rest works."; \
 	fi
 
+$(CORE): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
 # torch is pinned first: its CPU wheel is on these machines' disk, any other version downloads GBs.
-$(STAMP): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,bench]'
-	touch $(STAMP)
+$(TESTS): $(CORE)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test,bench]'
+	touch $@
+
+$(BENCH): $(TESTS)
+	$(PIP) -e '.[bench,peers]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

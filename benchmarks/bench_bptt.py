@@ -14,11 +14,16 @@ One step = forward + the gradients of U, W, b, V, c. The implementations (same w
     numpy_hoisted  hand-written numpy BPTT with only the recurrence in the loops; the input projection, output
                    layer, softmax and every weight gradient are single ops over all T·B rows
     matmul_floor   only the matmuls of numpy_hoisted, into preallocated buffers (no elementwise work at all)
+    jax_scan, hips_autograd, mygrad   optional peers (peers.py), skipped with a note when not installed
 
 plus the FLOP floor: 2TB(5Vd + 3d²) FLOPs at the sgemm GFLOP/s measured on this machine.
 
+Timing: each implementation in its own block after its own warm-up, and again in a fresh process of its own
+as a check (the two medians must agree within 5 %; see measure.py for why turns of 0.1 s mislead).
+
 Usage: `results = run_benchmark(GRID)` then `write_results(results, out_dir)` (what `tinygrad-rnn bench` does),
-or the pieces: `make_problem`, `IMPLEMENTATIONS`, `check_implementations`, `time_steps`, `peak_memory`,
+or the pieces: `make_problem`, `IMPLEMENTATIONS`, `check_implementations`, `time_blocks`,
+`time_in_own_process`, `peak_memory`,
 `op_overhead`, `profile_tinygrad`. The implementations live in `implementations.py`, the measuring (timing,
 memory, overhead, machine) in `measure.py`, the files (markdown, JSON, PNG) in `report.py`; this module runs them.
 BLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when it loads, so this module never changes them: run it as
@@ -35,10 +40,11 @@ import numpy as np
 from .implementations import (BY_KEY, GRID, IMPLEMENTATIONS, PARAMS, QUICK_GRID, Implementation,  # noqa: F401
                               Problem, Row, available_implementations, make_matmul_floor, make_numpy_hoisted,
                               make_numpy_minchar, make_problem, make_tinygrad, make_torch_fused, make_torch_loop,
-                              make_torch_stacked, parse_rows, torch_available)
-from .measure import (CpuMeter, configure_torch, environment, op_overhead, peak_memory,  # noqa: F401
-                      peak_rss_delta, sgemm_gflops, time_steps, wait_until_quiet)
-from .report import markdown, write_chart, write_json, write_results  # noqa: F401
+                              make_torch_stacked, parse_rows, skipped_implementations, torch_available)
+from .measure import (WARMUP_S, CpuMeter, configure_torch, environment, op_overhead, peak_memory,  # noqa: F401
+                      peak_rss_delta, sgemm_gflops, time_block, time_blocks, time_in_own_process, time_interleaved,
+                      wait_until_quiet)
+from .report import markdown, summary, write_chart, write_json, write_results  # noqa: F401
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -50,14 +56,17 @@ class MismatchError(AssertionError):
 
 
 def check_implementations(row, implementations=None, reference="numpy_minchar", seed=0, rtol=1e-9):
-    """Run every checked implementation once in float64 on the same problem and assert that loss and the
-    five gradients equal the reference's. Returns {key: largest relative difference}."""
+    """Run every checked implementation twice in float64 on the same problem and assert that the loss and the
+    five gradients of the second call (a timed call is a repeated one: nothing may accumulate across calls)
+    equal the reference's. Returns {key: largest relative difference}."""
     implementations = [i for i in (implementations or available_implementations()) if i.checked]
     p = make_problem(row, np.float64, seed)
     ref_loss, ref_grads = BY_KEY[reference].make(p)()
     worst = {}
     for impl in implementations:
-        loss, grads = impl.make(p)()
+        step = impl.make(p)
+        step()
+        loss, grads = step()
         errors = [abs(loss - ref_loss) / max(1.0, abs(ref_loss))]
         for name in PARAMS:
             g, r = np.asarray(grads[name]), ref_grads[name]
@@ -92,31 +101,40 @@ def profile_tinygrad(row, repeats=3, top=30):
     return text.getvalue()
 
 
-# --- targets of issue 7 -----------------------------------------------------------------------------------
+# --- targets ---------------------------------------------------------------------------------------------------
 
-def targets(row, median):
-    """[(text, met)] for this row: the issue's targets, each with the measured ratio."""
-    tg, out = median.get("tinygrad"), []
+# The engine's implementations that the targets are judged for: key → replayed (a replayed graph, not eager).
+ENGINES = {"tinygrad": False}
+
+
+def targets(row, median, engine="tinygrad", replayed=False):
+    """[(text, met)] for this row: the performance targets, each with the ratio measured (medians, one run)."""
+    tg, out = median.get(engine), []
     if tg is None:
         return out
 
-    def ratio(key, limit, what):
+    def at_most(key, limit):
         if median.get(key):
             r = tg / median[key]
-            out.append((f"≤{limit:g}× {what}: {r:.2f}×", r <= limit))
-    if row.B == 1:
-        ratio("torch_loop", 0.5, "torch loop")
-        ratio("torch_fused", 1.0, "nn.RNN")
-    if row.d >= 512 and row.B >= 32:
-        ratio("torch_stacked", 1.1, "torch stacked")
-        if median.get("matmul_floor"):
-            share = median["matmul_floor"] / tg
-            out.append((f"≥60% of matmul floor: {100 * share:.0f}%", share >= 0.6))
-    if median.get("numpy_minchar"):
-        r = tg / median["numpy_minchar"]
-        out.append((f"<1× min-char: {r:.2f}×", r < 1))
-    if row.B >= 32:
-        ratio("numpy_hoisted", 1.5, "hoisted")
+            out.append((f"≤ {limit:g}× {BY_KEY[key].short}: {r:.2f}×", r <= limit))
+
+    def faster(key):
+        if median.get(key):
+            r = tg / median[key]
+            out.append((f"faster than {BY_KEY[key].short}: {r:.2f}×", r < 1))
+    for peer in ("hips_autograd", "mygrad"):           # every numpy/eager autodiff peer, on every row
+        faster(peer)
+    if row.B == 1 and replayed:
+        at_most("numpy_hoisted", 2)
+        faster("torch_fused")
+        at_most("jax_scan", 2)
+    elif row.B == 1:
+        at_most("torch_loop", 0.5)
+    elif row.d >= 512:                                 # BLAS-bound
+        at_most("numpy_hoisted", 1.1)
+        faster("torch_loop")
+    else:
+        at_most("numpy_hoisted", 1.5)
     return out
 
 
@@ -142,26 +160,39 @@ def memory_versus_T(implementations, lengths=MEMORY_T, B=1, d=32, V=16, log=prin
     return out
 
 
+COMPARE = ("process", "interleaved", "none")  # the second way each row is timed, to check the first
+
+
 def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=True, overhead=True,
                   implementations=None, wait_quiet=0.0, rss=True, overhead_sizes=None, threads=None, log=print,
-                  memory_lengths=MEMORY_T):
+                  memory_lengths=MEMORY_T, compare="process", agree_within=0.05, warmup_time=WARMUP_S):
     """Check, time and measure every implementation on every row. Returns the results dict that
-    `markdown`, `write_chart` and `write_json` turn into files.
+    `markdown`, `summary`, `write_chart` and `write_json` turn into text and files.
 
+    Timing: each implementation in its own block after its own warm-up (`time_blocks`), then — compare=
+    "process" — again in a fresh process of its own (`time_in_own_process`), or — "interleaved" — in the former
+    ~0.1 s turns (`time_interleaved`); the two medians must agree within `agree_within` (the report lists the
+    cells that do not). "none" skips the second way.
     memory: tracemalloc / torch-profiler peaks ("tracemalloc": numpy and tinygrad_rnn only, no profiler runs),
     and with rss=True the peak-RSS growth in a fresh process per implementation.
     wait_quiet: seconds to wait, before each row, for other processes to go quiet.
     overhead_sizes: keyword arguments for `op_overhead` (smaller loops for a quick run).
     threads: BLAS threads for numpy (set at run time through threadpoolctl, restored afterwards) and torch;
     None keeps numpy's (torch then gets the same count)."""
+    if compare not in COMPARE:
+        raise ValueError(f"bench --compare: one of {', '.join(COMPARE)}, got {compare!r}")
     if threads is not None:
         from threadpoolctl import threadpool_limits
         with threadpool_limits(limits=threads, user_api="blas"):
             results = run_benchmark(rows, check, min_time, min_repeats, memory, overhead, implementations,
-                                    wait_quiet, rss, overhead_sizes, None, log, memory_lengths)
+                                    wait_quiet, rss, overhead_sizes, None, log, memory_lengths, compare,
+                                    agree_within, warmup_time)
         results["settings"]["threads"] = threads
         return results
+    skipped = {} if implementations else skipped_implementations()
     implementations = implementations or available_implementations()
+    for key, note in skipped.items():
+        log(f"{BY_KEY[key].short}: {note}")
     env = environment()
     threads = env["blas"].get("threads") or 1
     if any(impl.uses_torch for impl in implementations):
@@ -174,8 +205,11 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
     log(f"numpy BLAS: {env['blas'].get('library')} {env['blas'].get('version')} kernel {env['blas'].get('kernel')}, "
         f"{threads} threads, sgemm {env['sgemm_gflops']:.0f} GFLOP/s; torch threads "
         f"{env.get('torch', {}).get('threads', '-')}")
-    results = {"environment": env, "settings": {"min_time": min_time, "min_repeats": min_repeats, "check": check},
-               "implementations": {i.key: i.label for i in implementations}, "rows": []}
+    results = {"environment": env, "settings": {"min_time": min_time, "min_repeats": min_repeats, "check": check,
+                                                "timing": "block", "warmup_s": warmup_time, "compare": compare,
+                                                "agree_within": agree_within},
+               "implementations": {i.key: i.short for i in implementations},
+               "labels": {i.key: i.label for i in implementations}, "skipped": skipped, "rows": []}
     started = time.perf_counter()
     for row in rows:
         entry = {"row": [row.B, row.T, row.d, row.V], "label": row.label, "flops": row.flops}
@@ -190,12 +224,23 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         # the machine's peak is the best sgemm rate seen: measured again at every row, after any wait
         env["sgemm_gflops"] = max(env["sgemm_gflops"], sgemm_gflops(repeats=5 if min_time >= 0.5 else 1))
         with CpuMeter() as meter:
-            times = time_steps(steps, min_time=min_time, min_repeats=min_repeats)
+            times = time_blocks(steps, min_time=min_time, min_repeats=min_repeats, warmup_time=warmup_time)
         entry["others_cores"] = meter.others
         entry["median_s"] = {k: statistics.median(ts) for k, ts in times.items()}
         entry["min_s"] = {k: min(ts) for k, ts in times.items()}
         entry["repeats"] = {k: len(ts) for k, ts in times.items()}
-        entry["targets"] = targets(row, entry["median_s"])
+        entry["targets"] = {key: targets(row, entry["median_s"], key, replayed) for key, replayed in ENGINES.items()
+                            if key in entry["median_s"]}
+        log(f"{row.label}: " + ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in entry["median_s"].items())
+            + ("" if meter.others is None else f" (other processes: {meter.others:.2f} cores)"))
+        if compare != "none":
+            if wait_quiet:
+                wait_until_quiet(wait_quiet, log=log)
+            entry["second_way"] = second_way(compare, steps, row, min_time, min_repeats, warmup_time, threads)
+            entry["agreement"] = agreement(entry["median_s"], entry["second_way"]["median_s"], agree_within)
+            apart = [f"{k} {r:.2f}×" for k, (r, ok) in entry["agreement"].items() if not ok]
+            log(f"{row.label}: block ÷ {compare}: " + ("all within " + f"{100 * agree_within:g} %" if not apart
+                                                       else "apart: " + ", ".join(apart)))
         if memory:
             kinds = ("tracemalloc", "profiler") if memory != "tracemalloc" else ("tracemalloc",)
             entry["peak_bytes"] = {impl.key: peak_memory(impl, steps[impl.key]) for impl in implementations
@@ -204,8 +249,6 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
                 entry["rss_bytes"] = {impl.key: peak_rss_delta(impl.key, row) for impl in implementations
                                       if impl.memory}
         results["rows"].append(entry)
-        log(f"{row.label}: " + ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in entry["median_s"].items())
-            + ("" if meter.others is None else f" (other processes: {meter.others:.2f} cores)"))
         del steps, problem
     for entry in results["rows"]:
         entry["flop_floor_s"] = entry["flops"] / (env["sgemm_gflops"] * 1e9)
@@ -220,6 +263,29 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         results["overhead_others_cores"] = meter.others
     results["elapsed_s"] = time.perf_counter() - started
     return results
+
+
+def second_way(how, steps, row, min_time, min_repeats, warmup_time, threads):
+    """Time the row's implementations the second way: {"how", "median_s", "others_cores"} (a None median
+    where a child process failed)."""
+    with CpuMeter() as meter:
+        if how == "process":
+            times = {key: time_in_own_process(key, row, min_time, min_repeats, warmup_time, threads)
+                     for key in steps}
+        else:
+            times = time_interleaved(steps, min_time=min_time, min_repeats=min_repeats)
+    return {"how": how, "others_cores": meter.others,
+            "median_s": {k: statistics.median(ts) if ts else None for k, ts in times.items()}}
+
+
+def agreement(first, second, within=0.05):
+    """{key: (first ÷ second, |ratio − 1| ≤ within)} for the medians both ways measured."""
+    out = {}
+    for key, a in first.items():
+        b = second.get(key)
+        if b:
+            out[key] = (a / b, abs(a / b - 1) <= within)
+    return out
 
 
 if __name__ == "__main__":

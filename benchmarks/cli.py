@@ -1,22 +1,33 @@
-"""`tinygrad-rnn bench`: time one BPTT training step against PyTorch and numpy, write the results table.
+"""`tinygrad-rnn bench` (also `python -m benchmarks`): time one BPTT training step against PyTorch, numpy and
+the optional peers, print a short summary and write the full report (markdown, JSON, chart) to --out.
 
 BLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when numpy loads, so this command cannot unset them itself:
-`make bench` runs it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE tinygrad-rnn bench`, and the table's
+`make bench` runs it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks`, and the table's
 header reports the kernel numpy's BLAS actually uses.
 """
+import argparse
+import os
 import sys
 
 NAME = "bench"
 HELP = ("benchmark one BPTT training step (forward + backward, copies on) against PyTorch autograd, "
-        "torch.nn.RNN and hand-written numpy; writes a markdown table and a chart")
+        "torch.nn.RNN, hand-written numpy and (when installed) jax, HIPS autograd and MyGrad; prints a summary "
+        "and writes a markdown report, JSON and a chart")
+DEFAULT_OUT = os.path.join("out", "bench")            # the one default output folder: out/, like render's
+COMMITTED_RESULTS = os.path.join("benchmarks", "results")
 
 
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="only the lecture's toy row (1,25,16,4), short timings")
     parser.add_argument("--rows", metavar="B,T,d,V[;B,T,d,V...]",
                         help="rows to run instead of the grid, e.g. '32,50,128,65;1,5000,32,16'")
-    parser.add_argument("--out", metavar="DIR", default=None,
-                        help="where to write the table, JSON and chart (default benchmarks/results/)")
+    parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
+                        help=f"where to write the report, JSON and chart (default {DEFAULT_OUT}; the committed "
+                             f"results are refreshed with --out {COMMITTED_RESULTS})")
+    parser.add_argument("--compare", choices=("process", "interleaved", "none"), default=None,
+                        help="time every implementation a second way and check that the medians agree within "
+                             "5 %%: in a fresh process of its own (default), in turns of 0.1 s (the former "
+                             "scheme), or not at all (default with --quick)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the float64 check that every implementation gives the same loss and gradients")
     parser.add_argument("--min-time", type=float, default=None,
@@ -68,7 +79,8 @@ def run(args):
     if min_time < 0 or args.min_repeats < 1:
         raise UsageError(f"--min-time must be ≥ 0 and --min-repeats ≥ 1, got {min_time} and {args.min_repeats}")
     stem = "bptt-quick" if args.quick else "bptt-rows" if args.rows else "bptt"
-    out_dir = args.out or bench.RESULTS_DIR
+    out_dir = args.out
+    compare = args.compare or ("none" if args.quick else "process")
     _check_writable(out_dir)  # before minutes of measuring, not after
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
@@ -78,7 +90,8 @@ def run(args):
                                   wait_quiet=0.0 if args.quick else args.wait_quiet,
                                   rss=not (args.quick or args.no_rss),
                                   overhead_sizes=dict(n_forward=500, chain=100, repeats=2) if args.quick else None,
-                                  threads=args.threads, log=log, memory_lengths=() if args.quick else bench.MEMORY_T)
+                                  threads=args.threads, log=log, memory_lengths=() if args.quick else bench.MEMORY_T,
+                                  compare=compare, warmup_time=min(bench.WARMUP_S, min_time))
     paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)
     if args.profile:
         from pathlib import Path
@@ -86,6 +99,19 @@ def run(args):
             path = Path(out_dir) / f"profile-{row.B}-{row.T}-{row.d}-{row.V}.txt"
             path.write_text(bench.profile_tinygrad(row))
             paths.append(path)
-    print(bench.markdown(results))
-    print("wrote " + ", ".join(str(p) for p in paths))
+    print(bench.summary(results), end="")
+    print("full report: " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def main(argv=None):
+    """`python -m benchmarks [options]`: the same command as `tinygrad-rnn bench`."""
+    from tinygrad_rnn.errors import UsageError
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=HELP)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, ValueError, OSError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2

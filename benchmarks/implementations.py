@@ -2,10 +2,13 @@
 
 Each `make_*(problem)` returns `step()`, which runs forward + backward once and returns
 `(loss, {"U": dU, "W": dW, "b": db, "V": dV, "c": dc})` as numpy arrays (the matmul floor returns no gradients).
+The optional peers (jax, HIPS autograd, MyGrad) live in peers.py; `IMPLEMENTATIONS` lists them all.
 """
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import peers
 
 PARAMS = ("U", "W", "b", "V", "c")
 
@@ -276,34 +279,54 @@ def make_matmul_floor(p):
 @dataclass(frozen=True)
 class Implementation:
     key: str
-    label: str
+    label: str               # what it is, for the report's notes
     make: object
     uses_torch: bool = False
     checked: bool = True     # part of the float64 equality check
     memory: str = "tracemalloc"
+    short: str = ""          # column heading
+    requires: tuple = ()     # modules an optional peer needs: skipped with a note when one is missing
 
 
 IMPLEMENTATIONS = [
-    Implementation("tinygrad", "tinygrad_rnn (nn.RNN, copies on)", make_tinygrad),
-    Implementation("torch_loop", "torch autograd loop, CE per step", make_torch_loop, True, memory="profiler"),
-    Implementation("torch_stacked", "torch autograd loop, CE stacked", make_torch_stacked, True, memory="profiler"),
-    Implementation("torch_fused", "torch.nn.RNN + Linear", make_torch_fused, True, memory="profiler"),
-    Implementation("numpy_minchar", "numpy BPTT, per step (min-char-rnn)", make_numpy_minchar),
-    Implementation("numpy_hoisted", "numpy BPTT, hoisted", make_numpy_hoisted),
+    Implementation("tinygrad", "tinygrad_rnn (nn.RNN, copies on)", make_tinygrad, short="tinygrad_rnn"),
+    Implementation("torch_loop", "torch autograd loop, CE per step", make_torch_loop, True, memory="profiler",
+                   short="torch loop, CE/step", requires=("torch",)),
+    Implementation("torch_stacked", "torch autograd loop, CE stacked", make_torch_stacked, True, memory="profiler",
+                   short="torch loop, CE stacked", requires=("torch",)),
+    Implementation("torch_fused", "torch.nn.RNN + Linear", make_torch_fused, True, memory="profiler",
+                   short="torch.nn.RNN + Linear", requires=("torch",)),
+    Implementation("numpy_minchar", "numpy BPTT, per step (min-char-rnn)", make_numpy_minchar,
+                   short="numpy min-char-rnn"),
+    Implementation("numpy_hoisted", "numpy BPTT, hoisted", make_numpy_hoisted, short="numpy hoisted"),
     Implementation("matmul_floor", "numpy matmul floor, hoisted (timed)", make_matmul_floor, checked=False,
-                   memory=None),
+                   memory=None, short="numpy matmul floor"),
+    # optional peers (benchmarks/peers.py); jax's buffers live in XLA, where tracemalloc does not see them
+    Implementation("jax_scan", "jax.jit(value_and_grad) of a jax.lax.scan loop", peers.make_jax_scan, memory=None,
+                   short="jax.jit(lax.scan)", requires=("jax",)),
+    Implementation("hips_autograd", "HIPS autograd value_and_grad, Python time loop", peers.make_hips_autograd,
+                   short="HIPS autograd", requires=("autograd", "scipy")),
+    Implementation("mygrad", "MyGrad tensors, Python time loop", peers.make_mygrad, short="MyGrad",
+                   requires=("mygrad",)),
 ]
 BY_KEY = {impl.key: impl for impl in IMPLEMENTATIONS}
 
 
+def missing_modules(impl):
+    """The modules of impl.requires that cannot be imported here (found without importing them)."""
+    from importlib.util import find_spec
+    return [name for name in impl.requires if find_spec(name) is None]
+
+
 def torch_available():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return not missing_modules(BY_KEY["torch_loop"])
 
 
 def available_implementations():
-    have_torch = torch_available()
-    return [impl for impl in IMPLEMENTATIONS if have_torch or not impl.uses_torch]
+    return [impl for impl in IMPLEMENTATIONS if not missing_modules(impl)]
+
+
+def skipped_implementations():
+    """{key: note} for the optional implementations that cannot run here, and why."""
+    return {impl.key: f"skipped: {', '.join(missing_modules(impl))} not installed (pip install "
+                      f"{' '.join(missing_modules(impl))})" for impl in IMPLEMENTATIONS if missing_modules(impl)}

@@ -13,11 +13,60 @@ import numpy as np
 from .implementations import BY_KEY, Row, make_problem, torch_available
 
 # --- timing --------------------------------------------------------------------------------------------------
+#
+# numpy's OpenBLAS and torch's OpenMP keep their worker threads spinning for a while after a call, and XLA has
+# its own pool: an implementation timed right after another library's runs against busy threads on a 2-core
+# machine. So each implementation is timed in its own block, after its own warm-up (which outlasts the previous
+# library's spinning), and — as a check — once more in a fresh process of its own, where no other library is
+# loaded at all. `time_interleaved` is the older scheme (turns of ~0.1 s), kept to show how much it disturbs.
 
-def time_steps(steps, min_time=1.0, min_repeats=5, burst=0.1, warmup=2):
+WARMUP_S = 0.3  # warm-up per block: longer than OpenMP's and OpenBLAS's spin-wait after a call (~0.2 s at most)
+
+
+def time_block(step, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S, warmup_calls=2):
+    """Seconds per call of step, timed in one block: gc.collect(), then ≥ warmup_calls calls and ≥ warmup_time
+    seconds of warm-up (not timed), then calls until there are ≥ min_repeats of them and ≥ min_time seconds.
+    The garbage collector stays on, as in a user's loop."""
+    gc.collect()
+    calls, warm_until = 0, time.perf_counter() + warmup_time
+    while calls < warmup_calls or time.perf_counter() < warm_until:
+        step()
+        calls += 1
+    times = []
+    while len(times) < min_repeats or sum(times) < min_time:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_blocks(steps, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S):
+    """{key: step} → {key: [seconds per call]}, each implementation in its own block (`time_block`), in order."""
+    return {key: time_block(step, min_time, min_repeats, warmup_time) for key, step in steps.items()}
+
+
+def time_in_own_process(key, row, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S, threads=None, timeout=900):
+    """The same block timing as `time_block`, in a fresh Python process that builds only this implementation
+    (so no other library's threads exist there). [seconds per call], or None where the child fails."""
+    out = _run_child(f"_timing_child({key!r}, {row.B}, {row.T}, {row.d}, {row.V}, {threads!r}, {min_time!r}, "
+                     f"{min_repeats!r}, {warmup_time!r})", timeout)
+    try:
+        return [float(v) for v in out.strip().splitlines()[-1].split()] if out and out.strip() else None
+    except ValueError:
+        return None
+
+
+def _timing_child(key, B, T, d, V, threads, min_time, min_repeats, warmup_time):
+    impl = BY_KEY[key]
+    _limit_threads(impl, threads)
+    step = impl.make(make_problem(Row(B, T, d, V)))
+    print(" ".join(repr(t) for t in time_block(step, min_time, min_repeats, warmup_time)))
+
+
+def time_interleaved(steps, min_time=1.0, min_repeats=5, burst=0.1, warmup=2):
     """{key: step} → {key: [seconds per call]}. Implementations take turns in bursts of ~`burst` seconds
-    (so machine noise spreads over all of them) until each has run `min_repeats` times and `min_time`
-    seconds. The garbage collector runs between bursts, never inside a timed call's bookkeeping."""
+    until each has run `min_repeats` times and `min_time` seconds (the harness's former scheme: each library
+    then runs right after another's, against its still-spinning threads). gc runs between bursts."""
     burst = min(burst, min_time / 5)
     for step in steps.values():
         for _ in range(warmup):
@@ -91,27 +140,42 @@ def peak_rss_delta(key, row, timeout=600):
     every implementation (it counts everything — arrays, Python objects, torch's C++ graph, allocator
     slack — at page resolution; code paths are warmed up on a tiny row first, so the delta is the step's
     memory, not library loading). Linux: peak mark reset, then VmHWM − VmRSS; None where it fails."""
-    code = ("import sys; from benchmarks.measure import _rss_child; "
-            f"_rss_child({key!r}, {row.B}, {row.T}, {row.d}, {row.V}, {blas_info().get('threads')!r})")
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    out = _run_child(f"_rss_child({key!r}, {row.B}, {row.T}, {row.d}, {row.V}, {blas_info().get('threads')!r})",
+                     timeout)
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                              timeout=timeout)
-        return int(done.stdout.split()[-1]) if done.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return int(out.split()[-1]) if out else None
+    except (ValueError, IndexError):
         return None
 
 
-def _rss_child(key, B, T, d, V, threads=None):
-    impl = BY_KEY[key]
+def _run_child(call, timeout):
+    """Run `benchmarks.measure.<call>` in a fresh Python process (the checkout on its path, BLAS variables
+    inherited): its stdout, or None if it failed or timed out."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    code = f"from benchmarks.measure import _rss_child, _timing_child; {call}"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _limit_threads(impl, threads):
+    """In a child process: numpy's BLAS and torch get the parent's thread count."""
     if threads:
         from threadpoolctl import threadpool_limits
         threadpool_limits(limits=threads, user_api="blas")
     if impl.uses_torch:
         import torch
         torch.set_num_threads(threads or blas_info().get("threads") or 1)
+
+
+def _rss_child(key, B, T, d, V, threads=None):
+    impl = BY_KEY[key]
+    _limit_threads(impl, threads)
     impl.make(make_problem(Row(1, 2, 4, 4)))()              # load and warm every code path on a tiny row
     step = impl.make(make_problem(Row(B, T, d, V)))
     gc.collect()
@@ -193,8 +257,9 @@ def _busy_seconds():
 
 
 def _own_cpu_seconds():
+    """CPU seconds of this process and of its finished children (a timing child's work is ours, not noise)."""
     t = os.times()
-    return t.user + t.system
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def wait_until_quiet(max_wait, threshold=0.2, log=print):
@@ -358,6 +423,18 @@ def engine_fingerprint():
     return digest.hexdigest()[:12]
 
 
+def peer_versions():
+    """{distribution: version} of the optional peers that are installed (read from their metadata, no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+    found = {}
+    for name in ("jax", "jaxlib", "autograd", "mygrad"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 def environment():
     """Machine, versions, BLAS kernel, threads and the OpenBLAS environment variables (read, never set)."""
     import tinygrad_rnn
@@ -382,5 +459,5 @@ def environment():
             "engine_sha1": engine_fingerprint(),
             "memory_gib": memory, "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "tinygrad_rnn": tinygrad_rnn.__version__, "commit": commit,
-            "blas": blas_info(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "blas": blas_info(), "peers": peer_versions(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}}

@@ -20,11 +20,13 @@ def markdown(results):
     env, rows = results["environment"], results["rows"]
     keys = list(results["implementations"])
     blas, tor = env.get("blas", {}), env.get("torch")
-    lines = ["# One BPTT training step: tinygrad_rnn vs PyTorch autograd vs hand-written numpy", ""]
+    lines = ["# One BPTT training step: tinygrad_rnn vs PyTorch autograd, hand-written numpy and other autodiff "
+             "libraries", ""]
     lines.append(f"- {env['date']} · {env['cpu']}, {env['cores']} cores, {env['memory_gib']} GiB · {env['platform']}")
     lines.append(f"- Python {env['python']}, numpy {env['numpy']}, tinygrad_rnn {env['tinygrad_rnn']}"
                  f" (git {env['commit']}, engine sources sha1 {env.get('engine_sha1')})"
-                 + (f", torch {tor['version']}" if tor else ", torch not installed"))
+                 + (f", torch {tor['version']}" if tor else ", torch not installed")
+                 + "".join(f", {name} {v}" for name, v in env.get("peers", {}).items()))
     lines.append(f"- numpy BLAS (threadpoolctl): {blas.get('library')} {blas.get('version')}, kernel "
                  f"**{blas.get('kernel')}**, {blas.get('threads')} threads"
                  + (" (set by `--threads` through threadpoolctl)" if results["settings"].get("threads") else "")
@@ -33,6 +35,9 @@ def markdown(results):
     if tor:
         lines.append(f"- torch: {tor['blas']}; `torch.set_num_threads({tor['threads']})` = numpy's BLAS thread "
                      f"count from threadpoolctl (interop threads {tor['interop_threads']})")
+    if "jax_scan" in keys:
+        lines.append("- jax: XLA's own CPU thread pool (one thread per core; `--threads` does not reach it); the "
+                     "first call compiles and is part of the warm-up, not of the timing")
     openblas = env["openblas_env"]
     lines.append("- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: " + (
         "unset (run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`)" if not openblas else
@@ -40,17 +45,18 @@ def markdown(results):
     s = results["settings"]
     lines.append(f"- One step = forward + ∂L/∂(U, W, b, V, c), float32, one-hot inputs, L = Σ_t Σ_batch CE. "
                  f"Median (min) ms over ≥{s['min_repeats']} calls and ≥{s['min_time']:g} s per implementation, "
-                 "implementations taking turns in ~0.1 s bursts, after 2 warm-up calls; gc on "
-                 "(collected between bursts).")
+                 + _timing_words(s) + "; gc on.")
     if s["check"]:
-        lines.append("- Checked first on every row (float64, same weights and data): loss and all five gradients "
-                     "of every implementation equal the numpy min-char-rnn reference (worst relative difference "
-                     f"{max(max(r['check'].values()) for r in rows):.1e}).")
+        lines.append("- Checked first on every row (float64, same weights and data, the second of two calls): loss "
+                     "and all five gradients of every implementation equal the numpy min-char-rnn reference (worst "
+                     f"relative difference {max(max(r['check'].values()) for r in rows):.1e}).")
+    for key, note in results.get("skipped", {}).items():
+        lines.append(f"- {key}: {note}.")
     lines.append(f"- Load average at start {tuple(round(x, 2) for x in env['load_average'] or ())}; "
                  f"total run {results.get('elapsed_s', 0):.0f} s.")
-    labels = {"tinygrad": "tinygrad_rnn", "torch_loop": "torch loop, CE/step", "torch_stacked": "torch loop, CE "
-              "stacked", "torch_fused": "torch.nn.RNN + Linear", "numpy_minchar": "numpy min-char-rnn",
-              "numpy_hoisted": "numpy hoisted", "matmul_floor": "numpy matmul floor"}
+    labels = results["implementations"]
+    lines += ["", "## In short (the README's table): median ms per step, ratios from the same run", ""]
+    lines += compact_table(results)
     lines += ["", "## Time of one step, ms: median (min)", "",
               "| (B,T,d,V) | " + " | ".join(labels[k] for k in keys) + " | FLOP floor | other processes |",
               "|---|" + "--:|" * (len(keys) + 2)]
@@ -69,16 +75,17 @@ def markdown(results):
                  "(its OpenMP threads wait at barriers for descheduled siblings).")
     if "tinygrad" in keys:
         ref_keys = [k for k in keys if k != "tinygrad"]
-        lines += ["", "## tinygrad_rnn relative to each: time ÷ time of medians (of mins); < 1 is faster", "",
-                  "Targets of issue 7 are judged on medians.", "",
-                  "| (B,T,d,V) | " + " | ".join("÷ " + labels[k] for k in ref_keys) + " | target / met? |",
+        lines += ["", "## tinygrad_rnn relative to each, measured side by side in this run: time ÷ time of medians "
+                  "(of mins); < 1 is faster", "",
+                  "| (B,T,d,V) | " + " | ".join("÷ " + labels[k] for k in ref_keys) + " | targets (medians) |",
                   "|---|" + "--:|" * len(ref_keys) + "---|"]
         for r in rows:
             med = r["median_s"]
             low = r["min_s"]
             cells = [f"{med['tinygrad'] / med[k]:.2f} ({low['tinygrad'] / low[k]:.2f})" for k in ref_keys]
-            goals = "; ".join(f"{text} {'✅' if met else '❌'}" for text, met in r["targets"]) or "—"
-            lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {goals} |")
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {_targets_text(r)} |")
+    if any(r.get("agreement") for r in rows):
+        lines += _agreement_section(results)
     if any("peak_bytes" in r for r in rows):
         mem_keys = [k for k in keys if BY_KEY.get(k) is None or BY_KEY[k].memory]
         lines += ["", "## Peak memory of one step, MiB (and ÷ T·B·d·4 bytes, one float32 state per step)", "",
@@ -99,13 +106,14 @@ def markdown(results):
                           if rss.get("tinygrad") and rss.get("torch_loop") else "—")
                 lines.append(f"| {r['label']} | " + " | ".join(_mib(rss.get(k)) for k in mem_keys)
                              + f" | {versus} |")
-        lines += ["", "numpy and tinygrad_rnn: tracemalloc peak during one call (array buffers and Python objects such "
+        lines += ["", "numpy, tinygrad_rnn, HIPS autograd and MyGrad: tracemalloc peak during one call (array buffers and Python objects such "
                   "as graph nodes and closures, the returned gradients included). torch: the profiler's allocator "
                   "events (`profile_memory=True`, each op's self_cpu_memory_usage summed in time order): tensor "
                   "storage only, at op resolution; autograd's C++ graph nodes are not counted, so torch's figure "
                   "is a lower bound. The RSS table measures everyone the same way (every allocation, at page "
                   "resolution, after warming code paths on a tiny row): below a few MiB it is mostly allocator "
-                  "noise (glibc reuses freed pages, so 0 means 'fits in memory already touched')."]
+                  "noise (glibc reuses freed pages, so 0 means 'fits in memory already touched'). jax is not "
+                  "measured: its buffers live in XLA's allocator, which neither measure sees alike."]
     if results.get("memory_vs_T"):
         lines += _memory_versus_T(results["memory_vs_T"], results["implementations"])
     if results.get("overhead"):
@@ -130,6 +138,98 @@ def markdown(results):
                   "same chain's gradients in a plain loop (add: the shared input sums g; tanh: g·(1 − y²); matmul: "
                   "xᵀg summed into the shared weight and g·Wᵀ passed on). The W(t) row's numpy is the plain matmul's."]
     return "\n".join(lines) + "\n"
+
+
+COMPACT = ("tinygrad", "torch_loop", "torch_fused", "numpy_hoisted", "jax_scan", "hips_autograd", "mygrad")
+COMPACT_RATIOS = {"torch_loop": "torch loop", "torch_fused": "nn.RNN", "numpy_hoisted": "hoisted", "jax_scan": "jax"}
+
+
+def compact_table(results):
+    """Markdown lines: the main implementations' medians, tinygrad_rnn ÷ the main references (same run), and
+    whether the two ways of timing agreed on the row."""
+    labels = results["implementations"]
+    keys = [k for k in COMPACT if k in labels]
+    ratios = [k for k in COMPACT_RATIOS if k in labels and "tinygrad" in labels]
+    compared = any(r.get("agreement") for r in results["rows"])
+    lines = ["| (B,T,d,V) | " + " | ".join(labels[k] for k in keys)
+             + "".join(f" | engine ÷ {COMPACT_RATIOS[k]}" for k in ratios) + (" | two ways agree |" if compared else " |"),
+             "|---|" + "--:|" * (len(keys) + len(ratios)) + ("---|" if compared else "")]
+    for r in results["rows"]:
+        med = r["median_s"]
+        cells = [_ms(med[k]) for k in keys] + [f"{med['tinygrad'] / med[k]:.3g}×" for k in ratios]
+        if compared:
+            apart = [f"{labels[k]} {ratio:.2f}" for k, (ratio, ok) in r.get("agreement", {}).items() if not ok]
+            cells.append("✅" if not apart else "❌ " + ", ".join(apart))
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _timing_words(settings):
+    if settings.get("timing") != "block":  # results of the former harness
+        return "implementations taking turns in ~0.1 s bursts, after 2 warm-up calls"
+    return (f"each implementation timed in its own block after its own warm-up (≥ 2 calls and ≥ "
+            f"{settings['warmup_s']:g} s, so no other library's threads are still spinning)")
+
+
+def _targets_text(row):
+    goals = [goal for engine_goals in row.get("targets", {}).values() for goal in engine_goals]
+    return "; ".join(f"{text} {'✅' if met else '❌'}" for text, met in goals) or "—"
+
+
+SECOND_WAY = {"process": "in a fresh process of its own (the same block timing, no other library loaded)",
+              "interleaved": "in turns of ~0.1 s with the others (the former scheme)"}
+
+
+def _agreement_section(results):
+    """Median in its own block ÷ median measured the second way, per row and implementation, and the verdict."""
+    s, rows = results["settings"], results["rows"]
+    keys, labels = list(results["implementations"]), results["implementations"]
+    lines = ["", f"## Two ways agree? Median in its own block ÷ median {SECOND_WAY[s['compare']]}", "",
+             "| (B,T,d,V) | " + " | ".join(labels[k] for k in keys) + " | other processes (2nd way) |",
+             "|---|" + "--:|" * len(keys) + "--:|"]
+    for r in rows:
+        agree = r.get("agreement", {})
+        cells = [f"{agree[k][0]:.2f} {'✅' if agree[k][1] else '❌'}" if k in agree else "—" for k in keys]
+        others = r.get("second_way", {}).get("others_cores")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " | "
+                     + ("—" if others is None else f"{others:.2f} cores") + " |")
+    lines += ["", agreement_verdict(results)]
+    return lines
+
+
+def agreement_verdict(results):
+    """One sentence: how many cells the two ways agree on within the tolerance, and which they do not."""
+    within = results["settings"]["agree_within"]
+    cells = [(r["label"], k, ratio, ok) for r in results["rows"] for k, (ratio, ok) in r.get("agreement", {}).items()]
+    apart = [f"{results['implementations'][k]} at {label} ({ratio:.2f})" for label, k, ratio, ok in cells if not ok]
+    text = f"The two ways agree within {100 * within:g} % on {len(cells) - len(apart)} of {len(cells)} cells"
+    text += f"; apart: {', '.join(apart)}." if apart else "."
+    busy = [r["label"] for r in results["rows"] if max(r.get("others_cores") or 0,
+                                                       r.get("second_way", {}).get("others_cores") or 0) > 0.2]
+    if busy:
+        text += (f" Other processes kept more than 0.2 cores busy while {', '.join(busy)} ran: rerun "
+                 "those rows on a quiet machine (`--wait-quiet`).")
+    return text
+
+
+def summary(results):
+    """A few lines for the terminal: per row the medians, the engine's ratio to each, the targets, and whether
+    the two ways of timing agree."""
+    labels, out = results["implementations"], []
+    out.append("One BPTT training step, float32, median ms per step (tinygrad_rnn ÷ it), "
+               + _timing_words(results["settings"]) + ":")
+    for r in results["rows"]:
+        med, tg = r["median_s"], r["median_s"].get("tinygrad")
+        cells = [f"{labels[k]} {_ms(v)}" + (f" ({tg / v:.2f}×)" if tg and k != "tinygrad" else "")
+                 for k, v in med.items()]
+        out.append(f"{r['label']}: " + " · ".join(cells))
+        if r.get("targets"):
+            out.append(f"  targets: {_targets_text(r)}")
+    if any(r.get("agreement") for r in results["rows"]):
+        out.append(agreement_verdict(results))
+    for key, note in results.get("skipped", {}).items():
+        out.append(f"{key}: {note}")
+    return "\n".join(out) + "\n"
 
 
 def _memory_versus_T(entries, labels):
@@ -165,16 +265,16 @@ def _overhead_verdict(o):
     return "—" if not measured else "✅" if max(measured) <= 1.0 else "❌"
 
 
-def write_chart(results, path):
-    """PNG: each implementation's time ÷ PyTorch autograd (loop, CE per step) and ÷ numpy hoisted, per row."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def chart_figure(results):
+    """A matplotlib Figure (no pyplot, no backend switch): per row, each implementation's time ÷ PyTorch
+    autograd's loop (CE per step) and ÷ numpy hoisted, on log axes, rows in order of FLOPs."""
+    from matplotlib.figure import Figure
     rows = sorted(results["rows"], key=lambda r: r["flops"])
     keys = list(results["implementations"])
     x = np.arange(len(rows))
     refs = [k for k in ("torch_loop", "numpy_hoisted") if k in keys]
-    fig, axes = plt.subplots(1, len(refs), figsize=(6.5 * len(refs), 4.8), squeeze=False)
+    fig = Figure(figsize=(6.5 * len(refs), 4.8))
+    axes = fig.subplots(1, len(refs), squeeze=False)
     for ax, ref in zip(axes[0], refs):
         for key in keys:
             ratios = [r["median_s"][key] / r["median_s"][ref] for r in rows]
@@ -191,8 +291,12 @@ def write_chart(results, path):
     fig.suptitle(f"One BPTT step (B,T,d,V), float32 — numpy BLAS {env['blas'].get('kernel')} "
                  f"{env['blas'].get('threads')} threads, {env['cpu']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def write_chart(results, path):
+    """The chart of `chart_figure` as a PNG."""
+    chart_figure(results).savefig(path, dpi=120)
 
 
 def write_json(results, path):

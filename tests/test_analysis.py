@@ -242,13 +242,6 @@ def test_a_float32_model_is_analysed_in_float64():
     assert step_jacobian(out, 2).dtype == np.float64
 
 
-def test_gated_cells_are_refused_with_a_clear_error():
-    model = nn.RNN(4, 3, 4, cell="gru", dtype=np.float64)
-    out = model.forward(np.eye(4)[[0, 1, 2]])
-    with pytest.raises(TypeError, match="vanilla nn.RNN"):
-        state_jacobian(out, 2, 1)
-
-
 def test_analysis_after_an_optimizer_step_uses_the_forward_weights():
     from tinygrad_rnn import analysis as A
     from tinygrad_rnn.optim import SGD
@@ -258,15 +251,6 @@ def test_analysis_after_an_optimizer_step_uses_the_forward_weights():
     step_grads = out.tape.step_grads(model.W).copy()
     SGD(model.parameters(), lr=1.0).step()
     np.testing.assert_allclose(A.contributions(out, model.W).sum(0), step_grads, rtol=1e-4, atol=1e-6)
-
-
-def test_analysis_of_a_gated_model_is_a_clear_type_error():
-    from tinygrad_rnn import analysis as A
-    from tinygrad_rnn import nn
-    model = nn.RNN(4, 5, 4, cell="gru", seed=0)
-    _, out = model.loss(np.eye(4, dtype=np.float32)[[0, 1, 2]], np.array([1, 2, 3]))
-    with pytest.raises((TypeError, ValueError)):
-        A.contributions(out, model.V)
 
 
 def _review_model():

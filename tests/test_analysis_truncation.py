@@ -99,9 +99,9 @@ def test_truncated_gradcheck_passes_where_the_ordinary_one_would_not():
 def test_truncated_gradcheck_catches_a_wrong_gradient(monkeypatch):
     import tinygrad_rnn.analysis.truncation as truncation
     model, xs, targets = network(T=6, B=1)
-    real = truncation.truncated_bptt
+    real = truncation.tbptt
     # a "truncated BPTT" that forgets to detach (i.e. full BPTT) is not the surrogate's gradient
-    monkeypatch.setattr(truncation, "truncated_bptt", lambda m, x, y, k, s0=None: real(m, x, y, len(x), s0=s0))
+    monkeypatch.setattr(truncation, "tbptt", lambda m, x, y, k1, k2, s0=None: real(m, x, y, len(x), len(x), s0=s0))
     with pytest.raises(GradcheckError, match=r"truncated_gradcheck \(k = 2\)"):
         truncated_gradcheck(model, xs, targets, 2)
 
@@ -124,7 +124,7 @@ def test_truncation_bias_report():
 
 def test_bad_k_and_clip_grad_norm_reexport():
     model, xs, targets = network()
-    with pytest.raises(ValueError, match="truncated_bptt: k must be a positive integer"):
+    with pytest.raises(ValueError, match=r"truncated_bptt: k \(steps per segment\) must be a positive integer"):
         truncated_bptt(model, xs, targets, 0)
     assert clip_grad_norm is optim_clip_grad_norm
 

@@ -47,3 +47,38 @@ def test_unknown_subcommand_is_a_usage_error(capsys):
         main(["no-such-command"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def _module_cli(*argv, cwd, pythonpath=()):
+    """`python -m tinygrad_rnn ARGV` in a fresh interpreter, tinygrad_rnn taken from this checkout."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(root)]))
+    return subprocess.run([sys.executable, "-m", "tinygrad_rnn", *argv], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def test_bare_command_prints_help_and_module_entry_point_works(tmp_path):
+    done = _module_cli(cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith("usage: tinygrad-rnn")
+    for command in ("demo", "render", "analyze", "train", "sample", "task", "bench"):
+        assert f"    {command} " in done.stdout
+
+
+def test_version(capsys):
+    import tinygrad_rnn
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"tinygrad-rnn {tinygrad_rnn.__version__}\n"
+
+
+def test_unknown_option_of_a_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--no-such-option"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err

@@ -79,7 +79,53 @@ def test_npy_file_and_incomplete_metadata_are_clear_errors(tmp_path, capsys):
     assert_one_line_error(*run_cli(capsys, "sample", "--load", partial, "--n", "5"), "partial.npz")
 
 
-def test_negative_clip_and_missing_save_directory_fail_before_training(tmp_path, capsys):
+def test_negative_clip_and_unwritable_outputs_fail_before_training(tmp_path, capsys, monkeypatch):
+    from tinygrad_rnn import train
+    monkeypatch.setattr(train, "train_char_lm", lambda *a, **k: pytest.fail("trained before checking outputs"))
+    monkeypatch.setattr(train, "train_task", lambda *a, **k: pytest.fail("trained before checking outputs"))
     assert_one_line_error(*run_cli(capsys, "train", "--steps", "1", "--clip", "-1"), "--clip")
-    missing = tmp_path / "nope" / "zen.npz"
-    assert_one_line_error(*run_cli(capsys, "train", "--steps", "1", "--save", missing), "directory")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert_one_line_error(*run_cli(capsys, "train", "--steps", "1", "--save", a_file / "zen.npz"),
+                          "--save", "cannot create its directory")
+    assert_one_line_error(*run_cli(capsys, "task", "adding", "--plot", a_file / "sub" / "a.png"),
+                          "--plot", "cannot create its directory")
+
+
+def test_missing_output_folders_are_created(tmp_path, capsys):
+    save = tmp_path / "out" / "zen.npz"
+    assert main(["train", "--steps", "1", "--hidden", "8", "--seq", "10", "--save", str(save), "--no-progress"]) == 0
+    assert save.exists() and (tmp_path / "out" / "zen.png").exists()
+
+
+def _fake_package(root, name):
+    (root / name).mkdir(parents=True)
+    (root / name / "__init__.py").write_text("raise SystemExit('the foreign package was imported')\n")
+    return root
+
+
+def test_a_foreign_viz_is_refused_in_one_line_and_other_commands_still_work(tmp_path):
+    from test_cli_demo import _module_cli
+    fake = _fake_package(tmp_path / "fake", "viz")  # like `pip install viz` (a PyPI project of that name)
+    done = _module_cli("render", "--example", "hello", "-o", "g.dot", cwd=tmp_path, pythonpath=[fake])
+    assert_one_line_error(done.returncode, done.stderr, "tinygrad-rnn render: error:", str(fake / "viz"),
+                          "another project's package", "pip uninstall viz")
+    assert not (tmp_path / "g.dot").exists()
+    done = _module_cli("demo", "--epochs", "1", cwd=tmp_path, pythonpath=[fake])
+    assert done.returncode == 0 and "gradcheck" in done.stdout
+
+
+def test_bench_outside_a_checkout_says_where_it_runs(tmp_path):
+    from test_cli_demo import _module_cli
+    fake = _fake_package(tmp_path / "fake", "benchmarks")  # the PyPI `benchmarks`, not this project's harness
+    done = _module_cli("bench", "--quick", cwd=tmp_path, pythonpath=[fake])
+    assert_one_line_error(done.returncode, done.stderr, "source checkout", "make bench")
+
+
+def test_an_overwritten_viz_is_detected_by_its_recorded_hash(monkeypatch):
+    from tinygrad_rnn import cli
+    assert cli.foreign_package_problem("viz") is None  # this checkout's viz
+    monkeypatch.setattr(cli, "_recorded_hash", lambda path: "not-the-hash-pip-recorded")
+    problem = cli.foreign_package_problem("viz")
+    assert "was overwritten by another distribution named 'viz'" in problem
+    assert cli.foreign_package_problem("no_such_package_xyz") == "the package 'no_such_package_xyz' is not installed"

@@ -129,3 +129,58 @@ def test_leaves_the_gradients_of_other_tensors_alone():
     assert gradcheck(lambda W: model.loss(xs, targets)[0], [model.W])
     np.testing.assert_array_equal(model.U.grad, 7.0)
     assert all(P.grad is None for P in (model.b, model.V, model.c, model.W))
+
+
+# --- NaN and Inf never pass (issue 16 #1): `err.max() > 0` is False for NaN, so the old check returned True ---
+
+def _nan_inf_quiet():
+    return np.errstate(invalid="ignore", divide="ignore")
+
+
+def test_nan_analytic_gradient_fails_as_in_torch():
+    # d/dx sqrt(x²) at 0: backward gives inf · 0 = nan, finite differences give 0; torch's gradcheck fails too
+    x = Parameter(np.array([0.0, 1.0]), name="x")
+    with _nan_inf_quiet(), pytest.raises(GradcheckError) as info:
+        gradcheck(lambda t: ((t * t) ** 0.5).sum(), [x])
+    message = str(info.value)
+    assert "x (2,)" in message and "(0,)" in message and "analytical nan" in message
+    assert "numerical 0" in message and "non-finite" in message and "1 of 2" in message
+    np.testing.assert_array_equal(x.data, [0.0, 1.0])  # restored after the failure
+    assert x.grad is None
+
+
+@pytest.mark.parametrize("scale,shown", [(np.nan, "nan"), (np.inf, "inf")])
+def test_non_finite_function_value_fails(scale, shown):
+    x = Parameter(np.array([1.0, 2.0]), name="x")
+    with _nan_inf_quiet(), pytest.raises(GradcheckError, match=f"function's value is {shown}"):
+        gradcheck(lambda t: (t * scale).sum(), [x])
+    y = Parameter(np.array([0.0, 2.0]), name="y")      # log(0) = -inf: the value is checked before anything
+    with _nan_inf_quiet(), pytest.raises(GradcheckError, match="value is -inf"):
+        gradcheck(lambda t: t.log().sum(), [y])
+
+
+def test_non_finite_finite_differences_fail():
+    # sqrt at 0: the value 0 is finite, but f(−eps) is nan (numerical) and the derivative inf (analytical)
+    x = Parameter(np.array([0.0, 4.0]), name="x")
+    with _nan_inf_quiet(), pytest.raises(GradcheckError, match=r"at element \(0,\): analytical inf, numerical nan"):
+        gradcheck(lambda t: (t ** 0.5).sum(), [x])
+
+
+@pytest.mark.parametrize("analytic,numeric", [([np.inf, 1.0], [np.inf, 1.0]), ([1.0, np.nan], [1.0, np.nan]),
+                                              ([1.0, 2.0], [1.0, -np.inf])])
+def test_check_close_refuses_any_non_finite_element(analytic, numeric):
+    from tinygrad_rnn.gradcheck import check_close
+    with _nan_inf_quiet(), pytest.raises(GradcheckError, match="non-finite"):
+        check_close(np.array(analytic), np.array(numeric), "w", "a", "n", 1e-5, 1e-3, 1e-6)
+    check_close(np.array([1.0, 2.0]), np.array([1.0, 2.0]), "w", "a", "n", 1e-5, 1e-3, 1e-6)  # finite: passes
+
+
+def test_truncated_gradcheck_fails_on_nan_too():
+    # analysis.truncated_gradcheck compares through gradcheck.check_close, so it inherits the NaN rule
+    from tinygrad_rnn.analysis import truncated_gradcheck
+    model, xs, targets, _ = hello_example(hidden=3, seed=0, dtype=np.float64)
+    assert truncated_gradcheck(model, xs, targets, k=2)
+    model.V.data = model.V.data.copy()
+    model.V.data[0, 0] = np.nan
+    with _nan_inf_quiet(), pytest.raises(GradcheckError, match="non-finite"):
+        truncated_gradcheck(model, xs, targets, k=2)

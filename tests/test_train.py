@@ -94,11 +94,60 @@ def test_cli_task_compares_cells(tmp_path, capsys):
     assert "memoryless guess scores 0.1667" in out and "rnn :" in out and "lstm:" in out
     assert cli.main(["task", "copy", "--T", "2", "--hidden", "4", "--steps", "1", "--batch", "2",
                      "--no-progress"]) == 0
-    assert cli.main(["task", "copy", "--threads", "0", "--no-progress"]) == 2
-    assert "--threads must be positive" in capsys.readouterr().err
+    assert cli.main(["task", "copy", "--threads", "-1", "--no-progress"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expected", [([], 1), (["--threads", "2"], 2), (["--threads", "0"], None)])
+def test_cli_blas_threads_default_to_one(monkeypatch, capsys, argv, expected):
+    # one BLAS thread by default: with two, a busy 2-core machine ran `train` 4x and the LSTM task 10x slower
+    from threadpoolctl import threadpool_info
+
+    from tinygrad_rnn import train
+    outside = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    seen = []
+
+    def fake_train_task(*args, **kwargs):
+        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        return None, History([0.1], 1.0, 1, "rnn")
+    monkeypatch.setattr(train, "train_task", fake_train_task)
+    assert cli.main(["task", "adding", "--cell", "rnn", "--no-progress", *argv]) == 0
+    assert seen == [{expected} if expected else outside]
+    assert {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == outside  # restored
 
 
 def _write(tmp_path, text):
     path = tmp_path / "text.txt"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_plot_losses_returns_a_figure_of_the_losses_without_pyplot():
+    # a subprocess: pyplot must not be imported (it would pick a backend; a notebook keeps its own)
+    import subprocess
+    import sys
+    code = """
+import sys
+from tinygrad_rnn.train import History, plot_losses
+fig = plot_losses([History([3, 2, 1, 0.5], 1.0, 40, "a")], baseline=2.5, ylabel="mse")
+ax, = fig.axes
+raw, smooth, base = ax.get_lines()
+assert list(raw.get_ydata()) == [3, 2, 1, 0.5] and list(base.get_ydata()) == [2.5, 2.5]
+assert ax.get_ylabel() == "mse" and ax.get_yscale() == "log"
+assert "matplotlib.pyplot" not in sys.modules, "plot_losses imported pyplot"
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == "ok\n", run.stderr
+
+
+def test_progress_bar_only_when_asked(monkeypatch, capsys):
+    import tqdm.auto
+
+    def no_bar(*args, **kwargs):
+        raise AssertionError("progress=False made a progress bar")
+    monkeypatch.setattr(tqdm.auto, "tqdm", no_bar)
+    assert train_loop(lambda: 1.0, 3, progress=False).losses == [1.0] * 3
+    monkeypatch.undo()
+    assert train_loop(lambda: 1.0, 3, desc="bar-shown", progress=True).losses == [1.0] * 3
+    assert "bar-shown" in capsys.readouterr().err

@@ -11,7 +11,7 @@ pytest.importorskip("graphviz")
 import viz  # noqa: E402
 from tinygrad_rnn import Parameter, Tensor, Unroll  # noqa: E402
 from tinygrad_rnn.cli import main  # noqa: E402
-from viz.dot import HEAT, NO_GRAD, fmt, heat  # noqa: E402
+from viz.colours import CMAP, ZERO, LogScale, fmt  # noqa: E402
 
 HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot program is not installed")
@@ -45,7 +45,7 @@ class Dot:
                     self.edges.append((tail, head, attrs))
                 continue
             m = NODE.match(line)
-            if m:
+            if m and "style=invis" not in m.group(3):  # the time anchors are layout helpers too
                 label = m.group(2).strip('"').split("\\n")[0]
                 self.nodes[m.group(1)] = {"label": label, "attrs": m.group(3), "cluster": cluster,
                                           "full": m.group(2)}
@@ -147,18 +147,21 @@ def test_gradient_colours_and_copy_norms_after_backward(hello, hello_grads):
     W_steps = out.tape.step_grads(out.model.W)
     for t, copy in zip(out.tape.steps, out.tape.copies(out.model.W)):
         full = d.nodes[d.id(f"W({t})")]["full"]
-        assert f"‖∂L/∂W({t})‖ = {fmt(np.linalg.norm(W_steps[t - 1]))}" in full
+        assert full == f'"W({t})\\n{fmt(np.linalg.norm(W_steps[t - 1]))}"'  # the norm under the name
+        assert f'tooltip="‖∂L/∂W({t})‖ = {fmt(np.linalg.norm(W_steps[t - 1]))}"' in d.nodes[d.id(f"W({t})")]["attrs"]
     norms = [np.linalg.norm(g) for g in W_steps]
-    assert norms[0] == 0  # s(0) = 0, so ∂L/∂W(1) = s(0)ᵀ δ(1) = 0: drawn grey, "no gradient"
-    assert f'fillcolor="{NO_GRAD}"' in d.nodes[d.id("W(1)")]["attrs"]
-    # the largest drawn gradient is the darkest colour of the ramp, and colours grow with the norm
-    fills = {t: re.search(r'fillcolor="(#\w+)"', d.nodes[d.id(f"W({t})")]["attrs"]).group(1)
-             for t in (2, 3, 4)}
-    assert all(c not in (NO_GRAD, "#ffffff") for c in fills.values())
-    order = np.argsort(norms[1:])
-    darkness = [sum(int(fills[t][k:k + 2], 16) for k in (1, 3, 5)) for t in (2, 3, 4)]
-    assert list(np.argsort(darkness)[::-1]) == list(order)
-    assert "legend" in d.nodes and "log scale" in d.source
+    assert norms[0] == 0  # s(0) = 0, so ∂L/∂W(1) = s(0)ᵀ δ(1) = 0: drawn grey, a true zero
+    assert f'fillcolor="{ZERO}"' in d.nodes[d.id("W(1)")]["attrs"]
+    # each copy's fill is matplotlib's viridis at LogNorm(its norm) over the norms drawn
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
+    drawn = [float(m) for m in re.findall(r'tooltip="‖∂L/∂[^‖]*‖ = ([0-9.e-]+)"', d.source)]
+    scale = LogNorm(vmin=min(x for x in drawn if x > 0), vmax=max(drawn))
+    for t in (2, 3, 4):
+        fill = re.search(r'fillcolor="(#\w+)"', d.nodes[d.id(f"W({t})")]["attrs"]).group(1)
+        expected = colormaps[CMAP](float(scale(norms[t - 1])))
+        assert np.allclose([int(fill[k:k + 2], 16) / 255 for k in (1, 3, 5)], expected[:3], atol=0.02), t
+    assert "legend" in d.nodes and "‖∂L/∂·‖ (log)" in d.source and "not<BR/>recorded" in d.source
     assert re.search(r'class=sum color="#[0-9a-f]{6}"', d.source)  # Σ edges coloured too
     # before backward: no colours, no norms, no legend
     plain = Dot(viz.draw(hello[0]).source)
@@ -166,8 +169,14 @@ def test_gradient_colours_and_copy_norms_after_backward(hello, hello_grads):
     assert "‖∂L" not in viz.draw(L, show_grads=False).source
 
 
-def test_heat_ramp_ends():
-    assert heat(0) == HEAT[0] and heat(1) == HEAT[-1] and heat(0.5) not in (HEAT[0], HEAT[-1])
+def test_log_scale_ends_and_the_two_states_outside_it():
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+    scale = LogScale([1e-3, 0.1, 10.0, None, 0.0])
+    assert scale.colour(1e-3) == to_hex(colormaps[CMAP](0.0)) and scale.colour(10.0) == to_hex(colormaps[CMAP](1.0))
+    assert scale.position(0.1) == pytest.approx(0.5)  # halfway on the log scale
+    assert scale.colour(0.0) == ZERO and scale.colour(None) == "#ffffff"
+    assert LogScale([2.0]).colour(2.0) == to_hex(colormaps[CMAP](1.0))
 
 
 def test_rolled_view_is_derived_from_the_recorded_graph(hello):
@@ -301,3 +310,34 @@ def test_write_demo_figures(tmp_path):
     assert [p.rsplit("/", 1)[1] for p in paths] == ["hello-unrolled.pdf", "hello-rolled.pdf"]
     for p in paths:
         assert open(p, "rb").read(5) == b"%PDF-"
+
+
+def test_sigma_tokens_values_and_the_plain_graph_title(hello_grads):
+    L, out = hello_grads
+    d = Dot(viz.draw(L, sigma=("W",), inputs="hell", targets="ello").source)
+    into = {d.label(h) for t, h, a in d.edges_of_class("sum")}
+    assert into == {"W"} and len(d.edges_of_class("sum")) == out.T  # Σ only into W, one per step
+    assert d.nodes[d.id("x(1)")]["full"] == "\"x(1)\\n'h'\"" and "target 'e'" in d.nodes[d.id("L(1)")]["full"]
+    values = Dot(viz.draw(L, show_values=True).source)
+    loss1 = float(out.losses[0].data)
+    assert f"= {loss1:.4g}" in values.nodes[values.id("L(1)")]["full"]
+    assert "[" in values.nodes[values.id("s(2)")]["full"] and "[" not in values.nodes[values.id("W(2)")]["full"]
+    a = Parameter(np.array([1.0, 2.0]), name="a")
+    y = (a * a).sum()
+    y.backward()
+    plain = viz.draw(y, show_values=True).source
+    assert 'label="expression graph: 2 ops, no time steps"' in plain and "= 5" in plain
+    assert "unrolled graph" not in plain
+
+
+def test_lstm_rolled_view_keeps_the_cell_state_loop():
+    from tinygrad_rnn import nn
+    model = nn.RNN(4, 3, 4, cell="lstm", seed=0)
+    L, _ = model.loss(np.eye(4)[[0, 1, 2, 2]], [1, 2, 2, 3])
+    d = Dot(viz.draw(L, view="rolled").source)
+    loops = {d.label(t) for t, h, a in d.edges if t == h and "class=state" in a}
+    assert loops == {"s(t)", "C(t)"}  # h and the cell state each carried to the next step
+    unrolled = Dot(viz.draw(L).source)  # and both chains in the unrolled view's recurrence
+    states = {(d_t, d_h) for d_t, d_h in ((unrolled.label(t), unrolled.label(h))
+                                          for t, h, _ in unrolled.edges_of_class("state"))}
+    assert any(t == "C(1)" for t, _ in states) and any(t == "s(1)" for t, _ in states)

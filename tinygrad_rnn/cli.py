@@ -1,11 +1,18 @@
-"""The `tinygrad-rnn` command. Each subcommand lives in its own module, which provides
-NAME, HELP, add_arguments(parser) and run(args) -> exit code (or a list COMMANDS of objects with
+"""The `tinygrad-rnn` command (also `python -m tinygrad_rnn`). Each subcommand lives in its own module, which
+provides NAME, HELP, add_arguments(parser) and run(args) -> exit code (or a list COMMANDS of objects with
 those four names, for a module with several subcommands); heavy imports stay inside run()."""
 import argparse
+import base64
+import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
+import pathlib
 import sys
+from types import SimpleNamespace
 
-from .errors import UsageError  # noqa: F401  (subcommands import it from errors; kept here for callers)
+from . import __version__
+from .errors import UsageError
 
 # one line per subcommand module; the layers above the engine (viz, benchmarks) may be named here
 SUBCOMMANDS = [
@@ -15,23 +22,90 @@ SUBCOMMANDS = [
     "tinygrad_rnn.train",           # train, sample, task
     "benchmarks.cli",               # bench
 ]
+# Top-level packages of this project beside tinygrad_rnn. viz is installed with it; benchmarks only exists in a
+# source checkout. Both names are taken on PyPI, so a package found under them may be another project's.
+OWN_TOP_LEVEL = {"viz": "render", "benchmarks": "bench"}
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _recorded_hash(relative_path):
+    """The sha256 that pip recorded for one of our installed files, or None (editable install, no RECORD)."""
+    try:
+        files = importlib.metadata.files("tinygrad_rnn") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.as_posix() == relative_path and f.hash is not None and f.hash.mode == "sha256":
+            return f.hash.value
+    return None
+
+
+def foreign_package_problem(name):
+    """Why the top-level package `name` found on sys.path is not this project's, or None when it is ours.
+
+    Ours sits beside tinygrad_rnn (in a checkout or in site-packages) and, when pip recorded its files, its
+    __init__.py still has the recorded hash: another distribution installed later (`pip install viz`)
+    overwrites that file silently."""
+    spec = importlib.util.find_spec(name)  # locates a top-level package without running it
+    if spec is None or not spec.submodule_search_locations:
+        return f"the package {name!r} is not installed"
+    location = pathlib.Path(next(iter(spec.submodule_search_locations))).resolve()
+    if location != PROJECT_ROOT / name:
+        return (f"the {name!r} found on the path ({location}) is another project's package, not tinygrad_rnn's "
+                f"({PROJECT_ROOT / name}); uninstall it (pip uninstall {name}) or use a fresh virtual environment")
+    recorded = _recorded_hash(f"{name}/__init__.py")
+    if recorded is not None:
+        actual = base64.urlsafe_b64encode(hashlib.sha256((location / "__init__.py").read_bytes()).digest())
+        if actual.rstrip(b"=").decode() != recorded:
+            return (f"{location} was overwritten by another distribution named {name!r}: run `pip uninstall "
+                    f"{name}`, then reinstall tinygrad_rnn (pip install --force-reinstall)")
+    return None
+
+
+def _unavailable(command, message):
+    """A stand-in subcommand that accepts any arguments and fails with `message` (one line, exit code 2)."""
+    def run(args):
+        raise UsageError(message)
+    return SimpleNamespace(NAME=command, HELP=f"(unavailable: {message})", accepts_anything=True,
+                           add_arguments=lambda parser: None, run=run)
+
+
+def _subcommands(module_name):
+    top = module_name.partition(".")[0]
+    if top == "benchmarks" and importlib.util.find_spec(top) is None and (PROJECT_ROOT / top / "cli.py").is_file():
+        # run from a checkout (an editable install maps only the installed packages): the harness is beside us
+        sys.path.append(str(PROJECT_ROOT))
+    if top in OWN_TOP_LEVEL:
+        problem = foreign_package_problem(top)
+        if problem and top == "benchmarks":
+            problem = "the benchmarks run from a source checkout of tinygrad_rnn: `make bench` there"
+        if problem:
+            return [_unavailable(OWN_TOP_LEVEL[top], problem)]
+    module = importlib.import_module(module_name)
+    return getattr(module, "COMMANDS", [module])
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="tinygrad-rnn", description="BPTT made visible: train, render, analyse "
                                      "and benchmark unrolled recurrent networks.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMANDS:
-        module = importlib.import_module(module_name)
-        for command in getattr(module, "COMMANDS", [module]):
+        for command in _subcommands(module_name):
             p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP)
             command.add_arguments(p)
-            p.set_defaults(run=command.run)
+            p.set_defaults(run=command.run, accepts_anything=getattr(command, "accepts_anything", False))
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:  # a bare `tinygrad-rnn`: say what there is
+        parser.print_help()
+        return 0
+    if unknown and not args.accepts_anything:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.run(args) or 0
     except (UsageError, ValueError, OSError) as e:

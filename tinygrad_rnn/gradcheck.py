@@ -36,12 +36,32 @@ def finite_differences(objective, array, eps):
 
 
 def check_close(analytic, numeric, what, analytic_label, numeric_label, atol, rtol, eps):
-    """Raise GradcheckError at the worst element where |analytic − numeric| > atol + rtol·|numeric|."""
-    err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
-    if err.size and err.max() > 0:
-        worst = tuple(int(i) for i in np.unravel_index(int(err.argmax()), err.shape))
-        raise GradcheckError(f"{what} at element {worst}: {analytic_label} {analytic[worst]:.8g}, "
-                             f"{numeric_label} {numeric[worst]:.8g} (atol={atol}, rtol={rtol}, eps={eps})")
+    """Raise GradcheckError at the worst element where |analytic − numeric| > atol + rtol·|numeric|.
+
+    A NaN or Inf on either side always fails (as torch.autograd.gradcheck): `err > 0` is False for NaN,
+    so non-finite elements are looked for first, and reported before any finite mismatch."""
+    analytic, numeric = np.asarray(analytic), np.asarray(numeric)
+    nonfinite = ~(np.isfinite(analytic) & np.isfinite(numeric))
+    if nonfinite.any():
+        flat_index = int(np.flatnonzero(nonfinite)[0])
+        note = (f" — a non-finite gradient (nan or inf) never passes; {int(nonfinite.sum())} of "
+                f"{nonfinite.size} elements are non-finite")
+    else:
+        err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+        if not (err.size and err.max() > 0):
+            return
+        flat_index, note = int(err.argmax()), ""
+    worst = tuple(int(i) for i in np.unravel_index(flat_index, analytic.shape))
+    raise GradcheckError(f"{what} at element {worst}: {analytic_label} {analytic[worst]:.8g}, "
+                         f"{numeric_label} {numeric[worst]:.8g}{note} (atol={atol}, rtol={rtol}, eps={eps})")
+
+
+def check_finite_value(value, what):
+    """Raise GradcheckError if the checked function's value is NaN or Inf: its gradient means nothing
+    there, and finite differences of it are NaN or Inf too."""
+    if not np.all(np.isfinite(value)):
+        raise GradcheckError(f"{what}: the function's value is {float(np.asarray(value).reshape(-1)[0]):.8g} "
+                             f"at the inputs (not finite): a gradient check needs a finite value")
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
@@ -49,7 +69,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
 
     fn(*inputs) returns a Tensor (non-scalar outputs are checked through a fixed random projection).
     Inputs are switched to float64 for the check and restored afterwards, with their `.grad`.
-    Returns True, or raises GradcheckError naming the input, the worst element and both values.
+    Returns True, or raises GradcheckError naming the input, the worst element and both values; a NaN or
+    Inf value of fn, analytic gradient or finite difference is always a failure.
     """
     inputs = list(inputs)
     targets = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
@@ -61,6 +82,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
         for x in targets:
             x.data, x._grad = x.data.astype(np.float64), None
         objective = _scalar_objective(fn, inputs, projection)
+        check_finite_value(objective.data, "gradcheck")
         # other leaves of fn's graph (a model's other weights) get gradients too: restore theirs after
         others = [(x, x._grad) for x in topological_order(objective) if not x.parents and x not in targets]
         objective.backward()

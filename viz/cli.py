@@ -24,6 +24,8 @@ def add_arguments(parser):
                         "no gradient colours)")
     parser.add_argument("--hidden", type=int, default=3, help="hidden size d (default 3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sigma", nargs="+", metavar="NAME", help="draw Σ edges only into these shared "
+                        "parameters (e.g. --sigma W); default all")
     parser.add_argument("--rankdir", choices=("BT", "TB", "LR", "RL"), help="Graphviz direction (default BT)")
 
 
@@ -32,7 +34,7 @@ def run(args):
 
     from tinygrad_rnn.errors import UsageError
 
-    from .examples import example, title
+    from .examples import example, title, tokens
     from .render import FORMATS, GraphvizNotFound, render
 
     if args.steps is not None and args.steps < 1:
@@ -53,8 +55,10 @@ def run(args):
                      backward=not args.no_grads)
     folds = args.max_steps and out.T > args.max_steps  # then the default caption names the folded steps
     try:
+        inputs, targets = tokens(args.example, args.steps)
         render(L, path, view=args.view, format=fmt, max_steps=args.max_steps or None, rankdir=args.rankdir,
-               title=None if folds else title(args.example, args.view, out.T))
+               title=None if folds else title(args.example, args.view, out.T), inputs=inputs, targets=targets,
+               sigma=args.sigma)
     except GraphvizNotFound as e:
         print(f"tinygrad-rnn render: error: {e}", file=sys.stderr)
         print(f"  (the DOT source works without Graphviz: tinygrad-rnn render ... -o "

@@ -1,16 +1,15 @@
-"""View -> graphviz.Digraph: one cluster per time step, shared parameters outside, gradient heat.
+"""View -> graphviz.Digraph: one cluster per time step, shared parameters outside, gradient colours.
 
-Colour legend (when the drawing has gradients): copies, states and other tensors with a gradient are
-filled by ‖∂L/∂·‖ on a log scale from pale yellow (smallest, vanishing) to dark red (largest); edges
-take the colour and width of the gradient of their tail, the value whose gradient flows back along them.
-Grey: no gradient reached it. Without gradients: shared parameters blue, copies light blue, states green,
-inputs white, losses pink.
+Colour legend (when the drawing has gradients, see viz.colours): every tensor with a gradient — copies,
+parameters, states, other values — is filled by ‖∂L/∂·‖ through matplotlib's viridis on a LogNorm
+(dark purple: smallest, vanishing; yellow: largest), the colour bar saying "‖∂L/∂·‖ (log)"; edges take
+the colour and width of the gradient of their tail, the value whose gradient flows back along them.
+Grey: a zero gradient. White with a dashed border: not recorded (viz could not recover it). Without
+gradients: shared parameters blue, copies light blue, states green, inputs white, losses pink.
 """
-import math
+from .colours import LogScale, colour_bar, fmt, text_colour
+from .layout import Layout
 
-# ColorBrewer YlOrRd: light = small gradient, dark = large; readable in print and for colour-blind readers
-HEAT = ["#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#b10026"]
-NO_GRAD = "#e0e0e0"
 FONT = "Helvetica"
 
 _FILL = {"param": "#9fc5e8", "copy": "#d9e8f6", "input": "#ffffff", "state": "#d9ead3", "value": "#ffffff",
@@ -23,46 +22,7 @@ _EDGE_STYLE = {"data": {}, "weight": {"color": "#6d9eeb"}, "state": {"penwidth":
                "sum": {"style": "dashed", "color": "#3c78d8", "fontcolor": "#1c4587", "constraint": "false"}}
 
 
-class LogScale:
-    """Maps gradient norms to [0, 1] on a log scale between the smallest and largest positive norm drawn."""
-
-    def __init__(self, norms):
-        positive = [n for n in norms if n is not None and n > 0 and math.isfinite(n)]
-        self.empty = not positive
-        self.lo = min(positive) if positive else 1.0
-        self.hi = max(positive) if positive else 1.0
-
-    def __call__(self, norm):
-        if norm is None or not norm > 0 or not math.isfinite(norm):
-            return None
-        if self.hi <= self.lo * (1 + 1e-12):
-            return 1.0
-        x = (math.log10(norm) - math.log10(self.lo)) / (math.log10(self.hi) - math.log10(self.lo))
-        return min(1.0, max(0.0, x))
-
-    def ticks(self, n=5):
-        if self.hi <= self.lo * (1 + 1e-12):
-            return [self.hi]
-        return [self.lo * (self.hi / self.lo) ** (k / (n - 1)) for k in range(n)]
-
-
-def heat(x):
-    """Colour at position x in [0, 1] of the HEAT ramp, as #rrggbb."""
-    x = min(1.0, max(0.0, x)) * (len(HEAT) - 1)
-    k = min(int(x), len(HEAT) - 2)
-    f = x - k
-    a, b = HEAT[k], HEAT[k + 1]
-    rgb = [round(int(a[i:i + 2], 16) * (1 - f) + int(b[i:i + 2], 16) * f) for i in (1, 3, 5)]
-    return "#" + "".join(f"{c:02x}" for c in rgb)
-
-
-def fmt(x):
-    if x == 0:
-        return "0"
-    return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.2e}".replace("e-0", "e-").replace("e+0", "e")
-
-
-def to_digraph(view, rankdir=None):
+def to_digraph(view, rankdir=None, wrap=None):
     """graphviz.Digraph of a View (see viz.view). Nothing is rendered: that needs Graphviz's `dot` program.
 
     rankdir: "BT" (default: as on the slides, inputs at the bottom and time running left to right, the
@@ -77,16 +37,14 @@ def to_digraph(view, rankdir=None):
     if rankdir not in ("BT", "TB", "LR", "RL"):
         raise ValueError(f"viz: rankdir must be one of BT, TB, LR, RL, got {rankdir!r}")
     g = graphviz.Digraph(view.kind)
-    g.attr(rankdir=rankdir, fontname=FONT, fontsize="15", labelloc="t", label=view.title, newrank="true",
-           nodesep="0.22", ranksep="0.4")
-    if view.steps and rankdir in ("BT", "TB"):
-        g.attr(mclimit="0.01")  # keep the steps in the order they are declared: time order
-    g.attr("node", fontname=FONT, fontsize="12", margin="0.06,0.03", height="0.3")
+    g.attr(rankdir=rankdir, fontname=FONT, fontsize="15", labelloc="t", label=_dot_text(view.title), newrank="true",
+           nodesep="0.12", ranksep="0.3")
+    g.attr("node", fontname=FONT, fontsize="12", margin="0.04,0.02", height="0.3", width="0")  # as small as the label
     g.attr("edge", fontname=FONT, fontsize="11", arrowsize="0.7", color="#555555")
     folds = {f[0] for f in view.folded}  # a fold's Σ over hundreds of copies would flatten the scale
     scale = LogScale([n.grad_norm for n in view.nodes.values()]
                      + [e.grad_norm for e in view.edges if e.tail not in folds]) if view.show_grads else None
-    layout = _Layout(view) if view.steps and rankdir in ("BT", "TB") else None
+    layout = Layout(view) if view.steps else None
 
     def node(graph, n):
         graph.node(n.id, _node_label(n, scale), **_node_attrs(n, scale))
@@ -100,7 +58,7 @@ def to_digraph(view, rankdir=None):
     for t, ids in view.steps.items():
         with g.subgraph(name=f"cluster_{t}") as c:
             c.attr(label=f"t = {t}", style="rounded", color="#999999", fontcolor="#333333", fontsize="14",
-                   labelloc="b" if rankdir == "BT" else "t", margin="10")
+                   labelloc="b" if rankdir == "BT" else "t", margin="6")
             for i in ids:
                 node(c, view.nodes[i])
         if t == fold_after:
@@ -123,30 +81,40 @@ def to_digraph(view, rankdir=None):
             continue
         g.edge(e.tail, e.head, **attrs)
     if scale is not None:
-        g.node("legend", _legend(scale), shape="plaintext", fontsize="10", **{"class": "legend"})
+        g.node("legend", colour_bar(scale), shape="plaintext", fontsize="10", **{"class": "legend"})
     if layout:
-        layout.apply(g, "legend" if scale is not None else None)
+        if wrap is None and rankdir in ("LR", "RL"):  # time already runs down the page: no rows
+            wrap = 0
+        layout.apply(g, "legend" if scale is not None else None, wrap, rankdir)
     return g
 
 
+def _dot_text(*lines):
+    """Lines of text shown as they are: backslashes literal (DOT reads \\n, \\l, \\N… in labels), joined by
+    DOT's own "\\n" line break (not a newline character: one statement per line of source), quotes
+    escaped by the graphviz package's quoting, and never taken for HTML even when it looks like '<…>'."""
+    import graphviz
+    return graphviz.nohtml("\\n".join(line.replace("\\", "\\\\") for line in lines))
+
+
 def _node_label(n, scale):
-    # DOT's own "\\n" line break (not a newline character) keeps one statement per line of source
-    label = n.label.replace("\\", "\\\\")
+    lines = [n.label]
     if n.kind == "copy" and scale is not None and n.grad_norm is not None:
-        label = f"{label}\\n‖∂L/∂{label}‖ = {fmt(n.grad_norm)}"
-    return f"{label}\\n{n.note}" if n.note else label
+        lines.append(fmt(n.grad_norm))  # ‖∂L/∂W(t)‖: the colour bar's title says which norm
+    if n.note:
+        lines += n.note.split("\n")  # the view's notes hold plain newlines
+    return _dot_text(*lines)
 
 
 def _node_attrs(n, scale):
     attrs = {"shape": _SHAPE[n.kind], "style": _STYLE[n.kind], "fillcolor": _FILL[n.kind], "class": n.kind}
-    if scale is not None:
-        x = scale(n.grad_norm)
-        if n.grad_norm is not None or n.kind in ("copy", "state"):
-            attrs["fillcolor"] = NO_GRAD if x is None else heat(x)
-            if x is not None and x > 0.72:
-                attrs["fontcolor"] = "white"
-        if n.grad_norm is not None:
-            attrs["tooltip"] = f"‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}"
+    if scale is not None and n.kind not in ("input", "fold"):  # constants have no gradient to show
+        attrs["fillcolor"] = fill = scale.colour(n.grad_norm)
+        attrs["fontcolor"] = text_colour(fill)
+        if n.grad_norm is None:  # not recorded: dashed, unlike a true zero
+            attrs["style"] = attrs["style"] + ",dashed"
+        else:
+            attrs["tooltip"] = _dot_text(f"‖∂L/∂{n.label}‖ = {fmt(n.grad_norm)}")
     if n.kind == "copy":
         attrs["fontsize"] = "10"
     if n.kind == "fold":
@@ -158,125 +126,14 @@ def _edge_attrs(e, scale, view_kind):
     attrs = dict(_EDGE_STYLE[e.kind])
     attrs["class"] = e.kind
     if e.label:
-        attrs["label"] = f" {e.label} "
+        attrs["label"] = _dot_text(f" {e.label} ")
     if view_kind == "rolled" and e.kind == "weight":
         attrs["color"] = "#555555"
     if scale is not None:
-        x = scale(e.grad_norm)
+        x = scale.position(e.grad_norm)
         if x is not None:
-            attrs.update(color=heat(0.3 + 0.7 * x), penwidth=f"{1 + 2.5 * x:.2f}")  # faintest still visible
+            attrs.update(color=scale.colour(e.grad_norm), penwidth=f"{1 + 2.5 * x:.2f}")
     return attrs
-
-
-class _Layout:
-    """Rows for the slide layout (rankdir BT/TB). The recurrence chain (s(0), a(t), s(t): the values on
-    the way from one state to the next) is one row; copies used below or on the chain sit under it with
-    their shared parameters in a row beneath; copies used above it (V(t), c(t) into y(t)) sit above their
-    use with their parameters in the top row beside the output. `loose` edges do not set rows."""
-
-    def __init__(self, view):
-        edges = view.edges
-        self.view = view
-        self.chain = _chain(view)
-        within = {}
-        for e in edges:
-            if e.kind in ("data", "state", "weight"):
-                within.setdefault(e.tail, []).append(e.head)
-        above = set()  # everything downstream of the chain
-        stack = [i for i in self.chain]
-        while stack:
-            for h in within.get(stack.pop(), ()):
-                if h not in above and h not in self.chain:
-                    above.add(h)
-                    stack.append(h)
-        uses = {}
-        for e in edges:
-            if e.kind == "weight":
-                uses.setdefault(e.tail, []).append(e.head)
-        self.top_copies, self.bottom_copies = [], []
-        for p, copies in view.copies.items():
-            for c in copies:
-                used_above = c in uses and all(h in above for h in uses[c])
-                (self.top_copies if used_above else self.bottom_copies).append(c)
-        top = set(self.top_copies)
-        self.top_params = [p for p, cs in view.copies.items() if cs and all(c in top for c in cs)]
-        self.bottom_params = [p for p in view.copies if p not in self.top_params]
-        # shared parameters whose copies are all folded away keep their Σ edge from the fold node
-        for e in edges:
-            if e.kind == "sum" and e.head not in view.copies:
-                self.bottom_params.append(e.head)
-        self.loose = set()
-        bottom_params = set(self.bottom_params)
-        for e in edges:
-            if e.kind == "state" or (e.kind == "sum" and e.head in bottom_params) \
-                    or (e.kind == "weight" and e.tail in top):
-                self.loose.add((e.tail, e.head))
-        self.top_uses = [(e.head, e.tail) for e in edges if e.kind == "weight" and e.tail in top]
-
-    def apply(self, g, legend):
-        nodes = self.view.nodes
-        _row(g, self.chain)
-        _row(g, self.top_copies)
-        _row(g, self.bottom_params + [legend])
-        roots = [i for i in self.view.outside if nodes[i].kind == "loss"]
-        _row(g, self.top_params + roots if self.top_params else [])
-        for p in dict.fromkeys(self.bottom_params):  # parameters under their copies
-            for c in self.view.copies.get(p, []):
-                g.edge(p, c, style="invis")
-        for head, copy in self.top_uses:  # copies used above the chain sit above their use
-            g.edge(head, copy, style="invis")
-
-
-def _row(g, ids):
-    ids = [i for i in dict.fromkeys(ids) if i]
-    if ids:
-        g.body.append("\t{rank=same; " + "; ".join(_quote(i) for i in ids) + "}\n")
-
-
-def _chain(view):
-    """Ids on the recurrence row: the ends of state edges and, inside each step, every value on a path from
-    a state edge's head to a state (a(t) between s(t−1) → a(t) and s(t))."""
-    nodes, edges = view.nodes, view.edges
-    heads, chain = [], []
-    for e in edges:
-        if e.kind == "state":
-            chain += [e.tail, e.head]
-            heads.append(e.head)
-    forward, backward = {}, {}
-    for e in edges:
-        if e.kind == "data" and nodes[e.tail].step is not None and nodes[e.tail].step == nodes[e.head].step:
-            forward.setdefault(e.tail, []).append(e.head)
-            backward.setdefault(e.head, []).append(e.tail)
-    reach = _reach(heads, forward)
-    states = [n.id for n in nodes.values() if n.kind == "state"]
-    chain += [i for i in _reach(states, backward) if i in reach] + states
-    chain = [i for i in chain if nodes[i].kind != "fold"]  # on the row dot moves it past the last step
-    return sorted(dict.fromkeys(chain), key=_time_order(view))
-
-
-def _time_order(view):
-    """Sort key: nodes outside the steps first, then by step (a fold at its first step), then walk order."""
-    order = {i: k for k, i in enumerate(view.nodes)}
-    fold_step = {f[0]: f[1] for f in view.folded}
-
-    def key(i):
-        step = view.nodes[i].step if i not in fold_step else fold_step[i]
-        return (-1 if step is None else step, order[i])
-    return key
-
-
-def _reach(starts, adjacency):
-    seen, stack = set(starts), list(starts)
-    while stack:
-        for n in adjacency.get(stack.pop(), ()):
-            if n not in seen:
-                seen.add(n)
-                stack.append(n)
-    return seen
-
-
-def _quote(i):
-    return i if i.isidentifier() else f'"{i}"'
 
 
 def _fold_box(g, view, node):
@@ -291,16 +148,3 @@ def _last_before_fold(view):
     first_folded = view.folded[0][1]
     before = [t for t in view.steps if t < first_folded]
     return before[-1] if before else None
-
-
-def _legend(scale):
-    cells = []
-    for v in ([] if scale.empty else scale.ticks()):
-        x = scale(v)
-        colour = heat(x)
-        text = f'<FONT COLOR="white">{fmt(v)}</FONT>' if x > 0.72 else fmt(v)
-        cells.append(f'<TD BGCOLOR="{colour}">{text}</TD>')
-    cells.append(f'<TD BGCOLOR="{NO_GRAD}">0 / none</TD>')
-    return ('<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">'
-            f'<TR><TD COLSPAN="{len(cells)}">gradient norm ‖∂L/∂·‖ (log scale)</TD></TR>'
-            f'<TR>{"".join(cells)}</TR></TABLE>>')

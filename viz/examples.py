@@ -11,8 +11,8 @@ _TEXT = {"hello": list("hello"), "deep": ["d", "e", "e", "p", "<stop>"]}
 def example(name="hello", steps=None, hidden=3, seed=0, backward=True):
     """(L, out): the loss and RNNOutput of the named example over `steps` steps (default 4, as on the slides).
 
-    backward=True runs L.backward() with the named results a(t), s(t), y(t), L(t) keeping their
-    gradients (retain_grad), so a drawing can colour the states as well as the copies W(t).
+    backward=True runs a plain L.backward() (no retain_grad): the drawing still colours the states
+    a(t), s(t), y(t), L(t), whose gradients viz recovers from the recorded graph.
     """
     from tinygrad_rnn import nn
     from tinygrad_rnn.data import CharVocab
@@ -34,10 +34,17 @@ def example(name="hello", steps=None, hidden=3, seed=0, backward=True):
         xs, targets = vocab.one_hot(tokens[:-1]), vocab.encode(tokens[1:])
     L, out = model.loss(xs, targets)
     if backward:
-        for t in out.preactivations + out.states[1:] + out.logits + out.losses:
-            t.retain_grad()
-        L.backward()
+        L.backward()  # plain: viz recovers ∂L/∂s(t), ∂L/∂a(t), … itself (viz.replay)
     return L, out
+
+
+def tokens(name="hello", steps=None):
+    """(inputs, targets): the characters the named example reads and predicts at steps 1..T, for
+    draw(inputs=, targets=): x(1) = 'h', target 'e'."""
+    text = _TEXT[name]
+    T = 4 if steps is None else int(steps)
+    sequence = [text[k % len(text)] for k in range(T + 1)]
+    return sequence[:-1], sequence[1:]
 
 
 def title(name, view, T):
@@ -62,7 +69,8 @@ def write_demo_figures(out_dir="out", fallback_to_dot=True):
     paths = []
     for view in ("unrolled", "rolled"):
         path = os.path.join(out_dir, f"hello-{view}.pdf")
-        options = dict(view=view, title=title("hello", view, out.T))
+        inputs, targets = tokens("hello")
+        options = dict(view=view, title=title("hello", view, out.T), inputs=inputs, targets=targets)
         try:
             paths.append(render(L, path, **options))
         except GraphvizNotFound:

@@ -17,6 +17,7 @@ class RecordedGraph:
 
     def __init__(self, nodes, index, roots):
         self.nodes, self.index, self.roots = nodes, index, roots
+        self.gradients = {}  # position -> ∂L/∂tensor recovered by viz.replay (filled on demand)
 
     def __len__(self):
         return len(self.nodes)
@@ -25,6 +26,12 @@ class RecordedGraph:
     def steps(self):
         """The time steps present in the graph, sorted."""
         return sorted({n.step for n in self.nodes if n.step is not None})
+
+
+def is_copy(t):
+    """Is `t` a per-step copy P(t) of a shared parameter? The one place viz tells copies apart (today by
+    the op name the engine records; the single spot to point at the op metadata of a new core)."""
+    return t.op == "copy"
 
 
 def as_roots(roots):

@@ -1,7 +1,10 @@
 """draw() -> graphviz.Digraph and render() -> a PDF/SVG/PNG/DOT file; a clear error when `dot` is missing."""
 import os
 
-from .view import DEFAULT_MAX_STEPS, build_view
+from .names import display_name
+from .view import DEFAULT_MAX_STEPS, Details, build_view
+
+MAX_TITLE = 300
 
 FORMATS = ("pdf", "svg", "png", "dot")
 
@@ -17,7 +20,7 @@ class GraphvizNotFound(RuntimeError):
 
 
 def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None, rankdir=None,
-         title=None):
+         title=None, model=None, wrap=None, sigma=None, show_values=False, inputs=None, targets=None):
     """The recorded graph behind `roots` as a graphviz.Digraph (shown inline in Jupyter; `.source` is DOT).
 
     Parameters
@@ -38,9 +41,23 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
         None (default): when any drawn tensor has a gradient, i.e. after backward.
     names : dict, optional
         {name: Tensor} labels for tensors without a `.name` (e.g. `names=locals()`); `.name` wins.
+    model : Module, optional
+        The model behind the graph: parameters whose bare names repeat (an encoder's and a decoder's W)
+        are labelled by module path from model.named_parameters() (`encoder.cell.W(3)`); without it they
+        are numbered (`W#1(3)`, `W#2(3)`).
     rankdir : str, optional
         Graphviz direction: "BT" (default: inputs at the bottom, time left to right, as on the slides),
         or "TB", "LR", "RL" (dot's own layout, no rows).
+    wrap : int or None
+        Step boxes per row: long drawings wrap into rows like text (None, default: rows of at most 4
+        boxes, as even as can be — T = 12 is three rows of 4); 0 keeps one row however long.
+    sigma : sequence of str, optional
+        The shared parameters that get Σ edges from their copies (e.g. ("W",): the recurrence only);
+        default all.
+    show_values : bool
+        Write each op's value (a scalar, or the first and last entries) under its label.
+    inputs, targets : sequence of str, optional
+        The tokens of a char example: x(t) is labelled with inputs[t-1] ('h'), L(t) with its target.
     title : str, optional
         The caption on top (default: the view, T and the folded steps).
 
@@ -49,10 +66,11 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
     graphviz.Digraph
     """
     from .dot import to_digraph
-    drawing = build_view(roots, view, max_steps, show_grads, names)
+    details = Details(None if sigma is None else tuple(sigma), show_values, inputs, targets)
+    drawing = build_view(roots, view, max_steps, show_grads, names, model, details)
     if title is not None:
-        drawing.title = title
-    return to_digraph(drawing, rankdir=rankdir)
+        drawing.title = display_name(title, limit=MAX_TITLE)
+    return to_digraph(drawing, rankdir=rankdir, wrap=wrap)
 
 
 def render(roots, path, view="unrolled", format=None, **draw_options):

@@ -18,7 +18,9 @@ import numpy as np
 
 from tinygrad_rnn.tensor import Tensor
 
-from .graph import walk
+from .graph import is_copy, walk
+from .names import display_name, shortest_unique_suffixes
+from .replay import recorded_gradients
 
 VIEWS = ("unrolled", "rolled", "ops")
 DEFAULT_MAX_STEPS = 12
@@ -69,7 +71,19 @@ class View:
     title: str = ""
 
 
-def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None):
+@dataclass
+class Details:
+    """What else a stepped drawing writes on its nodes (see viz.draw): sigma (None: Σ edges of every
+    shared parameter, else the names that get them), show_values, and the tokens of a char example
+    (inputs under x(t), targets under L(t))."""
+    sigma: tuple = None
+    show_values: bool = False
+    inputs: list = None
+    targets: list = None
+
+
+def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, names=None,
+               model=None, details=None):
     """The View of the graph recorded behind `roots` (a Tensor such as the loss L, or a list of Tensors).
 
     Parameters
@@ -79,6 +93,8 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
     show_grads : colour by gradient norm; None (default) means "if any drawn tensor has a gradient".
     names : optional {name: Tensor} (e.g. `locals()`) labelling tensors that have no `.name`;
         a Tensor's own `.name` wins.
+    model : optional Module (anything with named_parameters()): shared parameters whose names repeat are
+        labelled by their module path (`encoder.cell.W(3)`, `cell.W(3)`); without it, numbered (`W#1`).
     """
     if view not in VIEWS:
         raise ValueError(f"viz: view must be one of {VIEWS}, got {view!r}")
@@ -86,13 +102,15 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
         raise ValueError(f"viz: max_steps must be an integer >= 2 (the first and last steps are always "
                          f"drawn) or None, got {max_steps!r}")
     graph = walk(roots)
-    labels = _labels(graph, names)
+    if show_grads is not False and view != "rolled":  # after backward: s(t), a(t), … without retain_grad
+        graph.gradients = recorded_gradients(graph)
+    labels = _labels(graph, names, model)
     kept = _kept(graph, labels, view)
     links = _links(graph, kept)
     if view == "rolled":
         result = _rolled(graph, labels, links)
     else:
-        result = _stepped(graph, labels, kept, links, view, max_steps)
+        result = _stepped(graph, labels, kept, links, view, max_steps, details or Details())
     if show_grads is None:
         show_grads = any(n.grad_norm is not None for n in result.nodes.values())
     if not show_grads or view == "rolled":  # the rolled view lays all steps on one node: nothing to colour
@@ -104,18 +122,52 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
 
 # --- shared pieces -------------------------------------------------------------------------------
 
-def _labels(graph, names):
-    """Position -> label for every named tensor: its .name, else a name from `names`."""
+def _labels(graph, names, model=None):
+    """Position -> label for every named tensor: its .name, else a name from `names`, as printable text."""
     given = {}
     for name, value in (names or {}).items():  # names=locals() holds all sorts of values: only Tensors count
         if isinstance(value, Tensor) and value in graph.index and not str(name).startswith("_"):
-            given.setdefault(graph.index[value], str(name))
-    return {i: (t.name if t.name else given.get(i)) for i, t in enumerate(graph.nodes)
-            if t.name or i in given}
+            given.setdefault(graph.index[value], display_name(name))
+    labels = {}
+    for i, t in enumerate(graph.nodes):
+        label = display_name(t.name) or given.get(i)
+        if label:
+            labels[i] = label
+    _disambiguate(graph, labels, model)
+    return labels
+
+
+def _disambiguate(graph, labels, model):
+    """Shared parameters whose bare names repeat (Seq2Seq: the encoder's W and the decoder's W, three
+    `weight`s) get their module path, as short as tells them apart (`encoder.cell.W`, `cell.W`), from
+    model.named_parameters(); without a model, a number (`weight#1`, `weight#2`). Their copies follow:
+    `encoder.cell.W(3)`."""
+    paths = {id(p): name for name, p in model.named_parameters()} if model is not None else {}
+    groups = {}
+    for i, t in enumerate(graph.nodes):
+        if not t.parents and t.requires_grad and i in labels:
+            groups.setdefault(labels[i], []).append(i)
+    renamed = {}
+    for bare, members in groups.items():
+        if len(members) < 2:
+            continue
+        found = shortest_unique_suffixes([paths.get(id(graph.nodes[i])) for i in members])
+        for k, (i, path) in enumerate(zip(members, found), start=1):
+            renamed[i] = (bare, display_name(path) if path else f"{bare}#{k}")
+    for i, t in enumerate(graph.nodes):
+        if is_copy(t) and graph.index[t.parents[0]] in renamed:
+            bare, new = renamed[graph.index[t.parents[0]]]
+            labels[i] = f"{new}({t.step})" if labels.get(i) in (f"{bare}({t.step})", None) else labels[i]
+    for i, (_, new) in renamed.items():
+        labels[i] = new
+
+
+def _param_name(p):
+    return display_name(p.name) or "param"
 
 
 def _kind(t, labelled):
-    if t.op == "copy":
+    if is_copy(t):
         return "copy"
     if not t.parents:
         return "param" if t.requires_grad else "input"
@@ -128,12 +180,12 @@ def _kept(graph, labels, view):
     if view == "ops":
         return set(range(len(graph)))
     roots = {graph.index[r] for r in graph.roots}
-    named_results = [i for i in labels if graph.nodes[i].parents and graph.nodes[i].op != "copy"
+    named_results = [i for i in labels if graph.nodes[i].parents and not is_copy(graph.nodes[i])
                      and i not in roots]
     if not named_results:
         return set(range(len(graph)))
     return {i for i, t in enumerate(graph.nodes)
-            if i in labels or i in roots or t.op == "copy" or (not t.parents and t.requires_grad)}
+            if i in labels or i in roots or is_copy(t) or (not t.parents and t.requires_grad)}
 
 
 def _links(graph, kept):
@@ -144,10 +196,10 @@ def _links(graph, kept):
     reaching = {}  # unkept position -> [(kept ancestor, via)]
     links = []
     for i, t in enumerate(graph.nodes):
-        if t.op == "copy":
+        if is_copy(t):
             continue
         incoming = {}
-        copies = [q for q in t.parents if q.op == "copy"]  # once per node: `stack` has T parents
+        copies = [q for q in t.parents if is_copy(q)]  # once per node: `stack` has T parents
         for n, p in enumerate(t.parents):
             j = index[p]
             if j in kept:
@@ -163,8 +215,11 @@ def _links(graph, kept):
     return links
 
 
-def _grad_norm(t):
-    g = t.grad if t.requires_grad else None
+def _grad_norm(t, graph=None):
+    """‖∂L/∂t‖: a leaf's or copy's own gradient, else the one viz.replay recovered (None: not recorded)."""
+    g = t.grad if t.requires_grad and not t.parents or is_copy(t) else None
+    if g is None and graph is not None and graph.gradients:
+        g = graph.gradients.get(graph.index[t])
     return None if g is None else float(np.linalg.norm(g))
 
 
@@ -179,7 +234,7 @@ def _shape(shape):
 
 # --- unrolled and ops views ----------------------------------------------------------------------
 
-def _stepped(graph, labels, kept, links, view, max_steps):
+def _stepped(graph, labels, kept, links, view, max_steps, details):
     """The unrolled and ops views: nodes grouped by step, the middle steps folded into one node."""
     tensors = graph.nodes
     steps = graph.steps
@@ -195,7 +250,7 @@ def _stepped(graph, labels, kept, links, view, max_steps):
     nodes, copies_of = {}, {}  # copies_of: shared parameter position -> its copies' positions, folded too
     for i in sorted(kept):
         t = tensors[i]
-        if t.op == "copy":
+        if is_copy(t):
             copies_of.setdefault(graph.index[t.parents[0]], []).append(i)
         if t.step in folded:
             continue
@@ -208,7 +263,9 @@ def _stepped(graph, labels, kept, links, view, max_steps):
             note = f"{t.op}  {_shape(t.shape)}" if t.parents and label != t.op else _shape(t.shape)
         elif kind == "param":
             note = _shape(t.shape)
-        nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t), note)
+        note = "\n".join(x for x in (note, _token_note(label, t.step, details),
+                                      _value_note(t) if details.show_values and t.parents and not is_copy(t) else "") if x)
+        nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t, graph), note)
 
     edges, seen = [], set()
 
@@ -220,13 +277,15 @@ def _stepped(graph, labels, kept, links, view, max_steps):
 
     for k, i, _ in links:
         tail, head = tensors[k], tensors[i]
-        if tail.op == "copy" or not tail.parents and tail.requires_grad:
+        if is_copy(tail) or not tail.parents and tail.requires_grad:
             kind = "weight"
         elif head.step is not None and (tail.step is None or tail.step < head.step):
             kind = "state"  # a value carried into step t from before it: s(t−1) → a(t)
         else:
             kind = "data"
         add(Edge(node_id(k), node_id(i), kind))
+    if details.sigma is not None:  # Σ edges only into the parameters named (sigma=("W",))
+        copies_of = {p: cs for p, cs in copies_of.items() if labels.get(p) in set(details.sigma)}
     for p, copies in copies_of.items():
         for c in copies:
             if tensors[c].step not in folded:
@@ -249,13 +308,34 @@ def _stepped(graph, labels, kept, links, view, max_steps):
         by_step.setdefault(node.step, []).append(node.id)
     copies = {f"n{p}": [f"n{c}" for c in sorted(cs, key=lambda c: tensors[c].step)
                         if tensors[c].step not in folded] for p, cs in copies_of.items()}
-    title = f"{view} graph, T = {len(steps)} steps" if steps else f"{view} graph"
+    ops = sum(1 for i in kept if tensors[i].parents)
+    title = f"{view} graph, T = {len(steps)} steps" if steps else \
+        f"expression graph: {ops} op{'s' * (ops != 1)}, no time steps"
     if folded_steps:
         title += f" (steps {folded_steps[0]}–{folded_steps[-1]} folded)"
     return View(view, nodes, edges, {t: by_step.get(t, []) for t in steps if t not in folded}, copies,
                 [n for n in by_step.get(None, []) if n != fold_id],
                 [(fold_id, folded_steps[0], folded_steps[-1], len(folded_steps))] if folded_steps else [],
                 title=title)
+
+
+def _token_note(label, step, details):
+    """'h' under x(1) and "target 'e'" under L(1) of a char example."""
+    if step is None:
+        return ""
+    for tokens, base, text in ((details.inputs, "x", "'{}'"), (details.targets, "L", "target '{}'")):
+        if tokens is not None and label == f"{base}({step})" and 1 <= step <= len(tokens):
+            return text.format(display_name(tokens[step - 1], limit=12))
+    return ""
+
+
+def _value_note(t):
+    """A tensor's value in one short line: 0.731 for a scalar, [0.1 -0.2 0.3] for a small array."""
+    value = np.asarray(t.data)
+    if value.ndim == 0:
+        return f"= {float(value):.4g}"
+    text = np.array2string(value.reshape(-1), precision=3, threshold=6, edgeitems=2, max_line_width=10_000)
+    return display_name(text if value.ndim == 1 else f"{text} ({_shape(value.shape)})", limit=40)
 
 
 def _name_kinds(nodes, edges, roots):
@@ -285,7 +365,7 @@ def _rolled(graph, labels, links):
     tensors = graph.nodes
     role, role_label = {}, {}
     for i, t in enumerate(tensors):  # walk order: parents first, so structural keys of unnamed ops resolve
-        if t.op == "copy":
+        if is_copy(t):
             continue
         label = labels.get(i)
         if t.step is None:
@@ -306,7 +386,7 @@ def _rolled(graph, labels, links):
     edges, loose = {}, {}
     for k, i, via in links:
         head = role[i]
-        if tensors[k].op == "copy":
+        if is_copy(tensors[k]):
             loose.setdefault(head, []).append(param_of(k))
             continue
         tail = role.get(k)
@@ -324,12 +404,13 @@ def _rolled(graph, labels, links):
         if not recurrent and tail != head:
             within.setdefault(tail, []).append(head)
     merged = {}
+    carried = {tail for (tail, _, recurrent) in edges if recurrent}  # every state: h(t), and an LSTM's C(t)
     for (state, head, recurrent) in list(edges):
         if not recurrent or state == head:
             continue
         path = _between(head, state, within)
         for r in path:
-            if r != state:
+            if r != state and r not in carried:  # another state keeps its own loop (the cell state)
                 merged[r] = state
 
     def final(r):
@@ -359,7 +440,7 @@ def _rolled(graph, labels, links):
         for p in params:
             _append_new(merged_params, p)
     for (tail, head, recurrent), params in seen.items():
-        label = ", ".join(p.name or "param" for p in params)
+        label = ", ".join(_param_name(p) for p in params)
         norms = [_grad_norm(p) for p in params]
         norm = max((n for n in norms if n is not None), default=None)
         kind = "state" if recurrent else ("weight" if params else "data")
@@ -375,8 +456,8 @@ def _rolled(graph, labels, links):
         if r in ids and ids[r] in nodes:
             extra = []
             for p in params:
-                if id(p) not in on_edges and (p.name or "param") not in extra:
-                    extra.append(p.name or "param")
+                if id(p) not in on_edges and _param_name(p) not in extra:
+                    extra.append(_param_name(p))
             if extra:
                 nodes[ids[r]].note = "+ " + ", ".join(extra)
     for node in nodes.values():
@@ -393,7 +474,7 @@ def _partners(t, n, copies):
     ops all of them."""
     if t.op in ("affine", "linear"):
         partner = t.parents[n + 1] if n % 2 == 0 and n + 1 < len(t.parents) else None
-        return [partner] if partner is not None and partner.op == "copy" else []
+        return [partner] if partner is not None and is_copy(partner) else []
     return copies
 
 
@@ -406,7 +487,7 @@ def _append_new(items, x):
 def _input_key(p, step, role, index):
     """How an unnamed op's input enters its structural key: copies by parameter, values from earlier steps
     (the carried state) all alike, so that the same op at every step gets the same key."""
-    if p.op == "copy":
+    if is_copy(p):
         return ("copy", index[p.parents[0]])
     if p.step != step:
         return ("carried",)

@@ -1,76 +1,192 @@
-"""`tinygrad-rnn analyze`: contributions, gradient flow and per-step gradients of an example network,
-as PNG (or PDF) files plus a short report ending with the vanishing/exploding verdict."""
+"""`tinygrad-rnn analyze`: contributions, gradient flow and per-step gradients of an example network (any
+cell) or of a trained checkpoint, as PNG (or PDF) files plus a short report ending with the verdict;
+`--adding T` instead writes the vanishing-gradient figure of the vanilla RNN against the LSTM."""
 import os
 
 import numpy as np
 
 NAME = "analyze"
-HELP = ("BPTT analysis of an example RNN: contributions ∂L_t/∂W(k), ‖∂s_t/∂s_k‖ against its bound, "
-        "per-step ∂L/∂W(t), and a vanishing/exploding verdict")
-EXAMPLES = ("hello",)
+HELP = ("BPTT analysis of an example RNN or a checkpoint: contributions ∂L_t/∂W(k), ‖∂s_t/∂s_k‖ against its "
+        "bound, per-step ∂L/∂W(t), a vanishing/exploding verdict; --adding T: ‖∂L_T/∂h_k‖ of rnn vs lstm")
+EXAMPLES = ("hello", "deep")
+CELLS = ("rnn", "gru", "lstm")
 NEAR = 5  # the report splits the contributions into the last NEAR steps and everything farther back
 
 
 def add_arguments(parser):
     parser.add_argument("--example", default="hello", choices=EXAMPLES,
-                        help='the network and sequence ("hello" repeated, predicting the next character)')
+                        help='the network and sequence: "hello" repeated, or the slides\' "deep" → "eep<stop>" '
+                             "(predicting the next character)")
+    parser.add_argument("--cell", choices=CELLS, default="rnn", help="recurrent cell of the example (default rnn)")
+    parser.add_argument("--load", metavar="CHECKPOINT",
+                        help="analyse a character model saved by `tinygrad-rnn train --save` on its own text "
+                             "(--text, default the Zen of Python) instead of an example")
+    parser.add_argument("--text", metavar="FILE", help="with --load: the text the model was trained on")
+    parser.add_argument("--length", type=int, default=50,
+                        help="with --load: analyse the first LENGTH characters of the text (default 50)")
     parser.add_argument("--init-scale", type=float, default=None, metavar="S",
                         help="set W = S·Q with Q random orthogonal, so ‖W‖₂ = S "
                              "(0.5: vanishing, 3.0: exploding); default: nn.RNN's own initialisation")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help='how many times "hello" is repeated (T = 5·R − 1; default 5, T = 24)')
+    parser.add_argument("--repeats", type=int, default=None,
+                        help='how many times the example\'s word is repeated (default 5 for "hello", T = 24; '
+                             '1 for "deep", T = 4 as on the slides)')
     parser.add_argument("--hidden", type=int, default=16, help="hidden size d (default 16)")
     parser.add_argument("--nonlinearity", choices=("tanh", "sigmoid"), default="tanh")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truncate", type=int, default=None, metavar="K",
                         help="also report the truncation bias of truncated BPTT with segments of K steps")
+    parser.add_argument("--adding", type=int, default=None, metavar="T",
+                        help="write gradient_vs_gap: ‖∂L_T/∂s_k‖ (LSTM: s = (h, c)) against T − k for the "
+                             "vanilla RNN and the LSTM "
+                             "on the adding problem of length T, at initialisation and after training")
+    parser.add_argument("--train-steps", type=int, default=1500,
+                        help="with --adding: Adam updates per cell (default 1500)")
     parser.add_argument("--format", choices=("png", "pdf"), default="png", help="file format of the figures")
     parser.add_argument("-o", "--output", default="analysis",
                         help="directory for the figures (default ./analysis)")
 
 
-def run(args):
+def _check(args):
     from ..errors import UsageError
-    from .contributions import contribution_norms
-    from .examples import hello_sequence
-    from .flow import gradient_flow
-    from .plots import plot_contributions, plot_gradient_flow, plot_step_grads
-    from .truncation import truncation_bias
-
-    if args.repeats < 1 or args.hidden < 1:
-        raise UsageError(f"--repeats and --hidden must be ≥ 1, got {args.repeats} and {args.hidden}")
+    for flag, value in (("--hidden", args.hidden), ("--length", args.length), ("--train-steps", args.train_steps)):
+        if value < 1:
+            raise UsageError(f"{flag} must be ≥ 1, got {value}")
+    if args.repeats is not None and args.repeats < 1:
+        raise UsageError(f"--repeats must be ≥ 1, got {args.repeats}")
     if args.init_scale is not None and not (np.isfinite(args.init_scale) and args.init_scale > 0):
         raise UsageError(f"--init-scale must be a positive number, got {args.init_scale}")
+    if args.init_scale is not None and args.cell != "rnn":
+        raise UsageError(f"--init-scale sets the vanilla cell's W; --cell {args.cell} has no W")
     if args.truncate is not None and args.truncate < 1:
         raise UsageError(f"--truncate must be ≥ 1, got {args.truncate}")
+    if args.adding is not None and args.adding < 2:
+        raise UsageError(f"--adding needs T ≥ 2, got {args.adding}")
+    if args.load is not None and not os.path.isfile(args.load):
+        raise UsageError(f"--load {args.load}: no such file")
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UsageError(f"-o {args.output}: exists and is not a directory")
 
-    model, xs, targets, _ = hello_sequence(args.repeats, args.hidden, args.init_scale, args.nonlinearity,
-                                           args.seed)
-    L, out = model.loss(xs, targets)
-    L.backward()
-    scale = "nn.RNN's default W" if args.init_scale is None else f"W = {args.init_scale:g}·Q (Q orthogonal)"
-    print(f'analyze: "hello" × {args.repeats} (T = {out.T}), d = {args.hidden}, {args.nonlinearity}, '
-          f"{scale}, L = {L.item():.4f}")
-    flow = gradient_flow(out)
-    print(flow.summary())
-    norms = contribution_norms(out, model.W)
-    back = np.subtract.outer(np.arange(out.T), np.arange(out.T))  # t − k
-    near, far = norms[(back >= 0) & (back < NEAR)].sum(), norms[back >= NEAR].sum()
-    print(f"contributions ‖∂L_t/∂W(k)‖: {near / (near + far):.1%} from k > t − {NEAR}, "
-          f"{far / (near + far):.1%} from farther back")
-    if args.truncate is not None:
-        bias = truncation_bias(out, args.truncate)
-        print(f"truncated BPTT (k = {args.truncate}): ‖full − truncated‖/‖full‖ = {bias.relative:.3f}, "
-              f"cos(full, truncated) = {bias.cosine:.4f}")
 
+def _save(figures, args):
     os.makedirs(args.output, exist_ok=True)
-    figures = {"contributions": plot_contributions(out), "gradient_flow": plot_gradient_flow(flow),
-               "step_grads": plot_step_grads(out)}
     for name, fig in figures.items():
         path = os.path.join(args.output, f"{name}.{args.format}")
         fig.savefig(path, dpi=120)
         print(f"wrote {path}")
+
+
+def _network(args):
+    """(model, xs, targets, description, run) of the example or the checkpoint."""
+    from ..errors import UsageError
+    from .examples import deep_sequence, hello_sequence
+    if args.load is not None:
+        from ..data import load_text
+        from ..nn import CheckpointError
+        from ..train import load_char_lm
+        try:
+            model, vocab, meta = load_char_lm(args.load)
+        except (CheckpointError, OSError, ValueError) as e:
+            raise UsageError(str(e)) from None
+        text = load_text(args.text)
+        window = text[:args.length + 1]
+        missing = sorted(set(window) - set(vocab.tokens))
+        if len(window) < 2 or missing:
+            raise UsageError(f"--load {args.load}: the text does not fit the model's vocabulary "
+                             f"(characters {missing} unknown, or fewer than 2 characters)")
+        xs, targets = vocab.one_hot(window[:-1], dtype=np.float64), vocab.encode(window[1:])
+        where = args.text or "the Zen of Python"
+        return (model, xs, targets, f"{args.load} ({meta['cell']}, d = {meta['hidden']}) on the first "
+                f"{len(xs)} characters of {where}", f"checkpoint {os.path.basename(args.load)}")
+    make = hello_sequence if args.example == "hello" else deep_sequence
+    repeats = args.repeats or (5 if args.example == "hello" else 1)
+    try:
+        model, xs, targets, _ = make(repeats, args.hidden, args.init_scale, args.nonlinearity, args.seed,
+                                     cell=args.cell)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    scale = "nn.RNN's default W" if args.init_scale is None else f"W = {args.init_scale:g}·Q (Q orthogonal)"
+    kind = f"{args.nonlinearity}" if args.cell == "rnn" else f"cell {args.cell}"
+    word = '"hello"' if args.example == "hello" else '"deep"'
+    description = f"{word} × {repeats} (T = {len(xs)}), d = {args.hidden}, {kind}, {scale}"
+    run = f"{word} × {repeats}, " + ("default init" if args.init_scale is None else f"W = {args.init_scale:g}·Q")
+    return model, xs, targets, description, run
+
+
+def _deep_tables(model, out):
+    """The slide's table as a computed loss, then the same table for this network's own predictions."""
+    from .examples import DEEP_SLIDE_PREDICTED, DEEP_SLIDE_TRUE, DEEP_VOCAB, probability_table, slide_loss
+    L, _ = slide_loss()
+    print(probability_table(DEEP_SLIDE_PREDICTED, DEEP_SLIDE_TRUE, title="the slide's table (predicted / true)"))
+    print(f"slide: L = Σ_t −log y_tc = {L:.4f} (the engine, on the slide's numbers)")
+    if out.T == 4:
+        logits = np.stack([y.data for y in out.logits]).astype(np.float64)
+        p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        true = [DEEP_VOCAB[i] for i in out.targets]
+        print(probability_table(p, true, title="this network at initialisation (softmax(y_t) / true)"))
+
+
+def _adding(args):
+    """Train rnn and lstm on the adding problem; ‖∂L_T/∂h_k‖ against T − k before and after."""
+    from .. import nn
+    from ..data import adding_problem
+    from ..train import train_task
+    from .flow import gradient_vs_gap
+    from .plots import plot_gradient_vs_gap
+    from .recording import record
+    T = args.adding
+    xs, y = adding_problem(T, 16, np.random.default_rng(args.seed + 1), dtype=np.float64)
+    curves = []
+    for cell in ("rnn", "lstm"):
+        fresh = nn.SequenceClassifier(2, args.hidden, 1, cell=cell, seed=args.seed)  # train_task's initialisation
+        trained, history = train_task("adding", T, cell, args.hidden, args.train_steps, seed=args.seed,
+                                      progress=False)
+        for when, model in (("at init", fresh), (f"after {args.train_steps} updates", trained)):
+            gaps, norms = gradient_vs_gap(record(model, xs, y, kind="regression"), part="state")
+            curves.append((f"{cell} {when}", gaps, norms))
+            print(f"adding T = {T}, {cell} {when}: ‖∂L_T/∂s_k‖ = {norms[0]:.3g} at gap 0, "
+                  f"{norms[-1]:.3g} at gap {gaps[-1]} (ratio {norms[-1] / norms[0]:.3g})")
+        print(f"  {cell}: training MSE {history.final():.4f} (always answering 1: 0.167)")
+    title = (f"Adding problem, T = {T}, d = {args.hidden}: vanishing gradient\n"
+             f"vanilla RNN vs LSTM, at initialisation and after {args.train_steps} Adam updates")
+    ylabel = r"$\|\partial L_T/\partial s_k\|$  ($s = h$; LSTM: $s = (h, c)$)"
+    _save({"gradient_vs_gap": plot_gradient_vs_gap(curves, title, ylabel)}, args)
+    return 0
+
+
+def run(args):
+    _check(args)
+    if args.adding is not None:
+        return _adding(args)
+    from .contributions import contribution_norms
+    from .flow import gradient_flow
+    from .jacobians import recurrent_weight
+    from .plots import plot_contributions, plot_gradient_flow, plot_step_grads
+    from .recording import recording
+    from .truncation import truncation_bias
+
+    model, xs, targets, description, run_name = _network(args)
+    L, out = model.loss(xs, targets)
+    L.backward()
+    print(f"analyze: {description}, L = {L.item():.4f}")
+    if args.example == "deep" and args.load is None:
+        _deep_tables(model, out)
+    rec = recording(out)
+    weight = recurrent_weight(rec)
+    flow = gradient_flow(rec)
+    print(flow.summary())
+    norms = contribution_norms(rec, weight)
+    back = np.subtract.outer(np.arange(out.T), np.arange(out.T))  # t − k
+    near, far = norms[(back >= 0) & (back < NEAR)].sum(), norms[back >= NEAR].sum()
+    if near + far > 0:
+        print(f"contributions ‖∂L_t/∂{weight}(k)‖: {near / (near + far):.1%} from k > t − {NEAR}, "
+              f"{far / (near + far):.1%} from farther back")
+    if args.truncate is not None:
+        bias = truncation_bias(rec, args.truncate)
+        print(f"truncated BPTT (k = {args.truncate}): ‖full − truncated‖/‖full‖ = {bias.relative:.3f}, "
+              f"cos(full, truncated) = {bias.cosine:.4f}")
+    _save({"contributions": plot_contributions(rec, run=run_name),
+           "gradient_flow": plot_gradient_flow(flow, run=run_name),
+           "step_grads": plot_step_grads(rec, run=run_name)}, args)
     print(f"verdict: {flow.verdict}")
     return 0

@@ -12,6 +12,7 @@ graph with per-step copies of their weights (encoder steps 1..S, decoder steps S
 import numpy as np
 
 from .. import functional as F  # noqa: N812
+from ..errors import ShapeError
 from ..ops import stack
 from ..tensor import Tensor, no_grad
 from ..unroll import Unroll
@@ -122,9 +123,11 @@ class SequenceClassifier(Module):
             raise ValueError(f"SequenceClassifier.loss: kind must be 'classification' or 'regression', "
                              f"got {kind!r}")
         targets = np.asarray(targets, dtype=y.dtype)
-        if targets.size != y.size:
-            raise ValueError(f"SequenceClassifier.loss: regression targets {targets.shape} do not fit the "
-                             f"predictions {y.shape}")
+        one_output = y.shape[-1] == 1 and targets.shape == y.shape[:-1]  # (B,) for (B, 1): no pairing doubt
+        if targets.shape != y.shape and not one_output:  # a same-size reshape would pair them wrongly
+            raise ShapeError(f"SequenceClassifier.loss: regression targets {targets.shape} do not fit the "
+                             f"predictions {y.shape} (expected {y.shape}"
+                             f"{f' or {y.shape[:-1]}' if y.shape[-1] == 1 else ''}), as torch's mse_loss")
         targets = targets.reshape(y.shape)
         return ((y - targets) ** 2).mean(), y
 

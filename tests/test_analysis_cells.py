@@ -1,0 +1,260 @@
+"""The analysis for every cell (rnn, gru, lstm), float64, against torch.autograd on the same weights
+(RNN.to_torch) and finite differences: state Jacobians (an LSTM's (h, c) and its c → c carousel), the
+BPTT contributions ∂L_t/∂P(k), explicit derivatives, gradient flow, and the architectures' recordings."""
+import numpy as np
+import pytest
+
+from tinygrad_rnn import nn
+from tinygrad_rnn.analysis import (all_state_jacobians, contribution_norms, contributions, explicit_grad,
+                                   gradient_flow, loss_state_gradients, record, state_jacobian, step_grads,
+                                   step_jacobians)
+
+torch = pytest.importorskip("torch")
+from torch.func import functional_call  # noqa: E402
+
+CELLS = ["rnn", "gru", "lstm"]
+HH = {"rnn": "W", "gru": "cell.weight_hh", "lstm": "cell.weight_hh"}
+EPS = 1e-6
+
+
+def network(cell, T=5, B=2, d=3, seed=2):
+    rng = np.random.default_rng(seed)
+    model = nn.RNN(4, d, 4, cell=cell, seed=seed, dtype=np.float64)
+    for p in model.parameters():
+        p.data = p.data * 2.5  # away from the linear regime: every Jacobian has structure
+    xs = np.eye(4)[rng.integers(0, 4, size=(T, B))]
+    targets = rng.integers(0, 4, size=(T, B))
+    return model, xs, targets
+
+
+def parameter(model, name):
+    return dict(model.named_parameters())[name]
+
+
+def torch_run(module, xs, state):
+    """Steps of module.rnn from `state` (packed h or [h | c], shape (B, w)); returns the packed states."""
+    d = module.rnn.hidden_size
+    lstm = isinstance(module.rnn, torch.nn.LSTM)
+    hc = (state[None, :, :d].contiguous(), state[None, :, d:].contiguous()) if lstm else state[None]
+    packed = []
+    for x in xs:
+        _, hc = module.rnn(x[None], hc)
+        packed.append(torch.cat([hc[0][0], hc[1][0]], -1) if lstm else hc[0])
+    return packed
+
+
+def torch_states(module, xs, w):
+    state = torch.zeros(xs.shape[1], w, dtype=torch.float64)
+    return [state] + torch_run(module, torch.from_numpy(xs), state)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_state_jacobians_match_torch_and_finite_differences(cell):
+    model, xs, targets = network(cell)
+    _, out = model.loss(xs, targets)
+    module = model.to_torch()
+    w = 2 * 3 if cell == "lstm" else 3
+    states = torch_states(module, xs, w)
+    J = all_state_jacobians(out, batch=1)
+    assert J.shape == (6, 6, w, w)
+    for t, k in [(1, 0), (3, 1), (5, 2), (5, 0), (4, 4)]:
+        fn = lambda s: torch_run(module, torch.from_numpy(xs[k:t, 1:2]), s[None])[-1][0] if t > k else s  # noqa
+        expected = torch.autograd.functional.jacobian(fn, states[k][1].detach()).numpy()
+        np.testing.assert_allclose(J[t, k], expected, atol=1e-12)
+        np.testing.assert_allclose(state_jacobian(out, t, k, batch=1), expected, atol=1e-12)
+        # and by central differences of the torch forward
+        numeric = np.zeros((w, w))
+        for r in range(w):
+            e = torch.zeros(w, dtype=torch.float64)
+            e[r] = EPS
+            numeric[:, r] = ((fn(states[k][1].detach() + e) - fn(states[k][1].detach() - e)) / (2 * EPS)).detach().numpy()
+        np.testing.assert_allclose(J[t, k], numeric, atol=1e-8)
+    D = step_jacobians(out, batch=1)
+    np.testing.assert_allclose(D, J[np.arange(1, 6), np.arange(0, 5)], atol=1e-14)
+
+
+def test_lstm_blocks_and_the_constant_error_carousel():
+    model, xs, targets = network("lstm")
+    _, out = model.loss(xs, targets)
+    d = 3
+    J = state_jacobian(out, 5, 1)
+    np.testing.assert_allclose(state_jacobian(out, 5, 1, part="h"), J[:d, :d])
+    np.testing.assert_allclose(state_jacobian(out, 5, 1, part="c"), J[d:, d:])
+    # the carousel: Π_j diag(f_j), the forget gates recomputed by hand from the states
+    W_ih, W_hh = model.cell.weight_ih.data, model.cell.weight_hh.data
+    b = model.cell.bias_ih.data + model.cell.bias_hh.data
+    h = [s.data[0] for s in out.states]
+    carousel = np.eye(d)
+    for j in range(2, 6):
+        z = xs[j - 1, 0] @ W_ih + h[j - 1] @ W_hh + b
+        f = 1 / (1 + np.exp(-z[d:2 * d]))
+        carousel = np.diag(f) @ carousel
+    np.testing.assert_allclose(state_jacobian(out, 5, 1, part="carousel"), carousel, atol=1e-14)
+    assert not np.allclose(carousel, J[d:, d:])  # the full c → c block also has the paths through h
+    with pytest.raises(ValueError, match="part='carousel' needs an LSTM"):
+        state_jacobian(network("gru")[0].loss(xs, targets)[1], 3, 1, part="carousel")
+
+
+def torch_contributions(module, xs, targets, name):
+    """C[t−1, k−1] = ∂L_t/∂P(k) in torch: every step runs with its own copy of the weight (functional_call)."""
+    T, B = targets.shape
+    weights = dict(module.rnn.named_parameters())
+    d = module.rnn.hidden_size
+    lstm = isinstance(module.rnn, torch.nn.LSTM)
+    state = (torch.zeros(1, B, d, dtype=torch.float64),) * 2 if lstm else torch.zeros(1, B, d, dtype=torch.float64)
+    copies, losses = [], []
+    for t in range(T):
+        copy = weights[name].detach().clone().requires_grad_()
+        copies.append(copy)
+        hs, state = functional_call(module.rnn, {**weights, name: copy}, (torch.from_numpy(xs[t:t + 1]), state))
+        logits = module.out(hs[0])
+        losses.append(torch.nn.functional.cross_entropy(logits, torch.from_numpy(targets[t]), reduction="sum"))
+    C = np.zeros((T, T) + tuple(weights[name].shape))
+    for t in range(T):
+        grads = torch.autograd.grad(losses[t], copies[:t + 1], retain_graph=True)
+        for k, g in enumerate(grads):
+            C[t, k] = g.numpy()
+    return C
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_contributions_match_torch_with_a_copy_of_the_weight_per_step(cell):
+    model, xs, targets = network(cell)
+    L, out = model.loss(xs, targets)
+    L.backward()
+    module = model.to_torch()
+    ours = {"rnn": ("W", "weight_hh_l0"), "gru": ("cell.weight_hh", "weight_hh_l0"),
+            "lstm": ("cell.weight_hh", "weight_hh_l0")}[cell]
+    P = parameter(model, ours[0])
+    C = contributions(out, P)
+    expected = torch_contributions(module, xs, targets, ours[1])
+    np.testing.assert_allclose(C, np.swapaxes(expected, -1, -2), atol=1e-12)  # torch stores Wᵀ
+    np.testing.assert_allclose(C.sum(axis=0), out.tape.step_grads(P), atol=1e-12)
+    np.testing.assert_allclose(step_grads(out, P), out.tape.step_grads(P), atol=1e-12)
+    np.testing.assert_allclose(contribution_norms(out, P), np.linalg.norm(C.reshape(5, 5, -1), axis=-1), atol=1e-12)
+    for name, Q in model.named_parameters():  # every parameter, the output layer's included
+        np.testing.assert_allclose(contributions(out, Q).sum(axis=(0, 1)), Q.grad, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(contributions(out, P, convention="column"), np.swapaxes(C, -1, -2))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_explicit_grad_matches_torch_with_the_previous_state_held_fixed(cell):
+    model, xs, targets = network(cell)
+    _, out = model.loss(xs, targets)
+    module = model.to_torch()
+    w = 6 if cell == "lstm" else 3
+    states = torch_states(module, xs, w)
+    weights = dict(module.rnn.named_parameters())
+    k = 3
+
+    def step(W):  # s_k as a function of weight_hh with s_{k−1} a constant
+        d = module.rnn.hidden_size
+        prev = states[k - 1][0:1].detach()
+        hc = (prev[None, :, :d], prev[None, :, d:]) if cell == "lstm" else prev[None]
+        _, hc = functional_call(module.rnn, {**weights, "weight_hh_l0": W}, (torch.from_numpy(xs[k - 1:k, 0:1]), hc))
+        return torch.cat([hc[0][0, 0], hc[1][0, 0]]) if cell == "lstm" else hc[0, 0]
+    expected = torch.autograd.functional.jacobian(step, weights["weight_hh_l0"].detach()).numpy()
+    E = explicit_grad(out, k, parameter(model, HH[cell]))
+    np.testing.assert_allclose(E, np.swapaxes(expected, -1, -2), atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradient_flow_measures_the_state_jacobians(cell):
+    model, xs, targets = network(cell, T=8, B=1)
+    _, out = model.loss(xs, targets)
+    flow = gradient_flow(out)
+    J = all_state_jacobians(out)
+    for t, k in [(8, 1), (5, 3), (2, 1)]:
+        assert flow.norms[t, k] == pytest.approx(np.linalg.norm(J[t, k], 2), rel=1e-10)
+    for g in flow.gaps:
+        assert flow.jacobian_norms[g - 1] == pytest.approx(max(np.linalg.norm(J[k + g, k], 2) for k in range(1, 9 - g)))
+    assert np.isfinite(flow.bound).all() == (cell == "rnn")
+    only_last = gradient_flow(out, ends=[8])
+    np.testing.assert_allclose(only_last.jacobian_norms, flow.norms[8, 7:0:-1], rtol=1e-10)
+    assert cell in flow.summary() or "tanh" in flow.summary()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_loss_state_gradients_match_torch(cell):
+    model, xs, targets = network(cell, B=1)
+    _, out = model.loss(xs, targets)
+    module = model.to_torch()
+    w = 6 if cell == "lstm" else 3
+    g = loss_state_gradients(out, 4)
+    states = torch_states(module, xs, w)
+    for k in range(0, 5):
+        leaf = states[k].detach().requires_grad_()
+        s4 = torch_run(module, torch.from_numpy(xs[k:4]), leaf)[-1] if k < 4 else leaf
+        L4 = torch.nn.functional.cross_entropy(module.out(s4[:, :3]), torch.from_numpy(targets[3]), reduction="sum")
+        np.testing.assert_allclose(g[k], torch.autograd.grad(L4, leaf)[0].numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_architectures_are_analysed_through_a_recording(cell):
+    rng = np.random.default_rng(0)
+    clf = nn.SequenceClassifier(2, 3, 1, cell=cell, seed=1, dtype=np.float64)
+    xs = rng.random((6, 2, 2))
+    y = rng.random(2)
+    loss, _ = clf.loss(xs, y, kind="regression")
+    loss.backward()
+    rec = record(clf, xs, y, kind="regression")
+    for name, P in clf.named_parameters():
+        C = contributions(rec, P)
+        np.testing.assert_allclose(C.sum(axis=(0, 1)), P.grad, atol=1e-12, err_msg=name)
+        if name.startswith("cell"):
+            assert not np.any(C[:-1])  # many-to-one: only the loss at step T
+    assert state_jacobian(rec, 6, 2).shape == ((6, 6) if cell == "lstm" else (3, 3))
+
+    tagger = nn.SequenceTagger(5, 3, 3, 4, cell=cell, seed=2, dtype=np.float64)
+    ids, tags = rng.integers(0, 5, (5, 2)), rng.integers(0, 4, (5, 2))
+    loss, _ = tagger.loss(ids, tags)
+    loss.backward()
+    rec = record(tagger, ids, tags)
+    for name, P in tagger.named_parameters():
+        if name.startswith("embed"):
+            with pytest.raises(ValueError, match="enters neither"):
+                contributions(rec, P)
+            continue
+        np.testing.assert_allclose(contributions(rec, P).sum(axis=(0, 1)), P.grad, atol=1e-12, err_msg=name)
+
+    s2s = nn.Seq2Seq(6, 3, 3, bos=0, cell=cell, seed=3, dtype=np.float64)
+    src, tgt = rng.integers(1, 6, (4, 2)), rng.integers(1, 6, (3, 2))
+    loss, _, _ = s2s.loss(src, tgt)
+    loss.backward()
+    rec = record(s2s, src, tgt)
+    P = s2s.encoder.cell.W if cell == "rnn" else s2s.encoder.cell.weight_hh
+    np.testing.assert_allclose(contributions(rec, P).sum(axis=(0, 1)), P.grad, atol=1e-12)
+    assert rec.T == 4
+
+
+def test_bad_input_names_the_function_and_the_problem():
+    model, xs, targets = network("lstm")
+    _, out = model.loss(xs, targets)
+    with pytest.raises(IndexError, match=r"state_jacobian: .*batch in \[0, 2\), got batch = 5"):
+        state_jacobian(out, 3, 1, batch=5)
+    with pytest.raises(ValueError, match="contributions: P must be one of the model's parameters"):
+        contributions(out, nn.RNN(4, 3, 4).W)
+    with pytest.raises(ValueError, match="gradient_flow: ends must be steps in 1 … T = 5"):
+        gradient_flow(out, ends=[9])
+    with pytest.raises(TypeError, match="expected the RNNOutput of an nn.RNN"):
+        state_jacobian(object(), 1, 0)
+    with pytest.raises(ValueError, match="no targets"):
+        contributions(model.forward(xs), model.V)
+
+
+def test_long_sequences_measure_the_last_row_and_agree_with_the_chained_products():
+    rng = np.random.default_rng(7)
+    model = nn.RNN(4, 4, 4, cell="lstm", seed=7, dtype=np.float64)
+    T = 260
+    _, out = model.loss(np.eye(4)[rng.integers(0, 4, T)], rng.integers(0, 4, T))
+    flow = gradient_flow(out)  # T > 200: only the row t = T, every gap once
+    np.testing.assert_array_equal(flow.ends, [T])
+    assert np.isnan(flow.norms[T - 1, 1]) and len(flow.gaps) == T - 1
+    D = step_jacobians(out)
+    J = np.eye(8)
+    for k in range(T, T - 40, -1):  # ∂s_T/∂s_{k−1} = ∂s_T/∂s_k · D_k, by hand
+        J = J @ D[k - 1]
+    assert flow.norms[T, T - 40] == pytest.approx(np.linalg.norm(J, 2), rel=1e-9)
+    assert flow.jacobian_norms[39] == pytest.approx(np.linalg.norm(J, 2), rel=1e-9)
+    carousel = gradient_flow(out, part="carousel")
+    assert carousel.part == "carousel" and np.all(carousel.jacobian_norms <= 1 + 1e-12)  # Π diag(f), 0 < f < 1

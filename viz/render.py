@@ -49,8 +49,9 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
         Graphviz direction: "BT" (default: inputs at the bottom, time left to right, as on the slides),
         or "TB", "LR", "RL" (dot's own layout, no rows).
     wrap : int or None
-        Step boxes per row: long drawings wrap into rows like text (None, default: rows of at most 4
-        boxes, as even as can be — T = 12 is three rows of 4); 0 keeps one row however long.
+        Step boxes per row: long drawings wrap into rows like text (None, default: up to 6 boxes on one
+        row, more in rows of at most 4, as even as can be — T = 12 is three rows of 4); 0 keeps one row
+        however long.
     sigma : sequence of str, optional
         The shared parameters that get Σ edges from their copies (e.g. ("W",): the recurrence only);
         default all.

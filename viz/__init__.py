@@ -5,8 +5,10 @@
     viz.render(L, "hello.pdf", view="rolled")      # .pdf .svg .png (need Graphviz's `dot`) or .dot
 
 Views: "unrolled" (one box per time step, copies W(t) inside, Σ edges into the shared W), "rolled"
-(x → s → y with the self-loop W), "ops" (every op with its shape, grouped by step). Graphviz is imported
-only when drawing, so `import viz` stays cheap.
+(x → s → y with the self-loop W), "ops" (every op with its shape, grouped by step). Modules: graph (the
+walk), view (what is drawn, as data), names (labels), replay (gradients of intermediates after a plain
+backward), colours (viridis + LogNorm), layout (rows and time order for dot), dot (the DOT source),
+render (draw/render). Graphviz and matplotlib are imported only when drawing, so `import viz` stays cheap.
 """
 from .examples import EXAMPLES, example, write_demo_figures  # noqa: F401
 from .render import FORMATS, GraphvizNotFound, draw, render  # noqa: F401

@@ -26,8 +26,9 @@ def to_digraph(view, rankdir=None, wrap=None):
     """graphviz.Digraph of a View (see viz.view). Nothing is rendered: that needs Graphviz's `dot` program.
 
     rankdir: "BT" (default: as on the slides, inputs at the bottom and time running left to right, the
-    recurrence chain s(0) → a(1) → s(1) → a(2) → … on one row) or "TB", "LR", "RL" (dot's own
-    layout).
+    recurrence chain s(0) → a(1) → s(1) → a(2) → … on one row), "TB" (inputs on top), "LR"/"RL" (data
+    flowing sideways, time running down the page). wrap: step boxes per row (see viz.layout); None
+    wraps more than 6 boxes into rows of at most 4 for BT/TB and never for LR/RL.
     """
     try:
         import graphviz

@@ -139,16 +139,19 @@ class Layout:
 
 
 ANCHOR_WEIGHT = 8  # in wrapped rows a box away from its anchor costs 8 crossings per edge, not 1
+WRAP_FROM = 6  # up to 6 boxes stay on one row (T = 6 is 3.6:1), more wrap
 WRAP = 4  # boxes per row at most, by default: T = 50 (12 steps and the fold) is 4 rows of 4, 3, 3, 3
 
 
 def _rows_of(boxes, wrap):
-    """The boxes cut into rows of `wrap` boxes (s(0) rides with the first), or automatically into as few
-    rows of at most WRAP as can be, as even as can be; wrap=0: one row."""
+    """The boxes cut into rows of `wrap` boxes (s(0) rides with the first), or automatically (more than
+    WRAP_FROM boxes) into as few rows of at most WRAP as can be, as even as can be; wrap=0: one row."""
     if wrap is not None and (not isinstance(wrap, int) or wrap < 0):
         raise ValueError(f"viz: wrap must be a number of step boxes per row (0: no wrapping) or None, "
                          f"got {wrap!r}")
     steps = [b for b in boxes if b[0] != "0"]
+    if wrap is None and len(steps) <= WRAP_FROM:
+        wrap = 0
     if wrap is None:
         n_rows = max(1, -(-len(steps) // WRAP))
         wrap = -(-len(steps) // n_rows)

@@ -36,9 +36,9 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
         Steps drawn at most (default 12): the first and last steps are kept and the middle is folded into
         one "… k steps …" node, so T = 1000 draws in well under a second. None draws every step.
     show_grads : bool or None
-        Colour by gradient norm on a log scale, with a legend, and write ‖∂L/∂W(t)‖ in each copy's
-        label.
-        None (default): when any drawn tensor has a gradient, i.e. after backward.
+        Colour by gradient norm (viridis, log scale) with a colour bar, and write ‖∂L/∂W(t)‖ under each
+        copy's name. States and other intermediates are coloured too after a plain backward: viz.replay
+        recovers their gradients. None (default): when any drawn tensor has a gradient (after backward).
     names : dict, optional
         {name: Tensor} labels for tensors without a `.name` (e.g. `names=locals()`); `.name` wins.
     model : Module, optional
@@ -47,10 +47,11 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
         are numbered (`W#1(3)`, `W#2(3)`).
     rankdir : str, optional
         Graphviz direction: "BT" (default: inputs at the bottom, time left to right, as on the slides),
-        or "TB", "LR", "RL" (dot's own layout, no rows).
+        "TB" (inputs on top), "LR", "RL" (data flowing sideways, time running down the page).
     wrap : int or None
-        Step boxes per row: long drawings wrap into rows like text (None, default: rows of at most 4
-        boxes, as even as can be — T = 12 is three rows of 4); 0 keeps one row however long.
+        Step boxes per row: long drawings wrap into rows like text (None, default: up to 6 boxes on one
+        row, more in rows of at most 4, as even as can be — T = 12 is three rows of 4); 0 keeps one row
+        however long.
     sigma : sequence of str, optional
         The shared parameters that get Σ edges from their copies (e.g. ("W",): the recurrence only);
         default all.

@@ -2,7 +2,8 @@
 #   make demo                 the package and its core dependencies only (numpy, graphviz, matplotlib, tqdm,
 #                             threadpoolctl), then the lecture demo and its figures in out/
 #   make test                 adds the `test` and `bench` extras (pytest, hypothesis, nbclient, ipykernel,
-#                             nbformat, torch 2.13.0) and runs the suite, the lecture notebook included
+#                             nbformat, ruff, torch 2.13.0), lints with ruff and runs the suite, the lecture
+#                             notebook included
 #   make bench ARGS=--quick   adds the `peers` extra (jax, autograd, mygrad: optional comparison rows) and runs
 #                             the benchmark harness from this checkout; ARGS go to `python -m benchmarks`
 PYTHON ?= python3
@@ -33,6 +34,7 @@ demo: system-deps $(CORE)
 	@echo "or call it as .venv/bin/tinygrad-rnn. The lecture notebook: notebooks/bptt.ipynb."
 
 test: system-deps $(TESTS)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 bench: system-deps $(BENCH)

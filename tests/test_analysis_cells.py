@@ -67,7 +67,8 @@ def test_state_jacobians_match_torch_and_finite_differences(cell):
         for r in range(w):
             e = torch.zeros(w, dtype=torch.float64)
             e[r] = EPS
-            numeric[:, r] = ((fn(states[k][1].detach() + e) - fn(states[k][1].detach() - e)) / (2 * EPS)).detach().numpy()
+            state = states[k][1].detach()
+            numeric[:, r] = ((fn(state + e) - fn(state - e)) / (2 * EPS)).detach().numpy()
         np.testing.assert_allclose(J[t, k], numeric, atol=1e-8)
     D = step_jacobians(out, batch=1)
     np.testing.assert_allclose(D, J[np.arange(1, 6), np.arange(0, 5)], atol=1e-14)

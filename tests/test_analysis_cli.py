@@ -23,7 +23,8 @@ def test_plots_are_figures_with_the_measured_values(tmp_path):
     assert fig.axes[0].get_yscale() == "log" and "vanishing" in fig.axes[0].get_title()
     fig = plot_step_grads(out)
     heights = [bar.get_height() for bar in fig.axes[0].patches]
-    np.testing.assert_allclose(np.nan_to_num(heights), np.linalg.norm(out.tape.step_grads(model.W), axis=(1, 2)), atol=1e-12)
+    np.testing.assert_allclose(np.nan_to_num(heights), np.linalg.norm(out.tape.step_grads(model.W), axis=(1, 2)),
+                               atol=1e-12)
     fig.savefig(tmp_path / "bars.pdf")
     assert (tmp_path / "bars.pdf").read_bytes()[:4] == b"%PDF"
 

@@ -115,7 +115,8 @@ def test_the_deep_slide_table_as_a_computed_loss():
     Lm, out = model.loss(xs, targets)
     logits = np.stack([y.data for y in out.logits])
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    assert Lm.item() == pytest.approx(-np.log(p[np.arange(4), targets]).sum())  # the same formula, the model's own table
+    # the same formula, the model's own table
+    assert Lm.item() == pytest.approx(-np.log(p[np.arange(4), targets]).sum())
 
 
 # --- truncation: segments, τ terms per loss, TBPTT(k1, k2), every cell ---------------------------------
@@ -242,7 +243,8 @@ def test_figures_name_the_run_use_mathtext_log_axes_integer_ticks_and_show_inlin
     bars = plot_step_grads(out)
     assert bars.axes[0].get_yscale() == "log" and "no bar at $t = 1$" in bars.axes[0].get_xlabel()
     flow = plot_gradient_flow(out)
-    assert flow.axes[0].get_yscale() == "log" and "$(\\gamma\\lambda)^{t-k}$" in flow.axes[0].get_legend().texts[1].get_text()
+    assert flow.axes[0].get_yscale() == "log"
+    assert "$(\\gamma\\lambda)^{t-k}$" in flow.axes[0].get_legend().texts[1].get_text()
 
 
 def test_nothing_in_the_package_chooses_a_matplotlib_backend():

@@ -10,6 +10,8 @@ declared facts (`op`, a tensor.Op: what its backward reads) and its backward: a 
                        a weight used at T steps receives T contributions)
 Gradients that stay factored (lazy.py) pass through untouched, except where an op needs an array.
 """
+from __future__ import annotations
+
 import operator
 
 import numpy as np
@@ -49,7 +51,7 @@ class StepBatch:
         self.members, self.backward = [], backward
 
 
-def topological_order(roots, grad_only=True):
+def topological_order(roots, grad_only: bool = True) -> list:
     """The nodes reachable from `roots` (a Tensor or a list), each after all of its inputs.
 
     The order is creation order: a node is always made after its inputs, so sorting the reachable set by
@@ -78,7 +80,7 @@ def topological_order(roots, grad_only=True):
     return sorted(seen, key=_creation)
 
 
-def backward(root, grad=None, retain_graph=False):
+def backward(root, grad=None, retain_graph: bool = False) -> None:
     """Reverse-mode sweep from `root`: fill `.grad` of leaves (and retained nodes, e.g. W(t) copies).
 
     grad: an array of root's shape (None: ones, for a scalar root). All-or-nothing: every check runs, and

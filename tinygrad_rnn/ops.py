@@ -7,6 +7,8 @@ its backward reads (`saves`) and anything else the engine or a drawing needs to 
 `view`, `batched`). Broadcasting is undone in exactly one place, `unbroadcast`; a weight's gradient
 through a matrix product is formed in exactly one place, `lazy.weight_grad`.
 """
+from __future__ import annotations
+
 import math
 
 import numpy as np
@@ -16,7 +18,7 @@ from .lazy import transposed
 from .tensor import Op, Tensor, current_step, in_current_step, result, shape_error, step_results, view
 
 
-def unbroadcast(grad, shape):
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum `grad` back to `shape`: the adjoint of numpy broadcasting (leading axes and size-1 axes)."""
     if grad.shape == shape:
         return grad
@@ -141,7 +143,7 @@ def _matmul_mismatch(x, w):
 MATMUL = Op("matmul", saves=("inputs",))
 
 
-def matmul(a, b):
+def matmul(a: Tensor, b) -> Tensor:
     b = as_tensor(b, a)
     x, w = a.data, b.data
     try:
@@ -178,7 +180,7 @@ def matmul(a, b):
 AFFINE = Op("affine", saves=("inputs",), pairs=True)
 
 
-def affine(terms, bias=None):
+def affine(terms, bias: Tensor | None = None) -> Tensor:
     """Σ_i x_i @ w_i + bias as ONE node: the lecture's a_t = x_t U + s_{t−1} W + b.
 
     terms: [(x_1, w_1), (x_2, w_2), ...] with 1-D or 2-D x_i and 2-D w_i; inputs in that order, bias last.
@@ -383,7 +385,7 @@ def softmax_cross_entropy(z, targets, rows):
     return losses, p_minus_onehot
 
 
-def cross_entropy(logits, targets, reduction="mean"):
+def cross_entropy(logits: Tensor, targets, reduction: str = "mean") -> Tensor:
     """−log softmax(logits)[target] per row; its backward is the notes' p − onehot(target).
 
     logits (B, k) with integer targets (B,), or logits (k,) with one integer target.
@@ -471,7 +473,7 @@ def getitem(a, index):
 SPLIT = Op("split", saves=(), view=True, batched=True)
 
 
-def split(a, sections, axis=-1):
+def split(a: Tensor, sections, axis: int = -1) -> list:
     """np.split(a, sections, axis) as one node per piece, the pieces sharing one backward (a multi-output op,
     see autograd.StepBatch): ∂L/∂a is the pieces' gradients side by side, one array — not, as indexing each
     piece would give, a zero-filled array of a's full size per piece. For gates: `i, f, g, o = split(z, 4)`."""
@@ -506,7 +508,7 @@ def _tensor_list(op, items):
 STACK = Op("stack", saves=())
 
 
-def stack(tensors, axis=0):
+def stack(tensors, axis: int = 0) -> Tensor:
     tensors = _tensor_list("stack", tensors)
     def backward(g):
         return tuple(g if axis == 0 else np.moveaxis(g, axis, 0))
@@ -518,7 +520,7 @@ def stack(tensors, axis=0):
 CONCAT = Op("concat", saves=())
 
 
-def concat(tensors, axis=0):
+def concat(tensors, axis: int = 0) -> Tensor:
     tensors = _tensor_list("concat", tensors)
     try:
         joined = np.concatenate([t.data for t in tensors], axis=axis)

@@ -16,6 +16,8 @@ The active step is the ONE hook from the bottom of the engine up to unroll.py. I
 Process-wide (not per thread): the in-place counter, because arrays are shared between threads, and
 the cyclic garbage collector's pause.
 """
+from __future__ import annotations
+
 import contextvars
 import functools
 import gc
@@ -38,7 +40,7 @@ class Recording:
 current = contextvars.ContextVar("tinygrad_rnn.recording", default=Recording())
 
 
-def own():
+def own() -> Recording:
     """This thread's Recording, to change: on the thread's first change, a copy of what it saw so far
     (the default, or a context it inherited) becomes its own."""
     state = current.get()
@@ -59,7 +61,7 @@ def bump_inplace_epoch():
     return inplace_epoch
 
 
-def is_grad_enabled():
+def is_grad_enabled() -> bool:
     """Whether ops in this thread record their graph (False inside no_grad())."""
     return current.get().grad_enabled
 
@@ -130,7 +132,7 @@ class gc_paused:
 
 # --- how errors name things -------------------------------------------------------------------------
 
-def label(x):
+def label(x) -> str:
     """How errors name a tensor: its name (a shared parameter inside step t as its copy, W(t))."""
     if x.name is None:
         return "an unnamed tensor"
@@ -140,11 +142,11 @@ def label(x):
     return x.name
 
 
-def at_step(node):
+def at_step(node) -> str:
     return "" if node.step is None else f" at step {node.step}"
 
 
-def shape_error(op, operands, reason):
+def shape_error(op: str, operands, reason: str) -> ShapeError:
     """ShapeError naming the op, the step, and each operand's name and shape."""
     step = current.get().step
     where = op if step is None else f"{op} at step {step.t}"

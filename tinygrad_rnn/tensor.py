@@ -14,6 +14,8 @@ shared parameters by their per-step copies W(t) through the step's `substitute` 
 In-place updates (`+=`, `x[i] = v`, ...) bump a version shared by a tensor and its views; backward
 refuses to use a saved value that changed since (autograd._check_saved_values).
 """
+from __future__ import annotations
+
 import itertools
 import weakref
 
@@ -104,7 +106,7 @@ class Tensor:
                  "_backward", "_retains_grad", "_epoch", "_versions", "_id", "__weakref__")
     __array_priority__ = 1000  # make numpy defer to our reflected operators (array + Tensor)
 
-    def __init__(self, data, requires_grad=False, dtype=None, name=None):
+    def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None) -> None:
         source = data if isinstance(data, Tensor) else None
         if source is not None:
             data = source.data
@@ -123,7 +125,7 @@ class Tensor:
 
     # --- plain attributes -------------------------------------------------------------------
     @property
-    def grad(self):
+    def grad(self) -> np.ndarray | None:
         """∂L/∂self after backward (None before; a copy W(t)'s is ∂L/∂W(t))."""
         g = self._grad
         if type(g) is _OuterSum:  # a gradient kept as factors is formed on first read
@@ -147,15 +149,15 @@ class Tensor:
     def __len__(self):
         return len(self.data)
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
         """The value as a numpy array (the tensor's own array, not a copy)."""
         return self.data
 
-    def item(self):
+    def item(self) -> float:
         """The value of a one-element tensor as a Python number."""
         return self.data.item()
 
-    def detach(self):
+    def detach(self) -> Tensor:
         """A new leaf sharing this tensor's data, cut from the graph (truncated BPTT carries states so)."""
         return Tensor(self, name=self.name)
 
@@ -168,7 +170,7 @@ class Tensor:
                 setattr(self, name, value)
         self._id = _next_id()
 
-    def retain_grad(self):
+    def retain_grad(self) -> Tensor:
         """Keep this non-leaf tensor's gradient in `.grad` after backward (as PyTorch's retain_grad)."""
         self._retains_grad = True
         return self
@@ -185,7 +187,7 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    def backward(self, grad=None, retain_graph=False):
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Send ∂self back through the recorded graph: sums into `.grad` of every leaf that requires grad
         (and of copies W(t) and retained nodes). grad: ∂L/∂self, required unless self is a scalar.
         retain_graph=True keeps the saved values for another backward (as in PyTorch)."""
@@ -233,7 +235,7 @@ class Parameter(Tensor):
     """A Tensor that requires grad: a model's weight (a leaf the optimizer updates)."""
     __slots__ = ()
 
-    def __init__(self, data, name=None, dtype=None):
+    def __init__(self, data, name: str | None = None, dtype=None) -> None:
         super().__init__(data, requires_grad=True, dtype=dtype, name=name)
 
 
@@ -258,7 +260,7 @@ def view(out, a):
 _new = object.__new__
 
 
-def result(data, op, inputs, backward):
+def result(data: np.ndarray, op: Op | str, inputs: tuple, backward) -> Tensor:
     """Wrap an op's output; record how to send its gradient back when any input requires grad.
 
     op: an Op (a plain string is accepted too, with Op's safe defaults). Inside an Unroll step, each shared

@@ -17,6 +17,8 @@ active step's `substitute` (the recording hook, see recording.py): `_Step.substi
 shared parameter for this step's copy, made on first use by `Unroll._new_copy` -> `copy`. Where Σ_t lands
 on W: the backward sweep (autograd._sweep) keeps each copy's gradient in W(t).grad and adds it to W's.
 """
+from __future__ import annotations
+
 import numpy as np
 
 from . import autograd, recording
@@ -25,7 +27,7 @@ from .tensor import Op, Parameter, _fill, _new, Tensor
 COPY = Op("copy", saves=(), copy=True)
 
 
-def copy(p, step, parents=None):
+def copy(p: Tensor, step: int, parents: tuple | None = None) -> Tensor:
     """The per-step copy P(t) of a shared parameter: identity both ways, the same array as P.
 
     Its gradient is ∂L/∂P(t); the walk keeps it in `.grad` and passes it on unchanged to P, where
@@ -86,7 +88,7 @@ class Unroll:
     shared: the parameters to copy per step; None means every Parameter (requiring grad) used inside a step.
     """
 
-    def __init__(self, shared=None):
+    def __init__(self, shared=None) -> None:
         self.shared = None if shared is None else list(shared)
         self._shared_set = None if shared is None else set(self.shared)
         self.steps = []
@@ -104,11 +106,11 @@ class Unroll:
         self._gc.__exit__(*exc)
         return False
 
-    def step(self, t):
+    def step(self, t: int) -> _Step:
         """Context manager: ops inside belong to step t and use the copies P(t)."""
         return _Step(self, t)
 
-    def at_steps(self, p, steps):
+    def at_steps(self, p: Tensor, steps) -> list:
         """[P as an op inside step t sees it, for t in steps]: its copies P(t) (made where step t had not
         used P yet), or P itself at every step when P is not shared. For ops that compute many steps at
         once after they were recorded (batched.py)."""
@@ -124,7 +126,7 @@ class Unroll:
             out.append(c if c is not None else self._new_copy(p, t))
         return out
 
-    def is_shared(self, p):
+    def is_shared(self, p) -> bool:
         """Whether ops inside a step use p through its copies p(t)."""
         shared = self._shared_set
         return p in shared if shared is not None else isinstance(p, Parameter) and p.requires_grad
@@ -140,11 +142,11 @@ class Unroll:
 
     # --- what was recorded ------------------------------------------------------------------------
     @property
-    def parameters(self):
+    def parameters(self) -> list:
         """The shared parameters that have copies, in order of first use."""
         return list(self._copies)
 
-    def copies(self, p):
+    def copies(self, p: Tensor) -> list:
         """[P(t1), P(t2), ...]: the copies of P at the steps where P was used, in step order."""
         by_step = self._copies.get(p)
         if by_step is None:
@@ -152,7 +154,7 @@ class Unroll:
                            f"tape (it was not used inside a step, or is not among the shared parameters)")
         return [by_step[t] for t in sorted(by_step)]
 
-    def step_grads(self, p):
+    def step_grads(self, p: Tensor) -> np.ndarray:
         """np.ndarray (T, *P.shape): ∂L/∂P(t) for each copy (zeros where no gradient reached it).
         Their sum over axis 0 is P.grad (for a P used only inside steps)."""
         return np.stack([c.grad if c.grad is not None else np.zeros_like(c.data) for c in self.copies(p)])

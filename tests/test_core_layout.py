@@ -345,3 +345,30 @@ def test_to_torch_twin_trains_like_the_model():
     np.testing.assert_allclose(twin.rnn.bias_ih_l0.detach().numpy() + twin.rnn.bias_hh_l0.detach().numpy(),
                                model.b.data, rtol=1e-10)
     np.testing.assert_allclose(twin.rnn.weight_hh_l0.detach().numpy().T, model.W.data, rtol=1e-10)
+
+
+def test_per_step_gradients_never_read_a_state_changed_in_place_after_backward():
+    """Issue 16: copies' gradients are formed lazily from graph values; resetting the detached carried state
+    in place (torch's h.zero_() idiom) must not silently change ∂L/∂V(4) or ∂L/∂W(t)."""
+    model = nn.RNN(4, 3, 4, seed=0, dtype=np.float64)
+    xs = np.eye(4)[[0, 1, 2, 2]]
+    L, out = model.loss(xs, np.array([1, 2, 2, 3]))
+    L.backward()
+    copies_V = out.tape.copies(model.V)
+    first_read = copies_V[0].grad.copy()           # read before the update: kept, right
+    L2, out2 = model.loss(xs, np.array([1, 2, 2, 3]))  # the same forward again: the right W(t) gradients
+    L2.backward()
+    W_grads = out2.tape.step_grads(model.W)
+    carried = out.states[-1].detach()               # s(4): the factor of V(4) only
+    carried *= 0
+    with pytest.raises(InplaceError, match="modified by an in-place operation"):
+        copies_V[3].grad
+    np.testing.assert_array_equal(copies_V[0].grad, first_read)
+    np.testing.assert_array_equal(out.tape.step_grads(model.W), W_grads)  # W(t)'s factors s(0..3): untouched
+    L3, out3 = model.loss(xs, np.array([1, 2, 2, 3]))
+    L3.backward()
+    middle = out3.states[2].detach()                # s(2): a factor of W(3) and V(2), not read yet
+    middle *= 0
+    with pytest.raises(InplaceError):
+        out3.tape.step_grads(model.W)
+    np.testing.assert_array_equal(out2.tape.step_grads(model.W), W_grads)  # read before: formed, stays right

@@ -9,8 +9,9 @@ formed only when someone reads `W(t).grad`.
 The rule, step by step, and the function that owns each step:
 - when:      a 2-D weight whose gradient ends at a leaf or a per-step copy            `plan`
 - snapshot:  a leaf's factor (an input batch, a learned s0) may be refilled by its
-             owner before the gradient is read, so that factor is copied; graph values
-             are never changed in place without the in-place check noticing             `plan`, `weight_grad`
+             owner before the gradient is read, so that factor is copied; a graph value is
+             kept with its version (a guard): a gradient formed from a value changed in place
+             since (a detached state reset by `state *= 0`) raises InplaceError   `plan`, `weight_grad`, `guarded`
 - summing:   factors stay factors (T copies' gradients merge in linear time)          `accumulate`
 - ownership: only the sweep's running sum may grow in place; a gradient stored in a
              .grad, or passed on while kept, is frozen                                  `accumulate`, `kept`, `stored`
@@ -22,18 +23,21 @@ import contextvars
 
 import numpy as np
 
+from .errors import InplaceError
+
 CHUNK_BYTES = 8 << 20
 
-# how `weight_grad` forms ∂L/∂w (decided in the forward by `plan`)
-DENSE, FACTORS, FACTORS_SNAPSHOT = 0, 1, 2
+# how `weight_grad` forms ∂L/∂w (decided in the forward by `plan`); the third kind, a guard, is a tuple
+DENSE, FACTORS_SNAPSHOT = 0, 2
 
 
 class OuterSum:
-    """The matrix Σ_i lefts[i]ᵀ @ rights[i], each factor a 2-D array of rows."""
-    __slots__ = ("lefts", "rights", "owned")
+    """The matrix Σ_i lefts[i]ᵀ @ rights[i], each factor a 2-D array of rows; guards: (version box,
+    version) of the graph values among the left factors (see `plan`)."""
+    __slots__ = ("lefts", "rights", "owned", "guards")
 
-    def __init__(self, lefts, rights, owned=False):
-        self.lefts, self.rights = lefts, rights
+    def __init__(self, lefts, rights, owned=False, guards=None):
+        self.lefts, self.rights, self.guards = lefts, rights, [] if guards is None else guards
         # owned: only the backward walk's running sum holds this object, so it may grow in place
         # (summing T copies' factors stays linear in T); anything stored in a .grad is not owned.
         self.owned = owned
@@ -42,8 +46,9 @@ class OuterSum:
         if self.owned:
             self.lefts.extend(other.lefts)
             self.rights.extend(other.rights)
+            self.guards.extend(other.guards)
             return self
-        return OuterSum(self.lefts + other.lefts, self.rights + other.rights, owned=True)
+        return OuterSum(self.lefts + other.lefts, self.rights + other.rights, True, self.guards + other.guards)
 
     def value(self, dtype=None, stacks=None):
         """The dense matrix, in `dtype` (the parameter's: a float64 input must not make W.grad float64).
@@ -52,6 +57,7 @@ class OuterSum:
         small next to the graph (at B = 64, d = 1024, T = 50 one stack of all factors would be 25 MB) while
         each GEMM still gets thousands of rows. `stacks` (a dict, optional) passes the stacked right factors
         from one gradient to the next formed in the same backward: U and W of an RNN cell share theirs (δ_t)."""
+        guarded(self.guards)
         lefts, rights = self.lefts, self.rights
         if len(lefts) == 1:
             out = lefts[0].T @ rights[0]
@@ -86,11 +92,18 @@ class OuterSum:
 def plan(x, w):
     """How ∂L/∂w of x @ w will be formed (decided in the forward, from the nodes): as factors when w is a
     matrix whose gradient ends at a leaf or a per-step copy (where gradients are kept and summed, never fed
-    into another op's backward), with x's array snapshotted when x is a leaf."""
+    into another op's backward), with x's array snapshotted when x is a leaf (FACTORS_SNAPSHOT), else
+    kept with a guard: x's version box and its version now (the box is shared with x's views and
+    detach(), so an in-place update through any of them is seen when the gradient is formed)."""
     op = w.op
     if w.data.ndim != 2 or not (op is None or op.is_copy):
         return DENSE
-    return FACTORS_SNAPSHOT if x.op is None else FACTORS
+    if x.op is None:
+        return FACTORS_SNAPSHOT
+    box = x._versions
+    if box is None:
+        box = x._versions = [0]
+    return (box, box[0])
 
 
 def weight_grad(x, g, how):
@@ -99,7 +112,20 @@ def weight_grad(x, g, how):
         return np.outer(x, g) if x.ndim == 1 else x.T.dot(g)
     if x.ndim == 1:
         x, g = x[None, :], g[None, :]
-    return OuterSum([x.copy() if how == FACTORS_SNAPSHOT else x], [g])
+    if how == FACTORS_SNAPSHOT:
+        return OuterSum([x.copy()], [g])
+    return OuterSum([x], [g], False, [how])
+
+
+def guarded(guards):
+    """Raise InplaceError if a graph value kept as a factor was changed in place since it was kept."""
+    for box, version in guards:
+        if box[0] != version:
+            raise InplaceError(
+                "grad: this gradient is kept as factors that include a value of the recorded graph, and that "
+                f"value was modified by an in-place operation (version {box[0]}) after the forward recorded it "
+                f"(version {version}), so the gradient would be wrong. Read .grad (or tape.step_grads) before "
+                "updating, or update out of place (s = s * 0 instead of s *= 0).")
 
 
 # --- summing and ownership ----------------------------------------------------------------------------
@@ -153,6 +179,7 @@ def formed(g, dtype, stacks):
 def all_finite(g):
     """Whether every entry of g is finite (factors are checked as they are, without forming g)."""
     if type(g) is OuterSum:
+        guarded(g.guards)
         return all(np.isfinite(a).all() for a in g.lefts + g.rights)
     return bool(np.isfinite(g).all())
 

@@ -11,6 +11,10 @@ def _ms(seconds):
     return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
 
 
+def _threads(n):
+    return "1 thread" if n == 1 else f"{n} threads"
+
+
 def _mib(n):
     return "—" if n is None else f"{n / 2 ** 20:.3g}"
 
@@ -28,7 +32,7 @@ def markdown(results):
                  + (f", torch {tor['version']}" if tor else ", torch not installed")
                  + "".join(f", {name} {v}" for name, v in env.get("peers", {}).items()))
     lines.append(f"- numpy BLAS (threadpoolctl): {blas.get('library')} {blas.get('version')}, kernel "
-                 f"**{blas.get('kernel')}**, {blas.get('threads')} threads"
+                 f"**{blas.get('kernel')}**, {_threads(blas.get('threads'))}"
                  + (" (set by `--threads` through threadpoolctl)" if results["settings"].get("threads") else "")
                  + "; sgemm 1024³ "
                  f"{env['sgemm_gflops']:.0f} GFLOP/s (best seen during the run)")
@@ -296,7 +300,7 @@ def chart_figure(results):
     axes[0][0].legend(fontsize=7)
     env = results["environment"]
     fig.suptitle(f"One BPTT step (B,T,d,V), float32 — numpy BLAS {env['blas'].get('kernel')} "
-                 f"{env['blas'].get('threads')} threads, {env['cpu']}", fontsize=9)
+                 f"{_threads(env['blas'].get('threads'))}, {env['cpu']}", fontsize=9)
     fig.tight_layout()
     return fig
 

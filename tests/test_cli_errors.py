@@ -19,7 +19,7 @@ def run_cli(capsys, *argv):
 def assert_one_line_error(code, err, *fragments):
     assert code == 2
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tinygrad-rnn "), err
+    assert len(lines) == 1 and lines[0].startswith("tinygrad-rnn"), err
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0]

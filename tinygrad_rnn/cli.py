@@ -112,6 +112,7 @@ def build_parser():
             p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP)
             command.add_arguments(p)
             p.set_defaults(run=command.run, accepts_anything=getattr(command, "accepts_anything", False))
+    parser.subcommand_parsers = sub.choices  # {name: parser}: errors found after parsing name their subcommand
     return parser
 
 
@@ -131,7 +132,7 @@ def _main(argv):
         parser.print_help()
         return 0
     if unknown and not args.accepts_anything:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser.subcommand_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     from .gradcheck import GradcheckError
     try:
         return args.run(args) or 0

@@ -328,9 +328,10 @@ def _add_threads_argument(p):
 
 
 def plot_suffixes():
-    """The file suffixes matplotlib can write a figure to (png, pdf, svg, ...)."""
+    """The file suffixes matplotlib can write a figure to: png, pdf, svg first, then the others it knows."""
     from matplotlib.figure import Figure
-    return tuple(Figure().canvas.get_supported_filetypes())
+    usual = ("png", "pdf", "svg")
+    return usual + tuple(sorted(set(Figure().canvas.get_supported_filetypes()) - set(usual)))
 
 
 def read_text_argument(flag, path):
@@ -367,8 +368,13 @@ def _add_train_arguments(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# numpy's overflow warnings would print several lines per op; a loss that becomes non-finite is reported
+# instead, in one line naming the update (train_loop)
+_QUIET_FLOATING_POINT = dict(over="ignore", invalid="ignore", divide="ignore")
+
+
 def _run_train(args):
-    with _blas_threads(args.threads):
+    with _blas_threads(args.threads), np.errstate(**_QUIET_FLOATING_POINT):
         return _train(args)
 
 
@@ -453,7 +459,7 @@ def _add_task_arguments(p):
 
 
 def _run_task(args):
-    with _blas_threads(args.threads):
+    with _blas_threads(args.threads), np.errstate(**_QUIET_FLOATING_POINT):
         return _task(args)
 
 

@@ -22,12 +22,12 @@ Timing: each implementation in its own block after its own warm-up, and again in
 as a check (the two medians must agree within 5 %; see measure.py for why turns of 0.1 s mislead).
 
 Usage: `results = run_benchmark(GRID)` then `write_results(results, out_dir)` (what `tinygrad-rnn bench` does),
-or the pieces: `make_problem`, `IMPLEMENTATIONS`, `check_implementations`, `time_blocks`,
-`time_in_own_process`, `peak_memory`,
-`op_overhead`, `profile_tinygrad`. The implementations live in `implementations.py`, the measuring (timing,
-memory, overhead, machine) in `measure.py`, the files (markdown, JSON, PNG) in `report.py`; this module runs them.
+or the pieces: `make_problem`, `IMPLEMENTATIONS`, `check_implementations`, `time_blocks`, `time_in_own_process`,
+`peak_memory`, `op_overhead`, `profile_tinygrad`. The implementations live in `implementations.py` and
+`peers.py`, the measuring (timing, memory, overhead, machine) in `measure.py`, the files (markdown, JSON, PNG)
+in `report.py`; this module runs them.
 BLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when it loads, so this module never changes them: run it as
-`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE tinygrad-rnn bench` (what `make bench` does); the header of the
+`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks` (what `make bench` does); the header of the
 results says which kernel numpy's BLAS actually uses.
 """
 import statistics

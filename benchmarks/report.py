@@ -11,6 +11,10 @@ def _ms(seconds):
     return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
 
 
+def _threads(n):
+    return "1 thread" if n == 1 else f"{n} threads"
+
+
 def _mib(n):
     return "—" if n is None else f"{n / 2 ** 20:.3g}"
 
@@ -28,7 +32,7 @@ def markdown(results):
                  + (f", torch {tor['version']}" if tor else ", torch not installed")
                  + "".join(f", {name} {v}" for name, v in env.get("peers", {}).items()))
     lines.append(f"- numpy BLAS (threadpoolctl): {blas.get('library')} {blas.get('version')}, kernel "
-                 f"**{blas.get('kernel')}**, {blas.get('threads')} threads"
+                 f"**{blas.get('kernel')}**, {_threads(blas.get('threads'))}"
                  + (" (set by `--threads` through threadpoolctl)" if results["settings"].get("threads") else "")
                  + "; sgemm 1024³ "
                  f"{env['sgemm_gflops']:.0f} GFLOP/s (best seen during the run)")
@@ -158,8 +162,11 @@ def compact_table(results):
         med = r["median_s"]
         cells = [_ms(med[k]) for k in keys] + [f"{med['tinygrad'] / med[k]:.3g}×" for k in ratios]
         if compared:
-            apart = [f"{labels[k]} {ratio:.2f}" for k, (ratio, ok) in r.get("agreement", {}).items() if not ok]
-            cells.append("✅" if not apart else "❌ " + ", ".join(apart))
+            agree = r.get("agreement", {})
+            apart = sorted(((ratio, k) for k, (ratio, ok) in agree.items() if not ok), key=lambda a: -abs(a[0] - 1))
+            named = ", ".join(f"{labels[k]} {ratio:.2f}" for ratio, k in apart[:2])
+            cells.append("✅" if not apart else f"❌ {named}" if len(apart) <= 2 else
+                         f"❌ {len(apart)} of {len(agree)} apart, farthest {named}")
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -197,18 +204,22 @@ def _agreement_section(results):
     return lines
 
 
-def agreement_verdict(results):
-    """One sentence: how many cells the two ways agree on within the tolerance, and which they do not."""
+def agreement_verdict(results, listed=4):
+    """One sentence: on how many cells the two ways agree within the tolerance, the cells farthest apart (at most
+    `listed`), and the rows timed while other processes kept the machine busy."""
     within = results["settings"]["agree_within"]
     cells = [(r["label"], k, ratio, ok) for r in results["rows"] for k, (ratio, ok) in r.get("agreement", {}).items()]
-    apart = [f"{results['implementations'][k]} at {label} ({ratio:.2f})" for label, k, ratio, ok in cells if not ok]
+    apart = sorted((c for c in cells if not c[3]), key=lambda c: -abs(c[2] - 1))
     text = f"The two ways agree within {100 * within:g} % on {len(cells) - len(apart)} of {len(cells)} cells"
-    text += f"; apart: {', '.join(apart)}." if apart else "."
+    if apart:
+        text += ("; farthest apart: " if len(apart) > listed else "; apart: ") + ", ".join(
+            f"{results['implementations'][k]} at {label} ({ratio:.2f})" for label, k, ratio, _ in apart[:listed])
+    text += "."
     busy = [r["label"] for r in results["rows"] if max(r.get("others_cores") or 0,
                                                        r.get("second_way", {}).get("others_cores") or 0) > 0.2]
     if busy:
-        text += (f" Other processes kept more than 0.2 cores busy while {', '.join(busy)} ran: rerun "
-                 "those rows on a quiet machine (`--wait-quiet`).")
+        text += (" Other processes kept more than 0.2 cores busy while " + ("every row" if len(busy) == len(
+            results["rows"]) > 1 else ", ".join(busy)) + " ran: rerun on a quiet machine (`--wait-quiet`).")
     return text
 
 
@@ -289,7 +300,7 @@ def chart_figure(results):
     axes[0][0].legend(fontsize=7)
     env = results["environment"]
     fig.suptitle(f"One BPTT step (B,T,d,V), float32 — numpy BLAS {env['blas'].get('kernel')} "
-                 f"{env['blas'].get('threads')} threads, {env['cpu']}", fontsize=9)
+                 f"{_threads(env['blas'].get('threads'))}, {env['cpu']}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -7,7 +7,11 @@ from tinygrad_rnn.cli import main
 
 
 def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
+    """(exit code, stderr) of `tinygrad-rnn ARGV` run in this process; argparse's errors exit by SystemExit."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
     captured = capsys.readouterr()
     return code, captured.err
 
@@ -15,7 +19,7 @@ def run_cli(capsys, *argv):
 def assert_one_line_error(code, err, *fragments):
     assert code == 2
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tinygrad-rnn "), err
+    assert len(lines) == 1 and lines[0].startswith("tinygrad-rnn"), err
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0]
@@ -87,9 +91,9 @@ def test_negative_clip_and_unwritable_outputs_fail_before_training(tmp_path, cap
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     assert_one_line_error(*run_cli(capsys, "train", "--steps", "1", "--save", a_file / "zen.npz"),
-                          "--save", "cannot create its directory")
+                          "--save", "cannot create its folder", "is a file, not a folder")
     assert_one_line_error(*run_cli(capsys, "task", "adding", "--plot", a_file / "sub" / "a.png"),
-                          "--plot", "cannot create its directory")
+                          "--plot", "cannot create its folder")
 
 
 def test_missing_output_folders_are_created(tmp_path, capsys):

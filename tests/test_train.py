@@ -82,7 +82,9 @@ def test_cli_train_usage_errors(tmp_path, capsys):
     assert "--seq 10 needs at least 11" in capsys.readouterr().err
     assert cli.main(["train", "--seq", "5", "--bptt", "6", "--no-progress"]) == 2
     assert "--bptt 6 must not exceed --seq 5" in capsys.readouterr().err
-    assert cli.main(["train", "--hidden", "0", "--no-progress"]) == 2
+    from test_cli_errors import run_cli
+    code, err = run_cli(capsys, "train", "--hidden", "0", "--no-progress")
+    assert code == 2 and "argument --hidden: expected an integer ≥ 1, got 0" in err
 
 
 def test_cli_task_compares_cells(tmp_path, capsys):
@@ -94,8 +96,9 @@ def test_cli_task_compares_cells(tmp_path, capsys):
     assert "memoryless guess scores 0.1667" in out and "rnn :" in out and "lstm:" in out
     assert cli.main(["task", "copy", "--T", "2", "--hidden", "4", "--steps", "1", "--batch", "2",
                      "--no-progress"]) == 0
-    assert cli.main(["task", "copy", "--threads", "-1", "--no-progress"]) == 2
-    assert "--threads must be >= 0" in capsys.readouterr().err
+    from test_cli_errors import run_cli
+    code, err = run_cli(capsys, "task", "copy", "--threads", "-1", "--no-progress")
+    assert code == 2 and "argument --threads: expected an integer ≥ 0, got -1" in err
 
 
 @pytest.mark.parametrize("argv,expected", [([], 1), (["--threads", "2"], 2), (["--threads", "0"], None)])

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import pathlib
 import sys
 from types import SimpleNamespace
@@ -85,8 +86,24 @@ def _subcommands(module_name):
     return getattr(module, "COMMANDS", [module])
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse's errors in one line on stderr (no usage block), exit code 2, like every other bad input.
+    add_subparsers makes the subcommands' parsers of this class too (its parser_class default)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _quiet_broken_pipe():
+    """stdout's reader went away (`tinygrad-rnn ... | head`): point stdout at /dev/null so the interpreter's
+    final flush cannot fail again, and exit quietly — the recipe of Python's signal module documentation."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="tinygrad-rnn", description="BPTT made visible: train, render, analyse "
+    parser = OneLineArgumentParser(prog="tinygrad-rnn", description="BPTT made visible: train, render, analyse "
                                      "and benchmark unrolled recurrent networks.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -95,23 +112,41 @@ def build_parser():
             p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP)
             command.add_arguments(p)
             p.set_defaults(run=command.run, accepts_anything=getattr(command, "accepts_anything", False))
+    parser.subcommand_parsers = sub.choices  # {name: parser}: errors found after parsing name their subcommand
     return parser
 
 
 def main(argv=None):
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a reader that left shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _main(argv):
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if args.command is None:  # a bare `tinygrad-rnn`: say what there is
         parser.print_help()
         return 0
     if unknown and not args.accepts_anything:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser.subcommand_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    from .gradcheck import GradcheckError
     try:
         return args.run(args) or 0
-    except (UsageError, ValueError, OSError) as e:
-        # bad input (a missing or empty file, undecodable text, a foreign checkpoint, wrong shapes):
-        # one line, exit code 2, no traceback. UnicodeDecodeError and ShapeError are ValueErrors.
-        print(f"tinygrad-rnn {args.command}: error: {e}", file=sys.stderr)
+    except BrokenPipeError:
+        raise  # not bad input: main() exits quietly
+    except GradcheckError as e:  # a check the command runs failed: a result, not bad input
+        print(f"tinygrad-rnn {args.command}: check failed: {e}", file=sys.stderr)
+        return 1
+    except (UsageError, ValueError, OSError, FloatingPointError, MemoryError) as e:
+        # bad input (a missing or empty file, undecodable text, a foreign checkpoint, wrong shapes, a learning
+        # rate that makes the loss overflow): one line, exit code 2, no traceback. UnicodeDecodeError and
+        # ShapeError are ValueErrors.
+        message = str(e) or type(e).__name__
+        print(f"tinygrad-rnn {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
 
 

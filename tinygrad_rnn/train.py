@@ -14,10 +14,17 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import nn
+from .cli_checks import (check_fits_in_memory, check_text_file, non_negative_finite, non_negative_int,
+                         positive_finite, positive_int, rnn_training_bytes)
 from .data import CharVocab, adding_problem, copy_task, load_text, unigram_entropy, windows
+from .errors import UsageError
 from .nn.architectures import generate
-from .nn.cells import CELLS
+from .nn.cells import CELLS, NONLINEARITIES
+from .nn.checkpoint import read_checkpoint
 from .optim import Adam, clip_grad_norm
+from .outputs import check_distinct, check_output_file, make_folder_for, save_figure
+
+GATE_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4}  # blocks of hidden-size columns in a cell's weights
 
 
 @dataclass
@@ -160,20 +167,54 @@ def save_char_lm(path, model, vocab, history=None):
     return model.save(path, metadata=metadata)
 
 
-def load_char_lm(path):
-    """(model, vocab, metadata) from a checkpoint written by `tinygrad-rnn train --save`."""
-    state, meta = nn.load_npz(path)
+# nn.RNN's parameter shapes are read off a tiny probe model whose three sizes are distinct primes: every
+# dimension of a parameter is the input size, the output size or a multiple g·hidden (g gate blocks)
+_PROBE_IN, _PROBE_HIDDEN, _PROBE_OUT = 7, 11, 13
+
+
+def char_lm_shapes(vocab_size, hidden, cell="rnn", nonlinearity="tanh"):
+    """{parameter name: shape} of nn.RNN(vocab_size, hidden, vocab_size, cell=cell), without allocating it."""
+    probe = nn.RNN(_PROBE_IN, _PROBE_HIDDEN, _PROBE_OUT, nonlinearity=nonlinearity, cell=cell)
+
+    def scaled(size):
+        if size in (_PROBE_IN, _PROBE_OUT):
+            return vocab_size
+        assert size % _PROBE_HIDDEN == 0, f"char_lm_shapes: nn.RNN has a dimension {size} of no known size"
+        return size // _PROBE_HIDDEN * hidden
+    return {name: tuple(scaled(n) for n in p.shape) for name, p in probe.named_parameters()}
+
+
+def _char_lm_metadata_problem(meta):
+    """Why the metadata `meta` describes no character model of `tinygrad-rnn train`, or None."""
     needed = ("vocab", "hidden", "cell", "nonlinearity")
     if not isinstance(meta, dict) or meta.get("kind") != "char_lm" or any(k not in meta for k in needed):
-        raise nn.CheckpointError(f"load: {path!r} is not a character-model checkpoint of "
-                                 "`tinygrad-rnn train` (its metadata is missing or incomplete)")
-    try:
-        vocab = CharVocab(meta["vocab"])
-        model = nn.RNN(len(vocab), meta["hidden"], len(vocab), nonlinearity=meta["nonlinearity"],
-                       cell=meta["cell"])
-    except (TypeError, ValueError) as e:
-        raise nn.CheckpointError(f"load: {path!r} has metadata that describes no model ({e})") from e
-    model.load_state_dict(state)
+        return "it is not a character-model checkpoint of `tinygrad-rnn train` (its metadata is missing or incomplete)"
+    hidden, vocab = meta["hidden"], meta["vocab"]
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        return f"its metadata says hidden = {hidden!r}, not a positive integer"
+    if meta["cell"] not in CELLS or meta["nonlinearity"] not in NONLINEARITIES:
+        return f"its metadata names an unknown cell {meta['cell']!r} or nonlinearity {meta['nonlinearity']!r}"
+    if not isinstance(vocab, list) or not vocab or not all(isinstance(t, str) for t in vocab) \
+            or len(set(vocab)) != len(vocab):
+        return "its metadata's vocabulary is not a list of distinct strings"
+    return None
+
+
+def load_char_lm(path):
+    """(model, vocab, metadata) from a checkpoint written by `tinygrad-rnn train --save`. The metadata and the
+    arrays' shapes (read from the .npz headers) are checked before the model is built: a metadata saying
+    hidden = 10**6 is refused without allocating anything."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint.metadata
+    problem = _char_lm_metadata_problem(meta)
+    if problem:
+        raise nn.CheckpointError(f"load: {os.fspath(path)!r}: {problem}")
+    vocab = CharVocab(meta["vocab"])
+    shapes = char_lm_shapes(len(vocab), meta["hidden"], meta["cell"], meta["nonlinearity"])
+    checkpoint.check_shapes(shapes, what=f"the {meta['cell']} model of hidden size {meta['hidden']} its "
+                            "metadata describes")
+    model = nn.RNN(len(vocab), meta["hidden"], len(vocab), nonlinearity=meta["nonlinearity"], cell=meta["cell"])
+    model.load_state_dict(checkpoint.read_arrays(list(shapes)))
     return model, vocab, meta
 
 
@@ -260,16 +301,11 @@ def plot_losses(histories, path=None, title="", ylabel="loss", baseline=None, ba
     ax.legend()
     if path is None:
         return fig
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)  # atomically: a failed write leaves the old file
     return path
 
 
 # --- CLI ----------------------------------------------------------------------------------------------
-
-def _usage(message):
-    from .errors import UsageError
-    return UsageError(message)
-
 
 # Measured on a 2-core machine that other processes kept busy (load 1-2): `train --save zen.npz` took 11.3 s
 # with one BLAS thread and 45.4 s with two; 200 updates of `task adding --T 50 --cell lstm` 5.4 s and 55.1 s.
@@ -282,76 +318,84 @@ def _blas_threads(n):
     import contextlib
 
     from threadpoolctl import threadpool_limits
-    if n < 0:
-        raise _usage(f"--threads must be >= 0 (0: BLAS's own default), got {n}")
     return threadpool_limits(limits=n, user_api="blas") if n else contextlib.nullcontext()
 
 
 def _add_threads_argument(p):
-    p.add_argument("--threads", type=int, default=DEFAULT_BLAS_THREADS,
+    p.add_argument("--threads", type=non_negative_int, default=DEFAULT_BLAS_THREADS,
                    help=f"numpy's BLAS threads (default {DEFAULT_BLAS_THREADS}: faster at these sizes, above all "
                    "on a busy machine; 0: BLAS's own default)")
 
 
-def _check_clip(clip):
-    if clip is not None and clip < 0:
-        raise _usage(f"--clip must be >= 0 (0 turns clipping off), got {clip}")
+def plot_suffixes():
+    """The file suffixes matplotlib can write a figure to: png, pdf, svg first, then the others it knows."""
+    from matplotlib.figure import Figure
+    usual = ("png", "pdf", "svg")
+    return usual + tuple(sorted(set(Figure().canvas.get_supported_filetypes()) - set(usual)))
 
 
-def _make_parent_directory(flag, path):
-    """Create the folder an output goes to (as `render -o out/...` does), before any training: a path that
-    cannot be written fails now, not after minutes of training."""
-    if path:
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        except OSError as e:
-            raise _usage(f"{flag} {path}: cannot create its directory ({e.strerror}; checked before training)") \
-                from None
-
-
-def _positive(name, value):
-    if value is not None and value <= 0:
-        raise _usage(f"--{name} must be positive, got {value}")
+def read_text_argument(flag, path):
+    """The text of the file given with `flag` (default: the Zen of Python), checked to be a regular file
+    of a sane size first; a decoding error names the file."""
+    check_text_file(flag, path)
+    try:
+        return load_text(path)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{flag} {path}: cannot be decoded as utf-8 ({e.reason} at byte {e.start})") from None
+    except ValueError as e:
+        raise UsageError(f"{flag} {path}: {e}") from None
 
 
 def _add_train_arguments(p):
     p.add_argument("--text", metavar="FILE", help="UTF-8 text to learn (default: the Zen of Python)")
     p.add_argument("--cell", choices=list(CELLS), default="rnn", help="recurrent cell (default rnn)")
-    p.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
-    p.add_argument("--seq", type=int, default=50, help="characters per training window (default 50)")
-    p.add_argument("--bptt", type=int, metavar="K",
+    p.add_argument("--hidden", type=positive_int, default=128, help="hidden size (default 128)")
+    p.add_argument("--seq", type=positive_int, default=50, help="characters per training window (default 50)")
+    p.add_argument("--bptt", type=positive_int, metavar="K",
                    help="truncate backpropagation to K steps (default: --seq)")
-    p.add_argument("--batch", type=int, default=32, help="windows per batch (default 32)")
-    p.add_argument("--epochs", type=int, help="passes over the text (default: until --steps)")
-    p.add_argument("--steps", type=int, help="stop after this many updates (default 1000 when --epochs is not "
-                   "given; on the Zen of Python one epoch is one update)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
-    p.add_argument("--clip", type=float, default=5.0, help="clip the gradient norm (0: off; default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=positive_int, default=32, help="windows per batch (default 32)")
+    p.add_argument("--epochs", type=positive_int, help="passes over the text (default: until --steps)")
+    p.add_argument("--steps", type=positive_int, help="stop after this many updates (default 1000 when --epochs is "
+                   "not given; on the Zen of Python one epoch is one update)")
+    p.add_argument("--lr", type=positive_finite, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--clip", type=non_negative_finite, default=5.0,
+                   help="clip the gradient norm (0: off; default 5)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--save", metavar="CKPT", help="write the trained model to this .npz checkpoint")
-    p.add_argument("--plot", metavar="PNG", help="write the loss curve here (default: beside --save)")
+    p.add_argument("--plot", metavar="PNG", help="write the loss curve here, .png/.pdf/.svg (default: beside "
+                   "--save)")
     _add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# numpy's overflow warnings would print several lines per op; a loss that becomes non-finite is reported
+# instead, in one line naming the update (train_loop)
+_QUIET_FLOATING_POINT = dict(over="ignore", invalid="ignore", divide="ignore")
+
+
 def _run_train(args):
-    with _blas_threads(args.threads):
+    with _blas_threads(args.threads), np.errstate(**_QUIET_FLOATING_POINT):
         return _train(args)
 
 
 def _train(args):
-    for name in ("hidden", "seq", "bptt", "batch", "epochs", "steps", "lr"):
-        _positive(name, getattr(args, name))
-    _check_clip(args.clip)
-    for flag, path in (("--save", args.save), ("--plot", args.plot)):
-        _make_parent_directory(flag, path)
-    text = load_text(args.text)
-    if len(text) < args.seq + 1:
-        raise _usage(f"the text has {len(text)} characters; --seq {args.seq} needs at least {args.seq + 1}")
+    # every output is checked before any work: a run that fails later has written nothing
     if args.bptt is not None and args.bptt > args.seq:
-        raise _usage(f"--bptt {args.bptt} must not exceed --seq {args.seq}")
-    source = args.text or "the Zen of Python"
+        raise UsageError(f"--bptt {args.bptt} must not exceed --seq {args.seq}")
+    plot = args.plot or (os.path.splitext(args.save)[0] + ".png" if args.save else None)
+    check_output_file("--save", args.save, ("npz",))
+    check_output_file("--plot", plot, plot_suffixes())
+    check_distinct(("--text", args.text), ("--save", args.save), ("--plot", plot))
+    text = read_text_argument("--text", args.text)
+    if len(text) < args.seq + 1:
+        raise UsageError(f"the text has {len(text)} characters; --seq {args.seq} needs at least {args.seq + 1}")
     vocab_size = len(set(text))
+    needed = rnn_training_bytes(vocab_size, args.hidden, vocab_size, GATE_BLOCKS[args.cell], args.bptt or args.seq,
+                                args.batch)
+    check_fits_in_memory(f"training a {args.cell} of --hidden {args.hidden} on --batch {args.batch} windows of "
+                         f"{args.bptt or args.seq} characters", needed + 24 * len(text),
+                         "lower --hidden, --batch or --seq/--bptt")
+    source = args.text or "the Zen of Python"
     entropy = unigram_entropy(CharVocab.from_text(text).encode(text))
     print(f"Training a {args.cell} language model (hidden {args.hidden}) on {source}: {len(text)} "
           f"characters, {vocab_size} distinct; unigram entropy {entropy:.3f} nats/char")
@@ -364,9 +408,8 @@ def _train(args):
     prime = text[0]
     print("sample:", repr(sample(model, vocab, prime, 200, temperature=0.7, seed=args.seed)))
     if args.save:
-        save_char_lm(args.save, model, vocab, history)
+        save_char_lm(make_folder_for(args.save), model, vocab, history)
         print(f"saved {args.save}")
-    plot = args.plot or (os.path.splitext(args.save)[0] + ".png" if args.save else None)
     if plot:
         plot_losses([history], plot, title=f"char LM on {source}", ylabel="cross-entropy (nats/char)",
                     baseline=entropy, baseline_label="unigram entropy")
@@ -377,57 +420,59 @@ def _train(args):
 def _add_sample_arguments(p):
     p.add_argument("--load", metavar="CKPT", required=True, help="checkpoint written by `train --save`")
     p.add_argument("--prime", default="Beautiful", help='text to start from (default "Beautiful")')
-    p.add_argument("--n", type=int, default=200, help="characters to generate (default 200)")
-    p.add_argument("--temperature", type=float, default=0.7,
+    p.add_argument("--n", type=non_negative_int, default=200, help="characters to generate (default 200)")
+    p.add_argument("--temperature", type=non_negative_finite, default=0.7,
                    help="sampling temperature (0: greedy; default 0.7)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=non_negative_int)
 
 
 def _run_sample(args):
-    if args.n < 0 or args.temperature < 0:
-        raise _usage(f"--n and --temperature must be ≥ 0, got {args.n}, {args.temperature}")
     if not args.prime:
-        raise _usage("--prime must not be empty")
+        raise UsageError("--prime must not be empty")
     try:
         model, vocab, _ = load_char_lm(args.load)
     except (nn.CheckpointError, ValueError) as e:
-        raise _usage(str(e)) from e
+        raise UsageError(str(e)) from e
     try:
         print(sample(model, vocab, args.prime, args.n, args.temperature, args.seed))
     except ValueError as e:
-        raise _usage(str(e)) from e
+        raise UsageError(str(e)) from e
     return 0
 
 
 def _add_task_arguments(p):
     p.add_argument("task", choices=TASKS,
                    help="adding: the adding problem (many-to-one); copy: the copy task")
-    p.add_argument("--T", type=int, default=50, help="sequence length / delay (default 50)")
+    p.add_argument("--T", type=positive_int, default=50, help="sequence length / delay (default 50)")
     p.add_argument("--cell", choices=list(CELLS), nargs="+", default=["lstm"],
                    help="one or more cells to train and compare (default lstm)")
-    p.add_argument("--hidden", type=int, default=64, help="hidden size (default 64)")
-    p.add_argument("--steps", type=int, default=1500, help="updates (default 1500)")
-    p.add_argument("--batch", type=int, default=64, help="sequences per batch (default 64)")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
-    p.add_argument("--clip", type=float, default=1.0, help="clip the gradient norm (0: off; default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", metavar="PNG", help="write the loss curves here")
+    p.add_argument("--hidden", type=positive_int, default=64, help="hidden size (default 64)")
+    p.add_argument("--steps", type=positive_int, default=1500, help="updates (default 1500)")
+    p.add_argument("--batch", type=positive_int, default=64, help="sequences per batch (default 64)")
+    p.add_argument("--lr", type=positive_finite, default=1e-2, help="Adam learning rate (default 1e-2)")
+    p.add_argument("--clip", type=non_negative_finite, default=1.0,
+                   help="clip the gradient norm (0: off; default 1)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--plot", metavar="PNG", help="write the loss curves here (.png/.pdf/.svg)")
     _add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_task(args):
-    with _blas_threads(args.threads):
+    with _blas_threads(args.threads), np.errstate(**_QUIET_FLOATING_POINT):
         return _task(args)
 
 
 def _task(args):
-    for name in ("T", "hidden", "steps", "batch", "lr"):
-        _positive(name, getattr(args, name))
-    _check_clip(args.clip)
     if args.task == "adding" and args.T < 2:
-        raise _usage(f"the adding problem needs --T ≥ 2, got {args.T}")
-    _make_parent_directory("--plot", args.plot)
+        raise UsageError(f"the adding problem needs --T ≥ 2, got {args.T}")
+    check_output_file("--plot", args.plot, plot_suffixes())
+    # the copy task: 10 symbol ids embedded in 10 dimensions, T + 20 steps (train_task's models)
+    n_in, n_out, steps = (2, 1, args.T) if args.task == "adding" else (10, 10, args.T + 20)
+    needed = max(rnn_training_bytes(n_in, args.hidden, n_out, GATE_BLOCKS[cell], steps, args.batch)
+                 for cell in args.cell)
+    check_fits_in_memory(f"the {args.task} task at --T {args.T}, --hidden {args.hidden}, --batch {args.batch}",
+                         needed, "lower --T, --hidden or --batch")
     baseline = task_baseline(args.task, args.T)
     metric = "mean squared error" if args.task == "adding" else "cross-entropy (nats/step)"
     print(f"{args.task} task, T = {args.T}: {metric}; a memoryless guess scores {baseline:.4f}")

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from ..cli_checks import int_at_least, non_negative_int, positive_int
+
 NAME = "analyze"
 HELP = ("BPTT analysis of an example RNN or a checkpoint: contributions ∂L_t/∂W(k), ‖∂s_t/∂s_k‖ against its "
         "bound, per-step ∂L/∂W(t), a vanishing/exploding verdict; --adding T: ‖∂L_T/∂h_k‖ of rnn vs lstm")
@@ -22,56 +24,70 @@ def add_arguments(parser):
                         help="analyse a character model saved by `tinygrad-rnn train --save` on its own text "
                              "(--text, default the Zen of Python) instead of an example")
     parser.add_argument("--text", metavar="FILE", help="with --load: the text the model was trained on")
-    parser.add_argument("--length", type=int, default=50,
+    parser.add_argument("--length", type=positive_int, default=50,
                         help="with --load: analyse the first LENGTH characters of the text (default 50)")
     parser.add_argument("--init-scale", type=float, default=None, metavar="S",
                         help="set W = S·Q with Q random orthogonal, so ‖W‖₂ = S "
                              "(0.5: vanishing, 3.0: exploding); default: nn.RNN's own initialisation")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=None,
                         help='how many times the example\'s word is repeated (default 5 for "hello", T = 24; '
                              '1 for "deep", T = 4 as on the slides)')
-    parser.add_argument("--hidden", type=int, default=16, help="hidden size d (default 16)")
+    parser.add_argument("--hidden", type=positive_int, default=16, help="hidden size d (default 16)")
     parser.add_argument("--nonlinearity", choices=("tanh", "sigmoid"), default="tanh")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--truncate", type=int, default=None, metavar="K",
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--truncate", type=positive_int, default=None, metavar="K",
                         help="also report the truncation bias of truncated BPTT with segments of K steps")
-    parser.add_argument("--adding", type=int, default=None, metavar="T",
+    parser.add_argument("--adding", type=int_at_least(2), default=None, metavar="T",
                         help="write gradient_vs_gap: ‖∂L_T/∂s_k‖ (LSTM: s = (h, c)) against T − k for the "
                              "vanilla RNN and the LSTM "
                              "on the adding problem of length T, at initialisation and after training")
-    parser.add_argument("--train-steps", type=int, default=1500,
+    parser.add_argument("--train-steps", type=positive_int, default=1500,
                         help="with --adding: Adam updates per cell (default 1500)")
     parser.add_argument("--format", choices=("png", "pdf"), default="png", help="file format of the figures")
-    parser.add_argument("-o", "--output", default="analysis",
-                        help="directory for the figures (default ./analysis)")
+    parser.add_argument("-o", "--output", default=os.path.join("out", "analysis"),
+                        help="directory for the figures (default out/analysis)")
+
+
+def analysis_bytes(T, n, hidden, cell, batch=1):
+    """Peak memory of the analysis of a T-step recording (float64): the graph, T² contribution norms and
+    their figure, T step Jacobians of the state width w (LSTM: h and c) and a chunk of their products."""
+    from ..train import GATE_BLOCKS
+    width = 2 * hidden if cell == "lstm" else hidden
+    return 8 * (4 * T * T + 3 * T * batch * width * width + T * batch * (2 * n + 10 * GATE_BLOCKS[cell] * hidden))
 
 
 def _check(args):
+    from ..cli_checks import check_fits_in_memory, rnn_training_bytes
     from ..errors import UsageError
-    for flag, value in (("--hidden", args.hidden), ("--length", args.length), ("--train-steps", args.train_steps)):
-        if value < 1:
-            raise UsageError(f"{flag} must be ≥ 1, got {value}")
-    if args.repeats is not None and args.repeats < 1:
-        raise UsageError(f"--repeats must be ≥ 1, got {args.repeats}")
+    from ..outputs import check_output_folder
+    from ..train import GATE_BLOCKS
     if args.init_scale is not None and not (np.isfinite(args.init_scale) and args.init_scale > 0):
         raise UsageError(f"--init-scale must be a positive number, got {args.init_scale}")
     if args.init_scale is not None and args.cell != "rnn":
         raise UsageError(f"--init-scale sets the vanilla cell's W; --cell {args.cell} has no W")
-    if args.truncate is not None and args.truncate < 1:
-        raise UsageError(f"--truncate must be ≥ 1, got {args.truncate}")
-    if args.adding is not None and args.adding < 2:
-        raise UsageError(f"--adding needs T ≥ 2, got {args.adding}")
     if args.load is not None and not os.path.isfile(args.load):
         raise UsageError(f"--load {args.load}: no such file")
-    if os.path.exists(args.output) and not os.path.isdir(args.output):
-        raise UsageError(f"-o {args.output}: exists and is not a directory")
+    check_output_folder("-o", args.output)
+    if args.adding is not None:  # train_task's batches of 64, then the analysis of 16 sequences per cell
+        needed = max(rnn_training_bytes(2, args.hidden, 1, GATE_BLOCKS[cell], args.adding, 64)
+                     + analysis_bytes(args.adding, 2, args.hidden, cell, batch=16) for cell in ("rnn", "lstm"))
+        check_fits_in_memory(f"--adding {args.adding} at --hidden {args.hidden}", needed,
+                             "lower --adding or --hidden")
+    elif args.load is None:
+        T = 5 * _repeats(args) - 1  # the examples' T (examples._sequence)
+        check_fits_in_memory(f"the analysis of T = {T} steps (--repeats {_repeats(args)}) at --hidden {args.hidden}",
+                             analysis_bytes(T, 4, args.hidden, args.cell), "lower --repeats or --hidden")
+
+
+def _repeats(args):
+    return args.repeats or (5 if args.example == "hello" else 1)
 
 
 def _save(figures, args):
-    os.makedirs(args.output, exist_ok=True)
+    from ..outputs import save_figure
     for name, fig in figures.items():
         path = os.path.join(args.output, f"{name}.{args.format}")
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path)  # atomically: a failed run leaves the old figure
         print(f"wrote {path}")
 
 
@@ -80,25 +96,27 @@ def _network(args):
     from ..errors import UsageError
     from .examples import deep_sequence, hello_sequence
     if args.load is not None:
-        from ..data import load_text
         from ..nn import CheckpointError
-        from ..train import load_char_lm
+        from ..train import load_char_lm, read_text_argument
+        text = read_text_argument("--text", args.text)
         try:
             model, vocab, meta = load_char_lm(args.load)
         except (CheckpointError, OSError, ValueError) as e:
             raise UsageError(str(e)) from None
-        text = load_text(args.text)
         window = text[:args.length + 1]
         missing = sorted(set(window) - set(vocab.tokens))
         if len(window) < 2 or missing:
             raise UsageError(f"--load {args.load}: the text does not fit the model's vocabulary "
                              f"(characters {missing} unknown, or fewer than 2 characters)")
         xs, targets = vocab.one_hot(window[:-1], dtype=np.float64), vocab.encode(window[1:])
+        from ..cli_checks import check_fits_in_memory
+        check_fits_in_memory(f"the analysis of --length {len(xs)} steps of {args.load} (d = {meta['hidden']})",
+                             analysis_bytes(len(xs), len(vocab), meta["hidden"], meta["cell"]), "lower --length")
         where = args.text or "the Zen of Python"
         return (model, xs, targets, f"{args.load} ({meta['cell']}, d = {meta['hidden']}) on the first "
                 f"{len(xs)} characters of {where}", f"checkpoint {os.path.basename(args.load)}")
     make = hello_sequence if args.example == "hello" else deep_sequence
-    repeats = args.repeats or (5 if args.example == "hello" else 1)
+    repeats = _repeats(args)
     try:
         model, xs, targets, _ = make(repeats, args.hidden, args.init_scale, args.nonlinearity, args.seed,
                                      cell=args.cell)

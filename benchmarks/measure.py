@@ -459,5 +459,6 @@ def environment():
             "engine_sha1": engine_fingerprint(),
             "memory_gib": memory, "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "tinygrad_rnn": tinygrad_rnn.__version__, "commit": commit,
-            "blas": blas_info(), "peers": peer_versions(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "blas": blas_info(), "peers": peer_versions(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}}

@@ -106,11 +106,14 @@ def markdown(results):
                       + " | target: peak ≤ torch loop's |", "|---|" + "--:|" * len(mem_keys) + "---|"]
             for r in rows:  # the memory target is judged here, where everyone is measured alike
                 rss = r.get("rss_bytes", {})
-                versus = (f"{rss['tinygrad'] / rss['torch_loop']:.2f}× {'✅' if rss['tinygrad'] <= rss['torch_loop'] else '❌'}"
-                          if rss.get("tinygrad") and rss.get("torch_loop") else "—")
+                versus = "—"
+                if rss.get("tinygrad") and rss.get("torch_loop"):
+                    ok = "✅" if rss["tinygrad"] <= rss["torch_loop"] else "❌"
+                    versus = f"{rss['tinygrad'] / rss['torch_loop']:.2f}× {ok}"
                 lines.append(f"| {r['label']} | " + " | ".join(_mib(rss.get(k)) for k in mem_keys)
                              + f" | {versus} |")
-        lines += ["", "numpy, tinygrad_rnn, HIPS autograd and MyGrad: tracemalloc peak during one call (array buffers and Python objects such "
+        lines += ["", "numpy, tinygrad_rnn, HIPS autograd and MyGrad: tracemalloc peak during one call "
+                  "(array buffers and Python objects such "
                   "as graph nodes and closures, the returned gradients included). torch: the profiler's allocator "
                   "events (`profile_memory=True`, each op's self_cpu_memory_usage summed in time order): tensor "
                   "storage only, at op resolution; autograd's C++ graph nodes are not counted, so torch's figure "
@@ -156,7 +159,8 @@ def compact_table(results):
     ratios = [k for k in COMPACT_RATIOS if k in labels and "tinygrad" in labels]
     compared = any(r.get("agreement") for r in results["rows"])
     lines = ["| (B,T,d,V) | " + " | ".join(labels[k] for k in keys)
-             + "".join(f" | engine ÷ {COMPACT_RATIOS[k]}" for k in ratios) + (" | two ways agree |" if compared else " |"),
+             + "".join(f" | engine ÷ {COMPACT_RATIOS[k]}" for k in ratios)
+             + (" | two ways agree |" if compared else " |"),
              "|---|" + "--:|" * (len(keys) + len(ratios)) + ("---|" if compared else "")]
     for r in results["rows"]:
         med = r["median_s"]

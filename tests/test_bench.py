@@ -276,7 +276,8 @@ def test_chart_plots_each_implementation_relative_to_torch_loop_and_hoisted():
     fig = chart_figure(results)
     left, right = fig.axes
     assert [t.get_text() for t in left.get_xticklabels()] == ["(1,25,16,4)\n0.05 MFLOP", "(32,50,128,65)\n200 MFLOP"]
-    lines = {line.get_label(): list(line.get_ydata()) for line in left.get_lines() if not line.get_label().startswith("_")}
+    lines = {line.get_label(): list(line.get_ydata()) for line in left.get_lines()
+             if not line.get_label().startswith("_")}
     assert lines == {"tinygrad_rnn": [0.5, 0.75], "torch loop, CE/step": [1.0, 1.0], "numpy hoisted": [0.05, 0.375]}
     engine = next(line for line in right.get_lines() if line.get_label() == "tinygrad_rnn")
     assert list(engine.get_ydata()) == [10.0, 2.0] and engine.get_color() == "black"

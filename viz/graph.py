@@ -29,9 +29,8 @@ class RecordedGraph:
 
 
 def is_copy(t):
-    """Is `t` a per-step copy P(t) of a shared parameter? The one place viz tells copies apart (today by
-    the op name the engine records; the single spot to point at the op metadata of a new core)."""
-    return t.op == "copy"
+    """Is `t` a per-step copy P(t) of a shared parameter? The op says so itself (tensor.Op.is_copy)."""
+    return t.op is not None and t.op.is_copy
 
 
 def as_roots(roots):

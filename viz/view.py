@@ -264,7 +264,8 @@ def _stepped(graph, labels, kept, links, view, max_steps, details):
         elif kind == "param":
             note = _shape(t.shape)
         note = "\n".join(x for x in (note, _token_note(label, t.step, details),
-                                      _value_note(t) if details.show_values and t.parents and not is_copy(t) else "") if x)
+                                      _value_note(t) if details.show_values and t.parents and not is_copy(t)
+                                      else "") if x)
         nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t, graph), note)
 
     edges, seen = [], set()
@@ -472,7 +473,7 @@ def _partners(t, n, copies):
     """The copies that enter op t together with its input n: for affine (x₁, w₁, x₂, w₂, …, b) and linear
     (x, w, b) the weight paired with that input (s(t−1) goes through W(t), x(t) through U(t)); for other
     ops all of them."""
-    if t.op in ("affine", "linear"):
+    if t.op.pairs:  # (x₁, w₁, …[, bias]), as the op declares (tensor.Op)
         partner = t.parents[n + 1] if n % 2 == 0 and n + 1 < len(t.parents) else None
         return [partner] if partner is not None and is_copy(partner) else []
     return copies

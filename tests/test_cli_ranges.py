@@ -201,3 +201,20 @@ def test_a_broken_pipe_exits_quietly(tmp_path):
                           env={"PYTHONPATH": str(checkout), "PATH": "/usr/bin:/bin"})
     assert done.stderr == ""  # was "Exception ignored ... BrokenPipeError" or an error line
     assert done.stdout.strip() in ("0", "1")
+
+
+def test_ctrl_c_during_training_is_one_line_and_leaves_no_file(tmp_path):
+    import signal
+    checkout = pathlib.Path(__file__).resolve().parent.parent
+    process = subprocess.Popen([sys.executable, "-m", "tinygrad_rnn", "train", "--steps", "100000", "--hidden", "8",
+                                "--seq", "10", "--no-progress", "--save", "ck.npz"], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={"PYTHONPATH": str(checkout), "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 60
+    while not process.stdout.readline().startswith("Training") and time.time() < deadline:
+        pass  # wait until training has started
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err.strip() == "tinygrad-rnn train: interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []

@@ -138,6 +138,9 @@ def _main(argv):
         return args.run(args) or 0
     except BrokenPipeError:
         raise  # not bad input: main() exits quietly
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, so nothing half-written is left
+        print(f"tinygrad-rnn {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
     except GradcheckError as e:  # a check the command runs failed: a result, not bad input
         print(f"tinygrad-rnn {args.command}: check failed: {e}", file=sys.stderr)
         return 1

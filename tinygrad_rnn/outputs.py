@@ -30,7 +30,8 @@ def _check_writable_folder(flag, path, folder):
 
 def check_output_file(flag, path, suffixes):
     """UsageError unless `path` (given with `flag`) can be written as a file ending in one of `suffixes`
-    (lower-case, without the dot, the usual ones first): not a folder, in a folder that exists or can be created, writable."""
+    (lower-case, without the dot, the usual ones first): not a folder, in a folder that exists or can be created,
+    writable."""
     if path is None:
         return None
     if os.path.isdir(path):

@@ -198,9 +198,7 @@ TENSOR_POW = Op("pow", saves=("inputs", "output"))
 
 def tensor_pow(a, b):
     """a ** b elementwise for tensors a, b (broadcast); ∂a = b a^(b−1), ∂b = a^b log a (0 where a^b = 0)."""
-    x, y = operands(a, b)
-    if x.dtype.kind != "f":
-        x, y = floating(x), floating(y)
+    x, y = operands(a, b)  # (integers ** integers stay integers, as torch)
     out = elementwise("pow", np.power, a, b, x, y)
     def backward(g):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -521,6 +519,69 @@ def cross_entropy(logits: Tensor, targets, reduction: str = "mean") -> Tensor:
             return (dz * g[:, None],)
         return (dz * (g / losses.size if reduction == "mean" else g),)
     return result(np.asarray(out, dtype=z.dtype), CROSS_ENTROPY, (logits,), backward)
+
+
+TARGETS_CROSS_ENTROPY = Op("cross_entropy", saves=())  # (its backward uses arrays of its own)
+
+
+def distribution_cross_entropy(logits: Tensor, q: np.ndarray, count, reduction: str = "mean") -> Tensor:
+    """−Σ_c q_c log softmax(logits)_c over the last axis, for a target distribution q of logits' shape
+    (probability targets, label smoothing, ignored rows all zero); "mean" divides by `count` (torch: the
+    rows not ignored). Backward: p Σ_c q_c − q, the notes' p − onehot when q is one-hot."""
+    z = floating(logits.data)
+    q = q.astype(z.dtype, copy=False)
+    if z.size:
+        shifted = z - z.max(axis=-1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    else:
+        log_p = z.copy()
+    mass = q.sum(axis=-1, keepdims=True)
+    losses = -(q * log_p).sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # all rows ignored: nan, as torch
+        out = losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.sum() / count
+    def backward(g):
+        scale = g[..., None] if reduction == "none" else g / count if reduction == "mean" else g
+        return ((np.exp(log_p) * mass - q) * scale,)
+    return result(np.asarray(out, dtype=z.dtype), TARGETS_CROSS_ENTROPY, (logits,), backward)
+
+
+NLL_LOSS = Op("nll_loss", saves=())
+
+
+def nll_loss(log_probs: Tensor, targets: np.ndarray, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """−log_probs[..., target] per row (classes on the last axis); rows whose target is ignore_index
+    count for nothing, and "mean" divides by the rows kept (torch)."""
+    x = log_probs.data
+    targets = np.array(targets)  # our own copy (see cross_entropy)
+    kept = targets != ignore_index
+    safe = np.where(kept, targets, 0)[..., None]
+    losses = np.where(kept, -np.take_along_axis(x, safe, axis=-1)[..., 0], 0).astype(x.dtype)
+    count = kept.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.sum() / count
+    def backward(g):
+        scale = g if reduction == "none" else np.broadcast_to(g / count if reduction == "mean" else g, kept.shape)
+        gx = np.zeros(x.shape, x.dtype)
+        np.put_along_axis(gx, safe, np.where(kept, -scale, 0)[..., None].astype(x.dtype), axis=-1)
+        return (gx,)
+    return result(np.asarray(out, dtype=x.dtype), NLL_LOSS, (log_probs,), backward)
+
+
+BCE_WITH_LOGITS = Op("binary_cross_entropy_with_logits", saves=("inputs",))
+
+
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None):
+    """−[w t log σ(x) + (1 − t) log(1 − σ(x))] with w = pos_weight (1 if None), stable for large |x|
+    (softplus, never log of a saturated sigmoid); ∂/∂x = (1 − t) σ(x) − w t σ(−x)."""
+    x = floating(logits.data)
+    t = np.array(targets, dtype=x.dtype)
+    w = 1 if pos_weight is None else np.asarray(pos_weight, dtype=x.dtype)
+    losses = w * t * np.logaddexp(0, -x) + (1 - t) * np.logaddexp(0, x)
+    out = losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()
+    def backward(g):
+        dx = (1 - t) * _stable_sigmoid(x) - w * t * _stable_sigmoid(-x)
+        return (dx * (g / losses.size if reduction == "mean" else g),)
+    return result(np.asarray(out, dtype=x.dtype), BCE_WITH_LOGITS, (logits,), backward)
 
 
 BINARY_CROSS_ENTROPY = Op("binary_cross_entropy", saves=("inputs",))
@@ -1219,6 +1280,7 @@ def install_methods(cls):
     cls.mT = property(matrix_transpose)
     cls.where = lambda self, condition, other: where(condition, self, other)  # torch: self if condition else other
     cls.view = view_as
+    cls.clip = clamp
     cls.split = split_sizes
     for name, ufunc in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal),
                         ("gt", np.greater), ("ge", np.greater_equal)):

@@ -5,6 +5,8 @@ import numpy as np
 
 from . import ops
 from .errors import ShapeError
+from .ops import (gelu, leaky_relu, log_softmax, logsigmoid, logsumexp, pad, relu, sigmoid,  # noqa: F401
+                  silu, softmax, softplus, tanh, where)  # (the activations, as torch.nn.functional has them)
 from .tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -110,18 +112,3 @@ def one_hot(indices, num_classes, dtype=np.float32):
     if indices.size and (indices.min() < 0 or indices.max() >= num_classes):
         raise ValueError(f"one_hot: indices must be in [0, {num_classes}), got [{indices.min()}, {indices.max()}]")
     return Tensor(np.eye(num_classes, dtype=dtype)[indices])
-
-
-softmax = ops.softmax
-log_softmax = ops.log_softmax
-tanh = ops.tanh
-sigmoid = ops.sigmoid
-relu = ops.relu
-where = ops.where
-softplus = ops.softplus
-logsigmoid = ops.logsigmoid
-gelu = ops.gelu
-silu = ops.silu
-leaky_relu = ops.leaky_relu
-pad = ops.pad
-logsumexp = ops.logsumexp

@@ -108,7 +108,9 @@ ADD = Op("add", saves=())
 
 def add(a, b):
     b = as_tensor(b, a)
-    x, y = operands(a, b)
+    x, y = a.data, b.data
+    if x.dtype is not y.dtype:  # (inline: add, sub and mul are the hot path)
+        x, y = operands(a, b)
     sa, sb = x.shape, y.shape
     if sa == sb:  # no broadcasting: the gradient passes to both unchanged (no closure to make)
         return result(elementwise("add", np.add, a, b, x, y), ADD, (a, b), _same)
@@ -122,7 +124,9 @@ SUB = Op("sub", saves=())
 
 def sub(a, b):
     b = as_tensor(b, a)
-    x, y = operands(a, b)
+    x, y = a.data, b.data
+    if x.dtype is not y.dtype:  # (inline: add, sub and mul are the hot path)
+        x, y = operands(a, b)
     sa, sb = x.shape, y.shape
     if sa == sb:
         return result(elementwise("sub", np.subtract, a, b, x, y), SUB, (a, b), _same_negated)
@@ -136,7 +140,9 @@ MUL = Op("mul", saves=("inputs",))
 
 def mul(a, b):
     b = as_tensor(b, a)
-    x, y = operands(a, b)
+    x, y = a.data, b.data
+    if x.dtype is not y.dtype:
+        x, y = operands(a, b)
     need_x, need_y = a.requires_grad, b.requires_grad
     def backward(g):
         return (unbroadcast(g * y, x.shape) if need_x else None,
@@ -417,7 +423,10 @@ TANH = Op("tanh", saves=("output",))
 
 
 def tanh(a):
-    y = ndarray(np.tanh(floating(a.data)))
+    x = a.data
+    y = np.tanh(x if x.dtype.kind == "f" else floating(x))  # (inline checks: tanh is on the hot path)
+    if type(y) is not np.ndarray:
+        y = np.asarray(y)
     return result(y, TANH, (a,), lambda g: (g * (1 - y * y),))
 
 
@@ -425,7 +434,9 @@ SIGMOID = Op("sigmoid", saves=("output",))
 
 
 def sigmoid(a):
-    x = floating(a.data)
+    x = a.data
+    if x.dtype.kind != "f":
+        x = floating(x)
     # split by sign so exp never overflows
     e = np.exp(-np.abs(x))
     y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)

@@ -1,8 +1,12 @@
 """Losses and helpers built on the ops, PyTorch-style (`import tinygrad_rnn.functional as F`)."""
+import builtins
+
 import numpy as np
 
 from . import ops
 from .errors import ShapeError
+from .ops import (gelu, leaky_relu, log_softmax, logsigmoid, logsumexp, pad, relu, sigmoid,  # noqa: F401
+                  silu, softmax, softplus, tanh, where)  # (the activations, as torch.nn.functional has them)
 from .tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -13,21 +17,69 @@ def _check_reduction(op, reduction):
         raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def cross_entropy(logits, targets, reduction="mean"):
-    """Softmax cross-entropy with integer class targets: logits (B, k) with targets (B,), or (k,) with one
-    target. `reduction`: "mean" (default, as PyTorch), "sum" or "none". Backward: p − onehot(target)."""
+def cross_entropy(logits, targets, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+    """Softmax cross-entropy, torch.nn.functional.cross_entropy's layout: logits (B, k) with targets (B,),
+    (k,) with one target, or (N, k, d₁, …) with targets (N, d₁, …) — classes on axis 1, so (T, B, k)
+    logits of a sequence model go in as logits.permute(1, 2, 0) with targets (B, T), or reshaped to (T·B, k).
+    targets: integer classes (rows equal to ignore_index count for nothing; "mean" averages the others), or
+    class probabilities of the logits' shape. label_smoothing ε mixes ε/k into every target.
+    `reduction`: "mean" (default, as PyTorch), "sum" or "none". Backward: p − onehot(target)."""
     _check_reduction("cross_entropy", reduction)
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     if logits.dtype.kind != "f":
         raise TypeError(f"cross_entropy: logits must be floating-point, got dtype {logits.dtype}")
-    if logits.ndim not in (1, 2):
-        raise ShapeError(f"cross_entropy: logits must have shape (B, k) or (k,), got {logits.shape}")
-    expected = logits.shape[:1] if logits.ndim == 2 else ()
+    if logits.ndim == 0:
+        raise ShapeError("cross_entropy: logits must have shape (B, k), (k,) or (N, k, d1, ...), got ()")
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    class_last = logits if logits.ndim <= 2 else logits.permute(0, *range(2, logits.ndim), 1)
+    k = logits.shape[-1] if logits.ndim == 1 else logits.shape[1]
+    if targets.dtype.kind == "f" and targets.shape == logits.shape:  # class probabilities
+        q = targets if logits.ndim <= 2 else np.moveaxis(targets, 1, -1)
+        q = q * (1 - label_smoothing) + label_smoothing / k
+        return ops.distribution_cross_entropy(class_last, q, builtins.max(q.size // builtins.max(k, 1), 1), reduction)
+    expected = logits.shape[:1] + logits.shape[2:] if logits.ndim >= 2 else ()
     if targets.shape != expected:
         raise ShapeError(f"cross_entropy: logits {logits.shape} need targets of shape {expected}, "
                          f"got {targets.shape}")
-    check_class_targets("cross_entropy", targets, logits.shape[-1])
-    return ops.cross_entropy(logits, targets, reduction)
+    ignored = targets == ignore_index if targets.dtype.kind in "iu" else np.zeros(targets.shape, bool)
+    any_ignored = ignored.any()
+    check_class_targets("cross_entropy", targets[~ignored] if any_ignored else targets, k)
+    if not any_ignored and not label_smoothing and logits.ndim <= 2:
+        return ops.cross_entropy(logits, targets, reduction)  # the notes' rule, on the training path
+    q = np.zeros(class_last.shape, class_last.dtype)
+    if q.size:
+        np.put_along_axis(q, np.where(ignored, 0, targets)[..., None], 1 - label_smoothing, axis=-1)
+        q += label_smoothing / k
+        q[ignored] = 0
+    return ops.distribution_cross_entropy(class_last, q, (~ignored).sum(), reduction)
+
+
+def nll_loss(log_probs, targets, reduction="mean", ignore_index=-100):
+    """−log_probs[target] (log-probabilities, e.g. after log_softmax), torch's layout as in cross_entropy;
+    rows whose target is ignore_index count for nothing."""
+    _check_reduction("nll_loss", reduction)
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if log_probs.ndim == 0:
+        raise ShapeError("nll_loss: log_probs must have shape (B, k), (k,) or (N, k, d1, ...), got ()")
+    expected = log_probs.shape[:1] + log_probs.shape[2:] if log_probs.ndim >= 2 else ()
+    if targets.shape != expected:
+        raise ShapeError(f"nll_loss: log_probs {log_probs.shape} need targets of shape {expected}, got {targets.shape}")
+    k = log_probs.shape[-1] if log_probs.ndim == 1 else log_probs.shape[1]
+    check_class_targets("nll_loss", targets[targets != ignore_index] if targets.dtype.kind in "iu" else targets, k)
+    class_last = log_probs if log_probs.ndim <= 2 else log_probs.permute(0, *range(2, log_probs.ndim), 1)
+    return ops.nll_loss(class_last, targets, ignore_index, reduction)
+
+
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None):
+    """binary_cross_entropy(sigmoid(logits), targets) computed stably from the logits (torch's);
+    pos_weight weighs the positive term (broadcast over the last axis, one weight per class)."""
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    t = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if t.shape != logits.shape:
+        raise ShapeError(f"binary_cross_entropy_with_logits: logits {logits.shape} and targets {t.shape} "
+                         "must have the same shape")
+    return ops.binary_cross_entropy_with_logits(logits, t, reduction, pos_weight)
 
 
 def check_class_targets(op, targets, k):
@@ -60,10 +112,3 @@ def one_hot(indices, num_classes, dtype=np.float32):
     if indices.size and (indices.min() < 0 or indices.max() >= num_classes):
         raise ValueError(f"one_hot: indices must be in [0, {num_classes}), got [{indices.min()}, {indices.max()}]")
     return Tensor(np.eye(num_classes, dtype=dtype)[indices])
-
-
-softmax = ops.softmax
-log_softmax = ops.log_softmax
-tanh = ops.tanh
-sigmoid = ops.sigmoid
-relu = ops.relu

@@ -157,6 +157,22 @@ class Tensor:
         """The value of a one-element tensor as a Python number."""
         return self.data.item()
 
+    def tolist(self):
+        """The value as nested Python lists of Python numbers (a 0-d tensor: one number), as torch."""
+        return self.data.tolist()
+
+    def __float__(self):
+        return float(self._one_element("float"))
+
+    def __int__(self):
+        return int(self._one_element("int"))
+
+    def _one_element(self, conversion):
+        if self.data.size != 1:
+            raise TypeError(f"{conversion}(): only a tensor with one element converts to a Python number, "
+                            f"{label(self)} has shape {self.shape}")
+        return self.data.item()
+
     def detach(self) -> Tensor:
         """A new leaf sharing this tensor's data, cut from the graph (truncated BPTT carries states so)."""
         return Tensor(self, name=self.name)

@@ -21,14 +21,17 @@ import numpy as np
 
 from .. import tensor as _tensor
 from .. import ops
-from ..ops import affine, split
+from ..ops import affine, chunk
 from ..tensor import Parameter, Tensor
 from .linear import _check_torch_shape, _numpy, _torch_dtype, as_input, uniform_init
 from .module import Module
 
 # the vanilla cell's σ: the names a user may give -> the op (the notes call the sigmoid "logistic")
 NONLINEARITIES = {"tanh": "tanh", "sigmoid": "sigmoid", "logistic": "sigmoid"}
-_ACTIVATIONS = {"tanh": ops.tanh, "sigmoid": ops.sigmoid}
+# RNNCell also takes relu (torch.nn.RNNCell's other nonlinearity); nn.RNN checks NONLINEARITIES and its
+# tests still pin relu down as refused there, so the sequence model opts in separately (rnn.py)
+CELL_NONLINEARITIES = {**NONLINEARITIES, "relu": "relu"}
+_ACTIVATIONS = {"tanh": ops.tanh, "sigmoid": ops.sigmoid, "relu": ops.relu}
 
 
 def _where():
@@ -120,9 +123,9 @@ class RNNCell(_Cell):
     """The lecture cell s' = σ(x U + s W + b) with σ = tanh or the logistic sigmoid."""
 
     def __init__(self, input_size, hidden_size, nonlinearity="tanh", seed=None, dtype=np.float32):
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'sigmoid', got {nonlinearity!r}")
-        self.nonlinearity = NONLINEARITIES[nonlinearity]
+        if nonlinearity not in CELL_NONLINEARITIES:
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh', 'sigmoid' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = CELL_NONLINEARITIES[nonlinearity]
         init = self._init(input_size, hidden_size, seed, dtype)
         self.U = Parameter(init(input_size, hidden_size), name="U")
         self.W = Parameter(init(hidden_size, hidden_size), name="W")
@@ -132,7 +135,7 @@ class RNNCell(_Cell):
     def from_parameters(cls, U, W, b, nonlinearity="tanh"):
         """A cell that uses existing Parameters (nn.RNN's U, W, b) instead of new ones."""
         cell = cls.__new__(cls)
-        cell.nonlinearity = NONLINEARITIES[nonlinearity]
+        cell.nonlinearity = CELL_NONLINEARITIES[nonlinearity]
         cell.input_size, cell.hidden_size = U.shape
         cell.U, cell.W, cell.b = U, W, b
         return cell
@@ -179,15 +182,16 @@ class RNNCell(_Cell):
         return self
 
     def to_torch(self):
-        """torch.nn.RNNCell(nonlinearity="tanh") with weight_ih = Uᵀ, weight_hh = Wᵀ, bias_ih = b and
+        """torch.nn.RNNCell(nonlinearity="tanh" or "relu") with weight_ih = Uᵀ, weight_hh = Wᵀ, bias_ih = b and
         bias_hh = 0 frozen (requires_grad=False): the lecture cell has one bias, and torch would otherwise
         train both (each gets ∂L/∂b), so a twin trained beside this cell would drift. PyTorch has no
         logistic-sigmoid RNN cell, so a sigmoid cell cannot be converted."""
         import torch
-        if self.nonlinearity != "tanh":
+        if self.nonlinearity == "sigmoid":
             raise ValueError("RNNCell.to_torch: torch.nn.RNNCell supports tanh and relu only, "
                              "this cell uses sigmoid")
-        module = torch.nn.RNNCell(self.input_size, self.hidden_size, dtype=_torch_dtype(self.dtype))
+        module = torch.nn.RNNCell(self.input_size, self.hidden_size, nonlinearity=self.nonlinearity,
+                                  dtype=_torch_dtype(self.dtype))
         self._copy_to_torch(module, "")
         return module
 
@@ -211,8 +215,8 @@ class GRUCell(_Cell):
     def forward(self, x, state=None):
         x = self._input(x)
         h = self._hidden(x, state)
-        gi_r, gi_z, gi_n = split(affine([(x, self.weight_ih)], self.bias_ih), 3)
-        gh_r, gh_z, gh_n = split(affine([(h, self.weight_hh)], self.bias_hh), 3)
+        gi_r, gi_z, gi_n = chunk(affine([(x, self.weight_ih)], self.bias_ih), 3, -1)
+        gh_r, gh_z, gh_n = chunk(affine([(h, self.weight_hh)], self.bias_hh), 3, -1)
         r = (gi_r + gh_r).sigmoid()
         z = (gi_z + gh_z).sigmoid()
         n = (gi_n + r * gh_n).tanh()
@@ -237,7 +241,7 @@ class LSTMCell(_Cell):
                             f"got {type(state).__name__}{_where()}")
         h, c = self._hidden(x, h, "h"), self._hidden(x, c, "c")
         gates = affine([(x, self.weight_ih), (h, self.weight_hh)], self.bias_ih) + self.bias_hh
-        i, f, g, o = split(gates, 4)
+        i, f, g, o = chunk(gates, 4, -1)  # torch.chunk: 4 equal gate blocks
         i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
         c = f * c + i * g
         return o * c.tanh(), c

@@ -3,10 +3,21 @@
 CMAP is the map of the analysis heat maps (tinygrad_rnn.analysis.plots: viridis + LogNorm), so a copy
 W(t) in a drawing and its column in the contributions heat map have the same colour. Two states sit
 outside the map: a true zero (ZERO, grey: ∂L/∂W(1) = s(0)ᵀ δ(1) = 0) and "not recorded" (NOT_RECORDED,
-white with a dashed border: viz could not recover that tensor's gradient). matplotlib is imported only
-when a drawing has gradients to colour.
+white with a dashed border: viz could not recover that tensor's gradient).
+
+Importing matplotlib costs a quarter of a second (its rc and font setup), more than drawing T = 1000. So
+unless matplotlib is already imported, the map's 256 colours are read from matplotlib's own listed-colormap
+data file (matplotlib/_cm_listed.py, found without importing the package), and LogNorm and the lookup are
+done here the way matplotlib does them (log10, then floor(x · 256), 1.0 in the last colour): the same hex
+colours, which tests/test_viz.py checks against matplotlib itself. If that file is not laid out as expected,
+matplotlib is imported after all.
 """
+import ast
+import importlib.util
 import math
+import os
+import re
+import sys
 
 import numpy as np
 
@@ -25,22 +36,17 @@ class LogScale:
         self.lo = min(positive) if positive else 1.0
         self.hi = max(positive) if positive else 1.0
         if not self.empty:
-            import matplotlib
-            from matplotlib.colors import LogNorm
-            self._map = matplotlib.colormaps[CMAP]
+            self._colours = colormap_hex(CMAP)
             single = self.hi <= self.lo * (1 + 1e-12)  # one value: the top colour
-            self._norm = LogNorm(vmin=self.hi / 10 if single else self.lo, vmax=self.hi)
-            # every norm of the drawing through LogNorm and the map at once (one by one, matplotlib's masked
-            # arrays cost a millisecond each)
-            values = sorted(set(positive))
-            self._positions = dict(zip(values, np.clip(self._norm(np.array(values)).filled(0.0), 0.0, 1.0)))
+            self._vmin = self.hi / 10 if single else self.lo
 
     def position(self, norm):
-        """Where `norm` falls on the map, in [0, 1]; None for None, zero, negative or non-finite."""
+        """Where `norm` falls on the map, in [0, 1] (matplotlib's LogNorm, clipped); None for None, zero,
+        negative or non-finite."""
         if self.empty or norm is None or not norm > 0 or not math.isfinite(norm):
             return None
-        x = self._positions.get(norm)
-        return float(x) if x is not None else min(1.0, max(0.0, float(self._norm(norm))))
+        lo, hi = np.log10([self._vmin, self.hi])
+        return min(1.0, max(0.0, float((np.log10(norm) - lo) / (hi - lo))))
 
     def colour(self, norm):
         """#rrggbb of `norm`: ZERO for a zero gradient, NOT_RECORDED for None."""
@@ -49,8 +55,8 @@ class LogScale:
         x = self.position(norm)
         if x is None:
             return ZERO
-        from matplotlib.colors import to_hex
-        return to_hex(self._map(x))
+        n = len(self._colours)  # matplotlib's lookup of a float: floor(x · N), x = 1 in the last colour
+        return self._colours[min(int(x * n), n - 1)]
 
     def ticks(self, n=4):
         if self.empty:
@@ -58,6 +64,38 @@ class LogScale:
         if self.hi <= self.lo * (1 + 1e-12):
             return [self.hi]
         return [self.lo * (self.hi / self.lo) ** (k / (n - 1)) for k in range(n)]
+
+
+_HEX = {}  # colormap name -> its colours as #rrggbb, read once per process
+
+
+def colormap_hex(name):
+    """The colours of matplotlib's listed colormap `name` as #rrggbb strings (see the module docstring)."""
+    if name not in _HEX:
+        rgb = None if "matplotlib" in sys.modules else _listed_data(name)
+        if rgb is None:
+            import matplotlib
+            rgb = matplotlib.colormaps[name].colors
+        _HEX[name] = ["#" + "".join(format(round(float(v) * 255), "02x") for v in c[:3]) for c in rgb]
+    return _HEX[name]
+
+
+def _listed_data(name):
+    """The `_<name>_data = [[r, g, b], …]` list of matplotlib/_cm_listed.py, or None when not found so."""
+    spec = importlib.util.find_spec("matplotlib")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "_cm_listed.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        found = re.search(rf"^_{re.escape(name)}_data = (\[.*?\]\])\s*$", text, re.M | re.S)
+        rgb = ast.literal_eval(found.group(1)) if found else None
+    except (OSError, ValueError, SyntaxError):
+        return None
+    ok = isinstance(rgb, list) and len(rgb) >= 2 and all(
+        isinstance(c, list) and len(c) == 3 and all(isinstance(v, float) and 0 <= v <= 1 for v in c) for c in rgb)
+    return rgb if ok else None
 
 
 def text_colour(fill):

@@ -29,7 +29,9 @@ demo: system-deps $(CORE)
 	@echo
 	$(CLI) analyze --init-scale 3.0 -o out/exploding
 	@echo
-	@echo "Figures: out/hello-unrolled.pdf, out/hello-rolled.pdf, out/vanishing/, out/exploding/"
+	$(CLI) analyze --example deep --hidden 3 -o out/deep
+	@echo
+	@echo "Figures: out/hello-unrolled.pdf, out/hello-rolled.pdf, out/vanishing/, out/exploding/, out/deep/"
 	@echo "The command is installed in .venv/bin: run 'source .venv/bin/activate' (then 'tinygrad-rnn --help'),"
 	@echo "or call it as .venv/bin/tinygrad-rnn. The lecture notebook: notebooks/bptt.ipynb."
 

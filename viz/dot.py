@@ -19,7 +19,8 @@ _SHAPE = {"param": "box", "copy": "box", "input": "ellipse", "state": "ellipse",
 _STYLE = {"param": "rounded,filled,bold", "copy": "rounded,filled", "input": "filled", "state": "filled,bold",
           "value": "filled", "loss": "filled", "op": "rounded,filled", "fold": "dashed,rounded"}
 _EDGE_STYLE = {"data": {}, "weight": {"color": "#6d9eeb"}, "state": {"penwidth": "2.2"},
-               "sum": {"style": "dashed", "color": "#3c78d8", "fontcolor": "#1c4587", "constraint": "false"}}
+               "sum": {"style": "dashed", "color": "#3c78d8", "constraint": "false"}}
+SIGMA_COLOUR = "#1c4587"
 
 
 def to_digraph(view, rankdir=None, wrap=None):
@@ -126,7 +127,15 @@ def _node_attrs(n, scale):
 def _edge_attrs(e, scale, view_kind):
     attrs = dict(_EDGE_STYLE[e.kind])
     attrs["class"] = e.kind
-    if e.label:
+    if e.label and e.kind == "sum":
+        # dot places the `label` of a constraint=false edge where the edge would have run, often far from
+        # where it does run: the Σ is drawn as a tail label, on the drawn edge where it leaves the copy.
+        # A 1 pt transparent label stays: the label node dot makes for it is part of what keeps the boxes
+        # in time order (without it some T's come out of order; tests/test_viz_layout.py sweeps them)
+        attrs.update(label=_dot_text(f" {e.label} "), fontcolor="#ffffff00", fontsize="1",
+                     taillabel=_dot_text(e.label), labeldistance="1.3", labelangle="-30", labelfontsize="11",
+                     labelfontcolor=SIGMA_COLOUR)
+    elif e.label:
         attrs["label"] = _dot_text(f" {e.label} ")
     if view_kind == "rolled" and e.kind == "weight":
         attrs["color"] = "#555555"

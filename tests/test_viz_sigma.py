@@ -1,0 +1,80 @@
+"""viz: where Graphviz puts the copies and their Σ — read from the laid-out positions (-Tjson), not the source.
+
+Every copy P(t) (V(t) and c(t) included) stands inside its own step's box, and the Σ of each Σ edge is
+drawn on that edge, where it leaves the copy (not floating where a constraint=false edge's label lands).
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+graphviz = pytest.importorskip("graphviz")
+pytestmark = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+
+import viz  # noqa: E402
+from tinygrad_rnn import nn  # noqa: E402
+
+
+def layout(graph):
+    return json.loads(graphviz.pipe("dot", "json", graph.source.encode()).decode())
+
+
+def spline(edge):
+    """Points along the drawn edge: its cubic Bézier pieces sampled 20 times each."""
+    points = [np.array(d["points"]) for d in edge["_draw_"] if d["op"] in ("b", "B")][0]
+    s = np.linspace(0, 1, 20)[:, None]
+    out = []
+    for k in range(0, len(points) - 3, 3):
+        p0, p1, p2, p3 = points[k:k + 4]
+        out.append((1 - s) ** 3 * p0 + 3 * (1 - s) ** 2 * s * p1 + 3 * (1 - s) * s ** 2 * p2 + s ** 3 * p3)
+    return np.vstack(out)
+
+
+def point(text):
+    return np.array([float(v) for v in text.split(",")[:2]])
+
+
+def boxes_and_copies(lay):
+    """({step: (x0, y0, x1, y1)}, {gvid: node}) of a -Tjson layout."""
+    boxes = {}
+    for obj in lay["objects"]:
+        if obj.get("name", "").startswith("cluster_") and obj["name"] != "cluster_fold":
+            boxes[int(obj["name"].split("_")[1])] = tuple(map(float, obj["bb"].split(",")))
+    return boxes, {o["_gvid"]: o for o in lay["objects"] if "bb" not in o}
+
+
+def lecture(cell, T):
+    model = nn.RNN(4, 3, 4, cell=cell, seed=0)
+    L, _ = model.loss(np.eye(4)[[k % 4 for k in range(T)]], [(k + 1) % 4 for k in range(T)])
+    L.backward()
+    return L, model
+
+
+CASES = [("hello", 4, "BT"), ("hello", 4, "LR"), ("hello", 8, "BT"), ("hello", 30, "TB"),
+         ("gru", 4, "BT"), ("lstm", 4, "BT"), ("lstm", 6, "RL")]
+
+
+@pytest.mark.parametrize("name,T,rankdir", CASES)
+def test_copies_inside_their_step_box_and_sigma_on_its_edge_beside_the_copy(name, T, rankdir):
+    L = viz.example("hello", steps=T)[0] if name == "hello" else lecture(name, T)[0]
+    lay = layout(viz.draw(L, rankdir=rankdir))
+    boxes, nodes = boxes_and_copies(lay)
+    sums = [e for e in lay["edges"] if e.get("class") == "sum"]
+    assert sums
+    for e in sums:
+        copy = nodes[e["tail"]]
+        label = copy["label"].split("\\n")[0]
+        if copy.get("class") == "fold":
+            continue
+        step = int(label.rsplit("(", 1)[1].rstrip(")"))
+        x, y = point(copy["pos"])
+        x0, y0, x1, y1 = boxes[step]
+        assert x0 <= x <= x1 and y0 <= y <= y1, (label, (x, y), boxes[step])  # V(t), c(t): in box t
+        assert e["taillabel"].startswith("Σ") and "tail_lp" in e, label
+        sigma = point(e["tail_lp"])
+        on_edge = np.min(np.linalg.norm(spline(e) - sigma, axis=1))
+        from_copy = np.linalg.norm(sigma - point(copy["pos"]))
+        half_size = 72 * max(float(copy["width"]), float(copy["height"])) / 2
+        assert on_edge < 16, (label, on_edge)  # on its edge: within the height of an 11 pt label and a half
+        assert from_copy < half_size + 30, (label, from_copy)  # where the edge leaves the copy

@@ -79,11 +79,12 @@ def table(rows, T, d, threads):
         met = "yes" if r["seconds"] <= TARGET_SECONDS else "no"
         lines.append(f"| {r['cell']} | {r['function']} | {r['seconds']:.2f} | {met} | {r['rss_peak_mb']:.0f} | "
                      f"{r['rss_before_mb']:.0f} | {r['load']:.1f} | {r['summary']} |")
-    lines += ["", "Cost model (see the docstrings): the step Jacobians of every step come from one engine "
-              "pass over T·w rows (w = d, or 2d for the LSTM's (h, c)); gradient_flow then chains T products "
-              "of w×w matrices back from t = T and takes T spectral norms (O(T·w³)); contribution_norms "
-              "carries all T loss gradients back at once (O(T²·w·(w + gate width)/2)) and needs no "
-              "T×T×|W| array (O(T² + T·w²) memory)."]
+    lines += ["", "Cost model (see the docstrings): the step Jacobians of every step come from one forward of "
+              "the cell over all T steps and one backward per state block (h, and c for the LSTM; w = d or 2d); "
+              "gradient_flow then chains T products of w×w matrices back from t = T (O(T·w³)) and takes T "
+              "spectral norms (warm-started Lanczos above w = 64, O(w²) each); contribution_norms carries all "
+              "T loss gradients back at once (O(T²·w²/2)) and needs no T×T×|W| array (O(T² + 256·w²) "
+              "memory: the step Jacobians stream from the end)."]
     return "\n".join(lines) + "\n"
 
 

@@ -258,6 +258,6 @@ def explicit_grad(output, k, P=None, batch=0, convention="row"):
     local = local_jacobians(rec, [k], [twin_P], op="explicit_grad")
     E = np.zeros((rec.width,) + twin_P.shape)
     for site in local.sites[twin_P]:
-        A = site.A[0, b]
+        A = site.matrix(0)[b]
         E += A if site.u is None else np.einsum("q,pr->pqr", site.u[0, b], A)
     return np.swapaxes(E, 1, 2) if convention == "column" and E.ndim == 3 else E

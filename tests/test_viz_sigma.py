@@ -78,3 +78,40 @@ def test_copies_inside_their_step_box_and_sigma_on_its_edge_beside_the_copy(name
         half_size = 72 * max(float(copy["width"]), float(copy["height"])) / 2
         assert on_edge < 16, (label, on_edge)  # on its edge: within the height of an 11 pt label and a half
         assert from_copy < half_size + 30, (label, from_copy)  # where the edge leaves the copy
+
+
+def arrows(lay):
+    """(tail, head) of every visible edge as the arrow points on the page (dot.py writes a state edge
+    head -> tail with dir=back)."""
+    return [(e["head"], e["tail"]) if e.get("dir") == "back" else (e["tail"], e["head"])
+            for e in lay["edges"] if e.get("style") != "invis"]
+
+
+def centre(node):
+    return point(node["pos"])
+
+
+@pytest.mark.parametrize("T,rankdir", [(2, "BT"), (4, "BT"), (4, "TB"), (5, "LR")])
+def test_lstm_gates_grouped_on_the_chain_before_c_and_s(T, rankdir):
+    # each step's gate pre-activations are one node gates(t) on the recurrence row, before C(t) and s(t);
+    # everything from the step's inputs reaches C(t) and s(t) through it: C(t) takes gates(t) and C(t−1)
+    # only, s(t) takes gates(t) and C(t) only
+    L, model = lecture("lstm", T)
+    lay = layout(viz.draw(L, model=model, rankdir=rankdir))
+    boxes, nodes = boxes_and_copies(lay)
+    by_label = {n["label"].split("\\n")[0]: n for n in nodes.values() if n.get("label")}
+    along = 0 if rankdir in ("BT", "TB") else 1  # time (and the chain) run along x for BT/TB, down for LR
+    for t in range(1, T + 1):
+        gates, C, s = (by_label[f"{name}({t})"] for name in ("gates", "C", "s"))
+        for n in (gates, C, s):
+            x, y = centre(n)
+            x0, y0, x1, y1 = boxes[t]
+            assert x0 <= x <= x1 and y0 <= y <= y1, (n["label"], t)
+        across = [centre(n)[1 - along] for n in (gates, C, s)]
+        assert max(across) - min(across) < 1, (t, across)  # one row
+        if rankdir in ("BT", "TB"):  # gates(t), then C(t), then s(t), left to right as the chain runs
+            position = [centre(n)[0] for n in (gates, C, s)]
+            assert position == sorted(position), (t, position)
+        into = {name: sorted(nodes[tail]["label"].split("\\n")[0] for tail, head in arrows(lay) if head == n["_gvid"])
+                for name, n in (("C", C), ("s", s))}
+        assert into == {"C": sorted([f"gates({t})", f"C({t - 1})"]), "s": sorted([f"gates({t})", f"C({t})"])}, into

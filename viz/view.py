@@ -105,6 +105,8 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
     if show_grads is not False and view != "rolled":  # after backward: s(t), a(t), … without retain_grad
         graph.gradients = recorded_gradients(graph)
     labels = _labels(graph, names, model)
+    if view == "unrolled":
+        labels.update(_gate_blocks(graph, labels))
     kept = _kept(graph, labels, view)
     links = _links(graph, kept)
     if view == "rolled":
@@ -160,6 +162,18 @@ def _disambiguate(graph, labels, model):
             labels[i] = f"{new}({t.step})" if labels.get(i) in (f"{bare}({t.step})", None) else labels[i]
     for i, (_, new) in renamed.items():
         labels[i] = new
+
+
+def _gate_blocks(graph, labels):
+    """Position -> "gates(t)" for each unnamed tensor cut into pieces (the gate pre-activations of a GRU or
+    LSTM step, chunked into i, f, g, o). Drawn as one node, every input of the step meets the gates once
+    there, instead of running one edge past the folded gate ops into each of C(t) and s(t)."""
+    pieces = {}
+    for t in graph.nodes:
+        if t.op is not None and t.op.is_view and t.op.is_batched and len(t.parents) == 1:
+            pieces.setdefault(graph.index[t.parents[0]], []).append(t)
+    return {i: f"gates({graph.nodes[i].step})" if graph.nodes[i].step is not None else "gates"
+            for i, cut in pieces.items() if len(cut) > 1 and i not in labels and graph.nodes[i].parents}
 
 
 def _param_name(p):

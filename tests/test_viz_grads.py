@@ -131,3 +131,49 @@ def test_no_backward_no_gradients():
     model = nn.RNN(4, 3, 4, seed=0)
     L, _ = model.loss(XS, TARGETS)
     assert recorded_gradients(walk(L)) == {}
+
+
+def test_keep_gradients_shows_the_engines_own_gradients_even_where_viz_has_no_rule():
+    import tinygrad_rnn.functional as F
+    from tinygrad_rnn import Parameter, Tensor
+    rng = np.random.default_rng(1)
+
+    def record():
+        W = Parameter(rng.normal(size=(3, 3)), name="W")
+        z = Tensor(np.arange(3.0)) @ W
+        z.name = "z"
+        h = F.softmax(z, -1)  # softmax: no rule in viz.replay, so ∂L/∂z cannot be recovered
+        y = (h * h).sum()
+        y.name = "y"
+        return y, z, h
+
+    y, z, _ = record()
+    y.backward()
+    assert recorded_gradients(walk(y))[walk(y).index[z]] is None  # a plain backward: not recorded
+    assert re.search(r'\[label=z [^]]*style="[^"]*dashed', viz.draw(y).source)  # drawn as such
+    y, z, h = record()
+    viz.keep_gradients(y)
+    y.backward()
+    graph = walk(y)
+    assert np.array_equal(recorded_gradients(graph)[graph.index[z]], z.grad)  # the engine's own array
+    p = h.data  # softmax's Jacobian: ∂y/∂z = p ⊙ (2p − Σ 2p²)
+    expected = p * (2 * p - np.sum(2 * p * p))
+    assert np.allclose(z.grad, expected)
+    tip = re.search(r'tooltip="‖∂L/∂z‖ = ([^"]+)"', viz.draw(y).source)
+    assert tip and float(tip.group(1)) == pytest.approx(np.linalg.norm(expected), rel=1e-2)
+
+
+def test_keep_gradients_agrees_with_the_recovery_for_every_cell():
+    for cell in ("rnn", "gru", "lstm"):
+        plain, kept = (nn.RNN(4, 3, 4, cell=cell, seed=0, dtype=np.float64) for _ in range(2))
+        L1, _ = plain.loss(XS, TARGETS)
+        L1.backward()
+        L2, _ = kept.loss(XS, TARGETS)
+        viz.keep_gradients(L2)
+        L2.backward()
+        g1, g2 = recorded_gradients(walk(L1)), recorded_gradients(walk(L2))
+        assert g1.keys() == g2.keys()
+        for i, g in g2.items():
+            assert g is not None
+            if g1[i] is not None:
+                assert np.allclose(g1[i], g, atol=1e-9), (cell, i)

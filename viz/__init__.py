@@ -12,4 +12,5 @@ render (draw/render). Graphviz and matplotlib are imported only when drawing, so
 """
 from .examples import EXAMPLES, example, write_demo_figures  # noqa: F401
 from .render import FORMATS, GraphvizNotFound, draw, render  # noqa: F401
+from .replay import keep_gradients  # noqa: F401
 from .view import DEFAULT_MAX_STEPS, VIEWS, View, build_view  # noqa: F401

@@ -14,13 +14,26 @@ touching nobody's `.grad`:
    consistent, and each copy must be used by that op alone.
 3. A tensor that neither way reaches stays None: "not recorded", drawn apart from a true zero.
 
-A tensor that kept its own gradient (a leaf, a copy, retain_grad) is read as it is.
+A tensor that kept its own gradient (a leaf, a copy, retain_grad) is read as it is, so the engine's own
+numbers replace the recovered ones wherever they exist: `keep_gradients(L)` before `L.backward()` asks the
+engine to keep every intermediate's gradient (retain_grad on each), which also covers the ops this module
+has no rule for (softmax, gelu, …, drawn "not recorded" after a plain backward).
 """
 import numpy as np
 
 from tinygrad_rnn.ops import unbroadcast
 
-from .graph import is_copy
+from .graph import is_copy, walk
+
+
+def keep_gradients(roots):
+    """Call before backward: every recorded non-leaf tensor behind `roots` (the loss L, a list of tensors
+    or an RNNOutput) keeps its gradient (`retain_grad()`), so a drawing shows the engine's own ∂L/∂s(t),
+    ∂L/∂a(t), … for every op, not viz's reconstruction. Costs one gradient array per node. Returns roots."""
+    for t in walk(roots).nodes:
+        if t.parents and t.requires_grad:
+            t.retain_grad()
+    return roots
 
 
 def recorded_gradients(graph):

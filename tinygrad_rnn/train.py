@@ -4,7 +4,7 @@ long-range tasks (adding problem, copy task), sampling, loss-curve plots, and th
 
     tinygrad-rnn train --cell lstm --hidden 128 --seq 50 --steps 1000 --save zen.npz
     tinygrad-rnn sample --load zen.npz --prime "Beautiful" --n 200
-    tinygrad-rnn task adding --T 50 --cell rnn lstm --plot adding.png
+    tinygrad-rnn task adding --T 50 --cell rnn lstm --plot adding.png --analyze adding-gradient-vs-gap.png
 """
 import os
 import time
@@ -231,6 +231,16 @@ def task_baseline(task, T, n_symbols=8, length=10):
     return length * np.log(n_symbols) / (T + 2 * length)
 
 
+def task_model(task, cell="lstm", hidden=64, seed=0):
+    """The untrained model train_task starts from: a many-to-one SequenceClassifier (2 inputs, 1 output)
+    for the adding problem, a SequenceTagger over 10 ids for the copy task."""
+    if task not in TASKS:
+        raise ValueError(f"task_model: task must be one of {TASKS}, got {task!r}")
+    if task == "adding":
+        return nn.SequenceClassifier(2, hidden, 1, cell=cell, seed=seed)
+    return nn.SequenceTagger(10, 10, hidden, 10, cell=cell, seed=seed)
+
+
 def train_task(task="adding", T=50, cell="lstm", hidden=64, steps=1500, batch=64, lr=1e-2, clip=1.0, seed=0,
                progress=True):
     """Train a model on a freshly generated batch at every update (so the training loss is also the test
@@ -239,16 +249,13 @@ def train_task(task="adding", T=50, cell="lstm", hidden=64, steps=1500, batch=64
     if task not in TASKS:
         raise ValueError(f"train_task: task must be one of {TASKS}, got {task!r}")
     rng = np.random.default_rng(seed)
+    model = task_model(task, cell, hidden, seed)
     if task == "adding":
-        model = nn.SequenceClassifier(2, hidden, 1, cell=cell, seed=seed)
-
         def loss_fn():
             xs, targets = adding_problem(T, batch, rng)
             return model.loss(xs, targets, kind="regression")[0]
         tokens = T * batch
     else:
-        model = nn.SequenceTagger(10, 10, hidden, 10, cell=cell, seed=seed)
-
         def loss_fn():
             inputs, targets = copy_task(T, batch, rng=rng)
             return model.loss(inputs, targets)[0]
@@ -454,6 +461,9 @@ def _add_task_arguments(p):
                    help="clip the gradient norm (0: off; default 1)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--plot", metavar="PNG", help="write the loss curves here (.png/.pdf/.svg)")
+    p.add_argument("--analyze", metavar="PNG", nargs="?", const=os.path.join("out", "{task}-gradient-vs-gap.png"),
+                   help="also write one figure of ‖∂L_T/∂s_k‖ against the gap T − k for every cell, at "
+                   "initialisation and after training (default out/TASK-gradient-vs-gap.png)")
     _add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -466,28 +476,47 @@ def _run_task(args):
 def _task(args):
     if args.task == "adding" and args.T < 2:
         raise UsageError(f"the adding problem needs --T ≥ 2, got {args.T}")
+    analyze = args.analyze.format(task=args.task) if args.analyze else None
     check_output_file("--plot", args.plot, plot_suffixes())
+    check_output_file("--analyze", analyze, plot_suffixes())
+    check_distinct(("--plot", args.plot), ("--analyze", analyze))
     # the copy task: 10 symbol ids embedded in 10 dimensions, T + 20 steps (train_task's models)
     n_in, n_out, steps = (2, 1, args.T) if args.task == "adding" else (10, 10, args.T + 20)
     needed = max(rnn_training_bytes(n_in, args.hidden, n_out, GATE_BLOCKS[cell], steps, args.batch)
-                 for cell in args.cell)
+                 + (_analysis_bytes(steps, n_in, args.hidden, cell) if analyze else 0) for cell in args.cell)
     check_fits_in_memory(f"the {args.task} task at --T {args.T}, --hidden {args.hidden}, --batch {args.batch}",
                          needed, "lower --T, --hidden or --batch")
     baseline = task_baseline(args.task, args.T)
     metric = "mean squared error" if args.task == "adding" else "cross-entropy (nats/step)"
     print(f"{args.task} task, T = {args.T}: {metric}; a memoryless guess scores {baseline:.4f}")
-    histories = []
+    histories, runs = [], []
     for cell in dict.fromkeys(args.cell):
-        _, history = train_task(args.task, args.T, cell, args.hidden, args.steps, args.batch, args.lr,
-                                args.clip, args.seed, not args.no_progress)
+        trained, history = train_task(args.task, args.T, cell, args.hidden, args.steps, args.batch, args.lr,
+                                      args.clip, args.seed, not args.no_progress)
         print(f"  {cell:4s}: loss {history.final():.4f} after {len(history.losses)} updates in "
               f"{history.seconds:.1f} s ({history.tokens_per_second:,.0f} tokens/s)")
         histories.append(history)
+        runs += [(f"{cell} at init", task_model(args.task, cell, args.hidden, args.seed)),
+                 (f"{cell} after {len(history.losses)} updates", trained)]
     if args.plot:
         plot_losses(histories, args.plot, title=f"{args.task} problem, T = {args.T}", ylabel=metric,
                     baseline=baseline, baseline_label="memoryless guess")
         print(f"wrote {args.plot}")
+    if analyze:
+        from .analysis.tasks import describe, gap_curves, plot_task_gaps
+        curves = gap_curves(args.task, args.T, runs, args.seed)
+        for line in describe(curves):
+            print(f"  {line}")
+        save_figure(plot_task_gaps(args.task, args.T, curves, args.hidden, args.steps), make_folder_for(analyze))
+        print(f"wrote {analyze}")
     return 0
+
+
+def _analysis_bytes(steps, n_in, hidden, cell):
+    """Memory of the --analyze figure's analysis: 16 probe sequences per model (analysis.cli's estimate)."""
+    from .analysis.cli import analysis_bytes
+    from .analysis.tasks import PROBE_SEQUENCES
+    return analysis_bytes(steps, n_in, hidden, cell, batch=PROBE_SEQUENCES)
 
 
 COMMANDS = [

@@ -146,29 +146,19 @@ def _deep_tables(model, out):
 
 def _adding(args):
     """Train rnn and lstm on the adding problem; ‖∂L_T/∂h_k‖ against T − k before and after."""
-    from .. import nn
-    from ..data import adding_problem
-    from ..train import train_task
-    from .flow import gradient_vs_gap
-    from .plots import plot_gradient_vs_gap
-    from .recording import record
-    T = args.adding
-    xs, y = adding_problem(T, 16, np.random.default_rng(args.seed + 1), dtype=np.float64)
-    curves = []
+    from ..train import task_model, train_task
+    from .tasks import describe, gap_curves, plot_task_gaps
+    T, runs = args.adding, []
     for cell in ("rnn", "lstm"):
-        fresh = nn.SequenceClassifier(2, args.hidden, 1, cell=cell, seed=args.seed)  # train_task's initialisation
         trained, history = train_task("adding", T, cell, args.hidden, args.train_steps, seed=args.seed,
                                       progress=False)
-        for when, model in (("at init", fresh), (f"after {args.train_steps} updates", trained)):
-            gaps, norms = gradient_vs_gap(record(model, xs, y, kind="regression"), part="state")
-            curves.append((f"{cell} {when}", gaps, norms))
-            print(f"adding T = {T}, {cell} {when}: ‖∂L_T/∂s_k‖ = {norms[0]:.3g} at gap 0, "
-                  f"{norms[-1]:.3g} at gap {gaps[-1]} (ratio {norms[-1] / norms[0]:.3g})")
+        runs += [(f"{cell} at init", task_model("adding", cell, args.hidden, args.seed)),
+                 (f"{cell} after {args.train_steps} updates", trained)]
         print(f"  {cell}: training MSE {history.final():.4f} (always answering 1: 0.167)")
-    title = (f"Adding problem, T = {T}, d = {args.hidden}: vanishing gradient\n"
-             f"vanilla RNN vs LSTM, at initialisation and after {args.train_steps} Adam updates")
-    ylabel = r"$\|\partial L_T/\partial s_k\|$  ($s = h$; LSTM: $s = (h, c)$)"
-    _save({"gradient_vs_gap": plot_gradient_vs_gap(curves, title, ylabel)}, args)
+    curves = gap_curves("adding", T, runs, args.seed)
+    for line in describe(curves):
+        print(f"adding T = {T}, {line}")
+    _save({"gradient_vs_gap": plot_task_gaps("adding", T, curves, args.hidden, args.train_steps)}, args)
     return 0
 
 

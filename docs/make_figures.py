@@ -43,6 +43,26 @@ def torch_lecture_rnn(model, xs, targets):
     return sum(losses), {"U": U, "W": W, "b": b, "V": V, "c": c}
 
 
+def highlight(dot, name, colour="#d62728"):
+    """Colour the parameter `name` of a torchviz make_dot graph, its AccumulateGrad node and that node's
+    edges (one per use of the parameter), so the T edges into the one W stand out in a small figure."""
+    import re
+    ids = [re.match(r"\t(\w+) \[label=", line).group(1) for line in dot.body
+           if line.startswith("\t") and f'[label="{name}\n' in line]
+    for line in list(dot.body):
+        m = re.match(r"\t(\w+) -> (\w+)\n", line)
+        if m and m.group(1) in ids and m.group(2) not in ids:
+            ids.append(m.group(2))
+    for k, line in enumerate(dot.body):
+        m = re.match(r"\t(\w+)( -> \w+)?( \[.*)?\n", line)
+        if m and m.group(1) in ids:
+            extra = f"color=\"{colour}\" penwidth=3" if m.group(2) else \
+                f"fillcolor=\"{colour}\" style=filled fontcolor=white"
+            body = line.rstrip("\n")
+            dot.body[k] = (body[:-1] + f" {extra}]" if body.endswith("]") else body + f" [{extra}]") + "\n"
+    return dot
+
+
 def one_above_the_other(top_png, bottom_png, path):
     """The two drawings, each as wide as the figure (MAX_WIDTH px), with their captions."""
     import matplotlib
@@ -55,8 +75,8 @@ def one_above_the_other(top_png, bottom_png, path):
     fig, axes = plt.subplots(2, 1, figsize=(width, width * sum(ratios) + 1.2), dpi=100,
                              gridspec_kw={"height_ratios": ratios})
     for ax, image, caption in zip(axes, (top, bottom), (
-            "torchviz make_dot of the same RNN in PyTorch: one W node with T = 4 edges into it — "
-            "the per-step copies W(t) are invisible",
+            "torchviz make_dot of the same RNN in PyTorch: one W node (red) with T = 4 edges out of its "
+            "AccumulateGrad — the per-step copies W(t) are invisible",
             "viz (tinygrad_rnn): the copies W(1) … W(4) in their steps, each with ‖∂L/∂W(t)‖, "
             "and Σ into the one shared W")):
         ax.imshow(image)
@@ -83,7 +103,7 @@ def main():
         print("torchviz is not installed (pip install torchviz): skipped docs/torchviz-vs-viz.png")
         return paths
     torch_loss, params = torch_lecture_rnn(out.model, out.inputs, out.targets)
-    theirs = make_dot(torch_loss, params=params)
+    theirs = highlight(make_dot(torch_loss, params=params), "W")
     theirs.graph_attr["rankdir"] = "LR"  # wide and low, to sit above ours
     ours = viz.draw(L, sigma=("W",), inputs=inputs, targets=targets, title="viz: hello unrolled, Σ edges of W")
     path = os.path.join(HERE, "torchviz-vs-viz.png")

@@ -1,8 +1,8 @@
 """.npz checkpoints that are written atomically and read defensively.
 
-Writing: np.savez into a temporary file beside the target, fsync, os.replace — a crash leaves the old file
-(or none), never a truncated one. The temporary file is named after the target and the writer's pid
-(`.tmp-<name>.<pid>.<random>`), so the next save of that path removes what a killed writer left behind.
+Writing: np.savez through outputs.write_atomically (a temporary file beside the target, fsync, os.replace) —
+a crash leaves the old file (or none), never a truncated one; the next save of that path removes what a
+killed writer left behind, and a temporary file is never read as a checkpoint.
 
 Reading: every member's .npy header (name, shape, dtype) is read and checked before any array data is
 decompressed — a small crafted file cannot make load allocate gigabytes — then the arrays are read
@@ -11,13 +11,11 @@ decompressed — a small crafted file cannot make load allocate gigabytes — th
 import json
 import math
 import os
-import re
-import stat
-import tempfile
-import time
 import zipfile
 
 import numpy as np
+
+from ..outputs import is_temp_file, write_atomically
 
 METADATA_KEY = "__metadata__"  # a JSON string stored beside the weights (vocabulary, sizes, ...)
 OPTIMIZER_KEY = "__optimizer__"  # the optimizer's JSON part; its arrays are "__optimizer__.<index>.<key>"
@@ -26,7 +24,6 @@ MAX_JSON_CHARS = 1 << 22        # a JSON member larger than this is not one save
 # a deflated member that expands more than this (beyond a 1 MiB allowance) is a zip bomb: save() never
 # compresses, and float weights compressed by np.savez_compressed shrink by a few percent only
 MAX_COMPRESSION_RATIO = 64
-STALE_TEMP_SECONDS = 24 * 3600  # a temp file this old is stale even if its pid is alive again (pid reuse)
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first local header, or an empty zip's end record
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -37,109 +34,23 @@ class CheckpointError(ValueError):
 
 # --- writing ------------------------------------------------------------------------------------------
 
-def _temp_prefix(path):
-    return f".tmp-{os.path.basename(path)}."
-
-
-_TEMP_TAIL = re.compile(r"(\d+)\.[a-z0-9_]{8}")  # <pid>.<mkstemp's 8 random characters>
-_TEMP_NAME = re.compile(r"\.tmp-.+\.\d+\.[a-z0-9_]{8}")
-
-
-def is_temp_file(path):
-    """True for a name save_npz gives its unfinished temporary files (never a checkpoint to read)."""
-    return _TEMP_NAME.fullmatch(os.path.basename(os.fspath(path))) is not None
-
-
 def save_npz(path, arrays):
-    """np.savez to a temporary file in the destination's directory, then os.replace: a crash mid-save
-    leaves the old checkpoint (or none), never a truncated one. An existing target keeps its permission
-    bits; a new one gets 0666 minus the umask. Errors name `path`, never the temporary file."""
+    """np.savez written atomically (outputs.write_atomically: a temporary file beside the target, fsync,
+    os.replace): a crash mid-save leaves the old checkpoint (or none), never a truncated one. An existing
+    target keeps its permission bits; a new one gets 0666 minus the umask; what killed saves of this path
+    left is removed. Errors name `path`, never the temporary file."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"save: the directory {directory!r} of {path!r} does not exist")
-    mode = _mode_for(path)
-    remove_stale_temp_files(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.", dir=directory)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:  # the temp file's name means nothing to the user: report the target
-        message = f"save: cannot write the checkpoint {path!r}: {e.strerror or e}"
-        raise (OSError(e.errno, message) if e.errno is not None else OSError(message)) from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"save: {path!r} is a directory, not a checkpoint file")
+    write_atomically(path, lambda f: np.savez(f, **arrays), what="the checkpoint ", create_folder=False)
 
 
 def json_member(value):
     """A JSON-serialisable value as the 0-d text array a checkpoint stores it in."""
     return np.array(json.dumps(value))
-
-
-def _mode_for(path):
-    try:
-        existing = os.stat(path)
-    except OSError:
-        return 0o666 & ~_umask()  # mkstemp makes 0600; a new checkpoint gets the usual permissions
-    if stat.S_ISDIR(existing.st_mode):
-        raise IsADirectoryError(f"save: {path!r} is a directory, not a checkpoint file")
-    return stat.S_IMODE(existing.st_mode)
-
-
-def remove_stale_temp_files(path):
-    """Remove the temporary files that killed saves of `path` left (their writer's pid is gone, or they
-    are older than a day); the files of a save still running elsewhere are kept. Returns the names removed."""
-    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
-    prefix, removed = _temp_prefix(os.fspath(path)), []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            tail = _TEMP_TAIL.fullmatch(entry.name[len(prefix):]) if entry.name.startswith(prefix) else None
-            if tail is None or not entry.is_file(follow_symlinks=False):
-                continue
-            try:
-                old = time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS
-                if old or not _process_alive(int(tail.group(1))):
-                    os.remove(entry.path)
-                    removed.append(entry.name)
-            except FileNotFoundError:  # another save removed it first
-                pass
-    return removed
-
-
-def _process_alive(pid):
-    if pid == os.getpid():
-        return True  # one of our own threads is writing it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    except OverflowError:  # not a pid at all
-        return False
-    return True
-
-
-def _umask():
-    """The process's umask, read without changing it where the system says it (Linux ≥ 4.7:
-    /proc/self/status); elsewhere set-and-restore, which is briefly process-wide."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 # --- reading ------------------------------------------------------------------------------------------

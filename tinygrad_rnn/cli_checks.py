@@ -12,7 +12,8 @@ from .errors import UsageError
 MAX_TEXT_BYTES = 64 << 20
 
 
-def _integer(text):
+def integer(text):
+    """An argparse type: any integer (the flag's own range is checked where it is used)."""
     try:
         return int(text)
     except ValueError:
@@ -29,7 +30,7 @@ def _number(text):
 def int_at_least(lower):
     """An argparse type: an integer ≥ lower."""
     def parse(text):
-        value = _integer(text)
+        value = integer(text)
         if value < lower:
             raise argparse.ArgumentTypeError(f"expected an integer ≥ {lower}, got {value}")
         return value

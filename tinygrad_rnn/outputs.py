@@ -41,15 +41,15 @@ def _check_writable_folder(flag, path, folder):
 
 def check_output_file(flag, path, suffixes):
     """UsageError unless `path` (given with `flag`) can be written as a file ending in one of `suffixes`
-    (lower-case, without the dot, the usual ones first): not a folder, in a folder that exists or can be created,
-    writable."""
+    (lower-case, without the dot, the usual ones first; None: any name, when a flag such as --format gives the
+    format): not a folder, in a folder that exists or can be created, writable."""
     if path is None:
         return None
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a folder; give a file name such as "
                          f"{os.path.join(path, 'x.' + suffixes[0])}")
     suffix = os.path.splitext(path)[1].lstrip(".").lower()
-    if suffix not in suffixes:
+    if suffixes is not None and suffix not in suffixes:
         shown = ", ".join(f".{s}" for s in suffixes[:3]) + (f" (or {', '.join(suffixes[3:])})" if suffixes[3:] else "")
         raise UsageError(f"{flag} {path}: end it in {shown}; the suffix gives the format")
     _check_writable_folder(flag, path, os.path.dirname(os.path.abspath(path)))

@@ -5,9 +5,10 @@ BLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when numpy loads, so this comman
 `make bench` runs it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks`, and the table's
 header reports the kernel numpy's BLAS actually uses.
 """
-import argparse
 import os
 import sys
+
+from tinygrad_rnn.cli_checks import non_negative_finite, positive_int
 
 NAME = "bench"
 HELP = ("benchmark one BPTT training step (forward + backward, copies on) against PyTorch autograd, "
@@ -30,9 +31,11 @@ def add_arguments(parser):
                              "scheme), or not at all (default with --quick)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the float64 check that every implementation gives the same loss and gradients")
-    parser.add_argument("--min-time", type=float, default=None,
-                        help="seconds each implementation is timed per row, at least (default 1.0; 0.05 with --quick)")
-    parser.add_argument("--min-repeats", type=int, default=5, help="calls per implementation per row, at least")
+    parser.add_argument("--min-time", type=non_negative_finite, default=None,
+                        help="seconds each implementation is timed per row, at least (default 1.0; 0.05 with "
+                             "--quick; 0: only --min-repeats calls)")
+    parser.add_argument("--min-repeats", type=positive_int, default=5,
+                        help="calls per implementation per row, at least")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurements (--quick measures numpy and tinygrad_rnn only)")
     parser.add_argument("--no-rss", action="store_true",
@@ -40,10 +43,10 @@ def add_arguments(parser):
                              "always skipped with --quick)")
     parser.add_argument("--no-overhead", action="store_true", help="skip the per-op overhead measurement")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
-    parser.add_argument("--wait-quiet", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--wait-quiet", type=non_negative_finite, default=60.0, metavar="SECONDS",
                         help="before each row, wait up to this long for other processes to go quiet (default 60; "
                              "0 = never wait)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="BLAS threads for numpy (set through threadpoolctl) and torch.set_num_threads "
                              "(default: numpy's BLAS thread count, and torch gets the same)")
     parser.add_argument("--profile", action="store_true",
@@ -74,10 +77,6 @@ def run(args):
     except ValueError as e:
         raise UsageError(str(e)) from None
     min_time = args.min_time if args.min_time is not None else 0.05 if args.quick else 1.0
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
-    if min_time < 0 or args.min_repeats < 1:
-        raise UsageError(f"--min-time must be ≥ 0 and --min-repeats ≥ 1, got {min_time} and {args.min_repeats}")
     stem = "bptt-quick" if args.quick else "bptt-rows" if args.rows else "bptt"
     out_dir = args.out
     compare = args.compare or ("none" if args.quick else "process")
@@ -106,12 +105,13 @@ def run(args):
 
 def main(argv=None):
     """`python -m benchmarks [options]`: the same command as `tinygrad-rnn bench`."""
+    from tinygrad_rnn.cli import OneLineArgumentParser
     from tinygrad_rnn.errors import UsageError
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=HELP)
+    parser = OneLineArgumentParser(prog="python -m benchmarks", description=HELP)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
     except (UsageError, ValueError, OSError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -6,3 +6,4 @@ from .linear import Embedding, Linear  # noqa: F401
 from .cells import GRUCell, LSTMCell, RNNCell, make_cell  # noqa: F401
 from .rnn import RNN, RNNOutput  # noqa: F401
 from .architectures import Encoder, Seq2Seq, SequenceClassifier, SequenceTagger, generate, unroll  # noqa: F401
+from .one_to_many import OneToMany  # noqa: F401

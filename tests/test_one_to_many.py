@@ -35,6 +35,11 @@ def test_teacher_forced_inputs_put_the_feature_at_step_one_and_the_previous_toke
         model.loss(feature, tokens + 4)
     with pytest.raises(ValueError, match=r"the feature must have shape \(B, 3\) or \(3,\), got \(4,\)"):
         model.generate(np.zeros(4), 3)
+    with pytest.raises(ValueError, match="temperature must be ≥ 0"):
+        model.generate(feature[0], 3, temperature=-1)
+    sampled = model.generate(feature[0], 200, temperature=1.0, seed=3)
+    np.testing.assert_array_equal(sampled, model.generate(feature[0], 200, temperature=1.0, seed=3))
+    assert set(sampled) == {0, 1, 2, 3}  # samples, not the greedy path: every token turns up
 
 
 @pytest.mark.parametrize("cell", CELLS)

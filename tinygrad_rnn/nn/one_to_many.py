@@ -12,6 +12,7 @@ only through ∂s_t/∂s_1, since it enters at step 1 alone.
 """
 import numpy as np
 
+from ..ops import softmax
 from ..tensor import Tensor, no_grad
 from .module import Module
 from .rnn import RNN
@@ -76,12 +77,11 @@ class OneToMany(Module):
         with no_grad():
             for _ in range(n):
                 logits, state = self.rnn.step(x, state)
-                z = logits.data.astype(np.float64)
                 if temperature == 0:
-                    token = int(np.argmax(z))
+                    token = int(np.argmax(logits.data))
                 else:
-                    p = np.exp((z - z.max()) / temperature)
-                    token = int(rng.choice(len(p), p=p / p.sum()))
+                    p = softmax(Tensor(logits.data.astype(np.float64) / temperature)).data
+                    token = int(rng.choice(self.vocab_size, p=p / p.sum()))
                 tokens.append(token)
                 x = np.zeros_like(x)
                 x[self.feature_size + token] = 1

@@ -77,6 +77,8 @@ class Layout:
         for p in dict.fromkeys(self.bottom_params):  # parameters under their copies
             for c in self.view.copies.get(p, []):
                 g.edge(p, c, style="invis")
+        for vector, matrix in self._vectors_under_matrices():
+            g.edge(vector, matrix, style="invis")
         for head, copy in self.top_uses:  # copies used above the chain sit above their use
             g.edge(head, copy, style="invis")
         # one row: its anchors on the first rank of all (under the parameters), where they cost no width
@@ -97,6 +99,19 @@ class Layout:
                     steps_before = [b for b in rows[r - 1] if b[0] != "0"]
                     for i in self._tops(steps_before[k:k + 1] or steps_before[-1:]):
                         g.edge(i, anchors[r][k], style="invis")
+
+    def _vectors_under_matrices(self):
+        """[(vector copy, matrix copy)] of the steps with several copies below the chain: the biases b(t)
+        one rank further from the chain than the weights U(t), W(t), so a step's copies stand in two short
+        rows rather than one long one."""
+        nodes, pairs = self.view.nodes, []
+        bottom = set(self.bottom_copies)
+        for ids in self.view.steps.values():
+            copies = [i for i in ids if i in bottom]
+            matrices = [i for i in copies if len(nodes[i].shape) >= 2]
+            if len(copies) > 3:
+                pairs += [(v, m) for v in copies if len(nodes[v].shape) == 1 for m in matrices]
+        return pairs
 
     def _boxes(self):
         """[(key, ids)]: the step boxes in time order, the fold in its place, s(0) first."""

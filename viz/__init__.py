@@ -3,12 +3,14 @@
     import viz
     g = viz.draw(L, view="unrolled")               # graphviz.Digraph; shows inline in Jupyter
     viz.render(L, "hello.pdf", view="rolled")      # .pdf .svg .png (need Graphviz's `dot`) or .dot
+    viz.keep_gradients(L); L.backward()            # optional: the engine's own ∂L/∂· on every node
 
 Views: "unrolled" (one box per time step, copies W(t) inside, Σ edges into the shared W), "rolled"
 (x → s → y with the self-loop W), "ops" (every op with its shape, grouped by step). Modules: graph (the
 walk), view (what is drawn, as data), names (labels), replay (gradients of intermediates after a plain
 backward), colours (viridis + LogNorm), layout (rows and time order for dot), dot (the DOT source),
-render (draw/render). Graphviz and matplotlib are imported only when drawing, so `import viz` stays cheap.
+render (draw/render). Graphviz is imported only when drawing and matplotlib not at all (viz.colours), so `import viz` and
+a first draw stay cheap.
 """
 from .examples import EXAMPLES, example, write_demo_figures  # noqa: F401
 from .render import FORMATS, GraphvizNotFound, draw, render  # noqa: F401

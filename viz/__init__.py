@@ -9,8 +9,8 @@ Views: "unrolled" (one box per time step, copies W(t) inside, Σ edges into the 
 (x → s → y with the self-loop W), "ops" (every op with its shape, grouped by step). Modules: graph (the
 walk), view (what is drawn, as data), names (labels), replay (gradients of intermediates after a plain
 backward), colours (viridis + LogNorm), layout (rows and time order for dot), dot (the DOT source),
-render (draw/render). Graphviz is imported only when drawing and matplotlib not at all (viz.colours), so `import viz` and
-a first draw stay cheap.
+render (draw/render). Graphviz is imported only when drawing, matplotlib only if its colormap data file
+cannot be read (viz.colours), so `import viz` and a first draw stay cheap.
 """
 from .examples import EXAMPLES, example, write_demo_figures  # noqa: F401
 from .render import FORMATS, GraphvizNotFound, draw, render  # noqa: F401

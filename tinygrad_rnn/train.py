@@ -513,9 +513,8 @@ def _task(args):
 
 
 def _analysis_bytes(steps, n_in, hidden, cell):
-    """Memory of the --analyze figure's analysis: 16 probe sequences per model (analysis.cli's estimate)."""
-    from .analysis.cli import analysis_bytes
-    from .analysis.tasks import PROBE_SEQUENCES
+    """Memory of the --analyze figure's analysis: PROBE_SEQUENCES sequences per model."""
+    from .analysis.tasks import PROBE_SEQUENCES, analysis_bytes
     return analysis_bytes(steps, n_in, hidden, cell, batch=PROBE_SEQUENCES)
 
 

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from ..cli_checks import int_at_least, non_negative_int, positive_int
+from .tasks import PROBE_SEQUENCES, analysis_bytes
 
 NAME = "analyze"
 HELP = ("BPTT analysis of an example RNN or a checkpoint: contributions ∂L_t/∂W(k), ‖∂s_t/∂s_k‖ against its "
@@ -48,14 +49,6 @@ def add_arguments(parser):
                         help="directory for the figures (default out/analysis)")
 
 
-def analysis_bytes(T, n, hidden, cell, batch=1):
-    """Peak memory of the analysis of a T-step recording (float64): the graph, T² contribution norms and
-    their figure, T step Jacobians of the state width w (LSTM: h and c) and a chunk of their products."""
-    from ..train import GATE_BLOCKS
-    width = 2 * hidden if cell == "lstm" else hidden
-    return 8 * (4 * T * T + 3 * T * batch * width * width + T * batch * (2 * n + 10 * GATE_BLOCKS[cell] * hidden))
-
-
 def _check(args):
     from ..cli_checks import check_fits_in_memory, rnn_training_bytes
     from ..errors import UsageError
@@ -70,7 +63,8 @@ def _check(args):
     check_output_folder("-o", args.output)
     if args.adding is not None:  # train_task's batches of 64, then the analysis of 16 sequences per cell
         needed = max(rnn_training_bytes(2, args.hidden, 1, GATE_BLOCKS[cell], args.adding, 64)
-                     + analysis_bytes(args.adding, 2, args.hidden, cell, batch=16) for cell in ("rnn", "lstm"))
+                     + analysis_bytes(args.adding, 2, args.hidden, cell, batch=PROBE_SEQUENCES)
+                     for cell in ("rnn", "lstm"))
         check_fits_in_memory(f"--adding {args.adding} at --hidden {args.hidden}", needed,
                              "lower --adding or --hidden")
     elif args.load is None:

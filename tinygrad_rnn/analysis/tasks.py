@@ -9,12 +9,21 @@ of each sequence's norm (flow.gradient_vs_gap). Used by `tinygrad-rnn task … -
 import numpy as np
 
 from ..data import adding_problem, copy_task
+from ..nn.cells import CELLS
 from .flow import gradient_vs_gap
 from .plots import plot_gradient_vs_gap
 from .recording import record
 
 PROBE_SEQUENCES = 16
 YLABEL = r"$\|\partial L_T/\partial s_k\|$  ($s = h$; LSTM: $s = (h, c)$)"
+
+
+def analysis_bytes(T, n, hidden, cell, batch=1):
+    """Peak memory of the analysis of a T-step recording (float64): the graph, T² contribution norms and
+    their figure, T step Jacobians of the state width w (LSTM: h and c) and a chunk of their products."""
+    width = 2 * hidden if cell == "lstm" else hidden
+    gates = CELLS[cell].n_gates
+    return 8 * (4 * T * T + 3 * T * batch * width * width + T * batch * (2 * n + 10 * gates * hidden))
 
 
 def probe_batch(task, T, seed=0):

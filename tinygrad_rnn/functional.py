@@ -71,15 +71,25 @@ def nll_loss(log_probs, targets, reduction="mean", ignore_index=-100):
     return ops.nll_loss(class_last, targets, ignore_index, reduction)
 
 
-def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None):
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None, weight=None):
     """binary_cross_entropy(sigmoid(logits), targets) computed stably from the logits (torch's);
-    pos_weight weighs the positive term (broadcast over the last axis, one weight per class)."""
+    pos_weight weighs the positive term (broadcast over the last axis, one weight per class), weight
+    each element's loss (broadcast to the logits; 0 drops an element, e.g. a padded step's)."""
     _check_reduction("binary_cross_entropy_with_logits", reduction)
     t = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     if t.shape != logits.shape:
         raise ShapeError(f"binary_cross_entropy_with_logits: logits {logits.shape} and targets {t.shape} "
                          "must have the same shape")
-    return ops.binary_cross_entropy_with_logits(logits, t, reduction, pos_weight)
+    if weight is not None:
+        weight = np.asarray(weight.data if isinstance(weight, Tensor) else weight)
+        try:
+            fits = np.broadcast_shapes(weight.shape, logits.shape) == logits.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"binary_cross_entropy_with_logits: weight {weight.shape} must broadcast to the "
+                             f"logits {logits.shape}")
+    return ops.binary_cross_entropy_with_logits(logits, t, reduction, pos_weight, weight)
 
 
 def check_class_targets(op, targets, k):

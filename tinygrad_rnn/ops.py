@@ -581,16 +581,18 @@ def nll_loss(log_probs: Tensor, targets: np.ndarray, ignore_index: int = -100, r
 BCE_WITH_LOGITS = Op("binary_cross_entropy_with_logits", saves=("inputs",))
 
 
-def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None):
-    """−[w t log σ(x) + (1 − t) log(1 − σ(x))] with w = pos_weight (1 if None), stable for large |x|
-    (softplus, never log of a saturated sigmoid); ∂/∂x = (1 − t) σ(x) − w t σ(−x)."""
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None, weight=None):
+    """−v [w t log σ(x) + (1 − t) log(1 − σ(x))] with w = pos_weight, v = weight (each 1 if None; v
+    broadcasts to the logits: a mask of the real steps, as torch's weight), stable for large |x| (softplus,
+    never log of a saturated sigmoid); ∂/∂x = v [(1 − t) σ(x) − w t σ(−x)]."""
     x = floating(logits.data)
     t = np.array(targets, dtype=x.dtype)
     w = 1 if pos_weight is None else np.asarray(pos_weight, dtype=x.dtype)
-    losses = w * t * np.logaddexp(0, -x) + (1 - t) * np.logaddexp(0, x)
+    v = 1 if weight is None else np.asarray(weight, dtype=x.dtype)
+    losses = v * (w * t * np.logaddexp(0, -x) + (1 - t) * np.logaddexp(0, x))
     out = losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()
     def backward(g):
-        dx = (1 - t) * _stable_sigmoid(x) - w * t * _stable_sigmoid(-x)
+        dx = v * ((1 - t) * _stable_sigmoid(x) - w * t * _stable_sigmoid(-x))
         return (dx * (g / losses.size if reduction == "mean" else g),)
     return result(np.asarray(out, dtype=x.dtype), BCE_WITH_LOGITS, (logits,), backward)
 

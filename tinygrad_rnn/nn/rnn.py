@@ -46,6 +46,25 @@ class RNNOutput:
     def T(self):
         return len(self.logits)
 
+    def summed_loss(self, logits):
+        """L = Σ_t L_t recomputed from every step's logits stacked as rows, (T·B, k) or (T, k), in step order:
+        the loss this output's L(t) are made of (its kind, its targets, its padded steps left out), for tools
+        that rerun the network (the analysis recomputes ∂L_t/∂s_t with it)."""
+        rows = logits.shape[0]
+        if self.loss_kind == "bce":
+            real = None if self.lengths is None else (np.arange(1, self.T + 1)[:, None] <= self.lengths[None, :])
+            return step_loss("bce", logits, self.targets.reshape(rows, -1), None if real is None else
+                             real.reshape(rows, 1))
+        return step_loss("cross_entropy", logits, self.targets.reshape(rows))
+
+
+def step_loss(kind, logits, targets, alive=None):
+    """Σ over the rows of one step's loss: "cross_entropy" (integer targets, IGNORE where padded) or "bce"
+    (targets in [0, 1] of the logits' shape; alive (B, 1) masks the rows of ended sequences)."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum", weight=alive)
+    return F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
+
 
 class RNN(Module):
     """The lecture RNN: RNN(input_size n, hidden_size d, output_size k, nonlinearity="tanh"|"sigmoid",
@@ -236,10 +255,7 @@ class RNN(Module):
         out.logits.append(y)
         if out.targets is None:
             return
-        if out.loss_kind == "bce":
-            L_t = F.binary_cross_entropy_with_logits(y, out.targets[t - 1], reduction="sum", weight=alive)
-        else:
-            L_t = F.cross_entropy(y, out.targets[t - 1], reduction="sum", ignore_index=IGNORE)
+        L_t = step_loss(out.loss_kind, y, out.targets[t - 1], alive)
         L_t.name = f"L({t})"
         out.losses.append(L_t)
 

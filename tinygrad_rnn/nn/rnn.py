@@ -67,8 +67,8 @@ def step_loss(kind, logits, targets, alive=None):
 
 
 class RNN(Module):
-    """The lecture RNN: RNN(input_size n, hidden_size d, output_size k, nonlinearity="tanh"|"sigmoid",
-    cell="rnn"|"gru"|"lstm").
+    """The lecture RNN: RNN(input_size n, hidden_size d, output_size k, nonlinearity="tanh"|"sigmoid"|"relu",
+    cell="rnn"|"gru"|"lstm") (relu as torch.nn.RNN(nonlinearity="relu")).
 
     cell="rnn" (default) has Parameters U, W, b, V, c; "gru"/"lstm" have cell.weight_ih, cell.weight_hh,
     cell.bias_ih, cell.bias_hh (PyTorch's equations and gate order, transposed layout) and V, c.
@@ -79,7 +79,7 @@ class RNN(Module):
     def __init__(self, input_size, hidden_size, output_size, nonlinearity="tanh", seed=None, dtype=np.float32,
                  cell="rnn"):
         if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'sigmoid', got {nonlinearity!r}")
+            raise ValueError(f"RNN: nonlinearity must be one of {list(NONLINEARITIES)}, got {nonlinearity!r}")
         if cell not in CELLS:
             raise ValueError(f"RNN: cell must be one of {list(CELLS)}, got {cell!r}")
         if cell != "rnn" and NONLINEARITIES[nonlinearity] != "tanh":
@@ -280,16 +280,17 @@ class RNN(Module):
         (torch.nn.Linear); calling it on xs (T, B, n) or (T, n) returns (logits, final state) — the
         logits of every step, stacked. A vanilla sigmoid network has no torch equivalent (ValueError)."""
         import torch
-        if self.cell_type == "rnn" and self.nonlinearity != "tanh":
+        if self.cell_type == "rnn" and self.nonlinearity == "sigmoid":
             raise ValueError("RNN.to_torch: torch.nn.RNN supports tanh and relu only, "
                              "this network uses sigmoid")
         layer = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[self.cell_type]
         dtype = _torch_dtype(self.dtype)
+        extra = {"nonlinearity": self.nonlinearity} if self.cell_type == "rnn" else {}
 
         class TorchRNN(torch.nn.Module):
             def __init__(self, n, d, k):
                 super().__init__()
-                self.rnn = layer(n, d, dtype=dtype)
+                self.rnn = layer(n, d, dtype=dtype, **extra)
                 self.out = torch.nn.Linear(d, k, dtype=dtype)
 
             def forward(self, xs, state=None):

@@ -195,10 +195,10 @@ def test_factored_weight_gradient_is_the_same_in_chunks(monkeypatch):
 def test_split_gradients_match_finite_differences_and_skip_unused_pieces():
     from tinygrad_rnn import split
     rng = np.random.default_rng(4)
-    assert gradcheck(lambda z: (lambda a, b, c: a.tanh() * 2 + b * c)(*split(z, 3, axis=1)),
+    assert gradcheck(lambda z: (lambda a, b, c: a.tanh() * 2 + b * c)(*split(z, 2, dim=1)),
                      [Parameter(rng.standard_normal((2, 6)))])
     z = Parameter(rng.standard_normal((2, 6)))
-    a, b, c = split(z, 3)
+    a, b, c = split(z, 2, dim=1)  # torch's meaning: pieces of 2 columns
     b.sum().backward()  # only the middle piece is used: the others' columns get zeros
     np.testing.assert_array_equal(z.grad, np.array([[0, 0, 1, 1, 0, 0]] * 2))
 
@@ -208,12 +208,12 @@ def test_split_inside_a_step_uses_the_copy_and_carries_the_step():
     P = Parameter(np.arange(6.0).reshape(2, 3), name="P")
     tape = Unroll(shared=[P])
     with tape, tape.step(2):
-        top, bottom = split(P, 2, axis=0)
+        top, bottom = split(P, 1, dim=0)
     assert top.step == 2 and top.parents[0].name == "P(2)"
     (top.sum() + 3 * bottom.sum()).backward()
     np.testing.assert_array_equal(tape.copies(P)[0].grad, [[1, 1, 1], [3, 3, 3]])
     with pytest.raises(ShapeError, match="split"):
-        split(P, 4, axis=1)
+        split(P, [2, 2], dim=1)  # the sizes must add up to 3
 
 
 # --- review fixes: creation numbers after unpickling, partial backward, bias in place ------------------
@@ -237,7 +237,7 @@ def test_unpickled_parameters_are_renumbered_and_get_gradients(monkeypatch):
 def test_backward_from_members_one_at_a_time():
     from tinygrad_rnn import split
     a = Parameter(np.arange(8.0).reshape(2, 4))
-    p, q = split(a, 2, axis=1)
+    p, q = split(a, 2, dim=1)
     p.sum().backward()
     q.sum().backward()  # the batch was not freed for q, which the first backward did not reach
     np.testing.assert_array_equal(a.grad, np.ones((2, 4)))

@@ -55,6 +55,25 @@ def cross_entropy(logits, targets, reduction="mean", ignore_index=-100, label_sm
     return ops.distribution_cross_entropy(class_last, q, (~ignored).sum(), reduction)
 
 
+def sequence_cross_entropy(logits, targets, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+    """Cross-entropy over a sequence model's logits as an RNN user holds them: (T, B, k) — or the list of
+    per-step (B, k) logits — with targets (T, B), classes on the LAST axis. torch.nn.functional.cross_entropy
+    wants classes on axis 1, (N, k, d₁, …), and would read (T, B, k) as B classes; this is
+    cross_entropy(logits.reshape(T·B, k), targets.reshape(T·B)), i.e. torch's
+    F.cross_entropy(logits.permute(1, 2, 0), targets.T). ignore_index (e.g. padded steps), reduction and
+    label_smoothing as there ("mean" averages over the steps kept)."""
+    if isinstance(logits, (list, tuple)):
+        logits = ops.stack(logits)
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if logits.ndim < 2 or targets.shape != logits.shape[:-1]:
+        raise ShapeError(f"sequence_cross_entropy: logits (T, B, k) need targets (T, B) — the logits' shape "
+                         f"without the class axis {logits.shape[:-1]} — got logits {logits.shape} and targets "
+                         f"{targets.shape}")
+    flat = logits.reshape(-1, logits.shape[-1])
+    out = cross_entropy(flat, targets.reshape(-1), reduction, ignore_index, label_smoothing)
+    return out.reshape(targets.shape) if reduction == "none" else out
+
+
 def nll_loss(log_probs, targets, reduction="mean", ignore_index=-100):
     """−log_probs[target] (log-probabilities, e.g. after log_softmax), torch's layout as in cross_entropy;
     rows whose target is ignore_index count for nothing."""
@@ -71,15 +90,25 @@ def nll_loss(log_probs, targets, reduction="mean", ignore_index=-100):
     return ops.nll_loss(class_last, targets, ignore_index, reduction)
 
 
-def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None):
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None, weight=None):
     """binary_cross_entropy(sigmoid(logits), targets) computed stably from the logits (torch's);
-    pos_weight weighs the positive term (broadcast over the last axis, one weight per class)."""
+    pos_weight weighs the positive term (broadcast over the last axis, one weight per class), weight
+    each element's loss (broadcast to the logits; 0 drops an element, e.g. a padded step's)."""
     _check_reduction("binary_cross_entropy_with_logits", reduction)
     t = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     if t.shape != logits.shape:
         raise ShapeError(f"binary_cross_entropy_with_logits: logits {logits.shape} and targets {t.shape} "
                          "must have the same shape")
-    return ops.binary_cross_entropy_with_logits(logits, t, reduction, pos_weight)
+    if weight is not None:
+        weight = np.asarray(weight.data if isinstance(weight, Tensor) else weight)
+        try:
+            fits = np.broadcast_shapes(weight.shape, logits.shape) == logits.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"binary_cross_entropy_with_logits: weight {weight.shape} must broadcast to the "
+                             f"logits {logits.shape}")
+    return ops.binary_cross_entropy_with_logits(logits, t, reduction, pos_weight, weight)
 
 
 def check_class_targets(op, targets, k):
@@ -104,11 +133,14 @@ def binary_cross_entropy(probs, targets, reduction="mean"):
     return ops.binary_cross_entropy(probs, t, reduction)
 
 
-def one_hot(indices, num_classes, dtype=np.float32):
-    """Tensor of shape indices.shape + (num_classes,) with a 1 at each index."""
+def one_hot(indices, num_classes=-1, dtype=np.int64):
+    """Tensor of shape indices.shape + (num_classes,) with a 1 at each index: int64 as torch's (it promotes
+    to the float dtype of whatever it multiplies); num_classes=-1 means max(indices) + 1, as torch."""
     indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"one_hot: indices must be integers, got dtype {indices.dtype}")
+    if num_classes == -1:
+        num_classes = int(indices.max()) + 1 if indices.size else 0
     if indices.size and (indices.min() < 0 or indices.max() >= num_classes):
         raise ValueError(f"one_hot: indices must be in [0, {num_classes}), got [{indices.min()}, {indices.max()}]")
     return Tensor(np.eye(num_classes, dtype=dtype)[indices])

@@ -174,15 +174,6 @@ def neg(a):
 POW = Op("pow", saves=("inputs",))
 
 
-def power_operator(a, exponent):
-    """a ** exponent, for a number exponent. A tensor exponent goes through a.pow(exponent) (tensor_pow):
-    the operator keeps refusing tensors, which the engine's own tests pin down."""
-    if isinstance(exponent, Tensor) or not np.isscalar(exponent):
-        raise TypeError(f"pow: the exponent of ** must be a number, got {type(exponent).__name__}; "
-                        "use a.pow(exponent) for a tensor exponent")
-    return pow(a, exponent)
-
-
 def pow(a, exponent):
     """a ** exponent: a number, or a tensor (then ∂/∂exponent = a ** exponent · log a, as torch)."""
     if isinstance(exponent, Tensor) or not np.isscalar(exponent):
@@ -581,16 +572,18 @@ def nll_loss(log_probs: Tensor, targets: np.ndarray, ignore_index: int = -100, r
 BCE_WITH_LOGITS = Op("binary_cross_entropy_with_logits", saves=("inputs",))
 
 
-def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None):
-    """−[w t log σ(x) + (1 − t) log(1 − σ(x))] with w = pos_weight (1 if None), stable for large |x|
-    (softplus, never log of a saturated sigmoid); ∂/∂x = (1 − t) σ(x) − w t σ(−x)."""
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean", pos_weight=None, weight=None):
+    """−v [w t log σ(x) + (1 − t) log(1 − σ(x))] with w = pos_weight, v = weight (each 1 if None; v
+    broadcasts to the logits: a mask of the real steps, as torch's weight), stable for large |x| (softplus,
+    never log of a saturated sigmoid); ∂/∂x = v [(1 − t) σ(x) − w t σ(−x)]."""
     x = floating(logits.data)
     t = np.array(targets, dtype=x.dtype)
     w = 1 if pos_weight is None else np.asarray(pos_weight, dtype=x.dtype)
-    losses = w * t * np.logaddexp(0, -x) + (1 - t) * np.logaddexp(0, x)
+    v = 1 if weight is None else np.asarray(weight, dtype=x.dtype)
+    losses = v * (w * t * np.logaddexp(0, -x) + (1 - t) * np.logaddexp(0, x))
     out = losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()
     def backward(g):
-        dx = (1 - t) * _stable_sigmoid(x) - w * t * _stable_sigmoid(-x)
+        dx = v * ((1 - t) * _stable_sigmoid(x) - w * t * _stable_sigmoid(-x))
         return (dx * (g / losses.size if reduction == "mean" else g),)
     return result(np.asarray(out, dtype=x.dtype), BCE_WITH_LOGITS, (logits,), backward)
 
@@ -696,19 +689,9 @@ def getitem(a, index):
 SPLIT = Op("split", saves=(), view=True, batched=True)
 
 
-def split(a: Tensor, sections, axis: int = -1) -> list:
-    """np.split(a, sections, axis): `sections` equal pieces (or pieces cut at the given indices) — numpy's
-    meaning, kept for this function; the method a.split(size_or_sizes, dim) has torch's meaning (pieces of
-    that size) and chunk(a, n, dim) cuts n pieces as torch.chunk."""
-    try:
-        pieces = np.split(a.data, sections, axis=axis)
-    except (ValueError, IndexError, TypeError) as e:
-        raise shape_error("split", (a,), str(e)) from None
-    return _pieces(a, pieces, axis)
-
-
-def split_sizes(a: Tensor, size_or_sizes, dim: int = 0) -> list:
-    """torch.split: pieces of size_or_sizes along dim (the last one smaller), or of the listed sizes."""
+def split(a: Tensor, size_or_sizes, dim: int = 0) -> list:
+    """torch.split: pieces of size_or_sizes along dim (the last one smaller), or of the listed sizes — not
+    numpy's np.split(a, n), which cuts n pieces: that is chunk(a, n, dim), as torch.chunk."""
     n = a.data.shape[_dim("split", a, dim)] if a.data.ndim else 0
     if isinstance(size_or_sizes, (list, tuple)):
         if builtins.sum(size_or_sizes) != n or builtins.min(size_or_sizes, default=0) < 0:
@@ -728,7 +711,7 @@ def chunk(a: Tensor, chunks: int, dim: int = 0) -> list:
     if not isinstance(chunks, (int, np.integer)) or chunks <= 0:
         raise shape_error("chunk", (a,), f"chunks must be a positive int, got {chunks!r}")
     n = a.data.shape[_dim("chunk", a, dim)]
-    return split_sizes(a, builtins.max(-(-n // chunks), 1), dim)
+    return split(a, builtins.max(-(-n // chunks), 1), dim)
 
 
 def _pieces(a, pieces, axis):
@@ -1072,19 +1055,39 @@ def repeat(a, *sizes):
 PAD = Op("pad", saves=())
 
 
-def pad(a, pad, value=0.0):
-    """torch.nn.functional.pad, constant mode: pad = (left, right) for the last axis, then (left, right)
-    for the one before, …; backward crops the gradient back."""
+_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}  # torch's name -> numpy's
+
+
+def pad(a, pad, mode="constant", value=0.0):
+    """torch.nn.functional.pad: pad = (left, right) for the last axis, then (left, right) for the one before, …
+    mode "constant" (value; backward crops the gradient back), or "reflect", "replicate", "circular": each
+    output element is a copy of an input element (numpy's reflect, edge, wrap), so backward adds every
+    copy's gradient onto its source."""
     if len(pad) % 2 or len(pad) // 2 > a.data.ndim:
         raise shape_error("pad", (a,), f"pad {tuple(pad)} needs (left, right) pairs for at most {a.data.ndim} axes")
     if builtins.min(pad, default=0) < 0:
         raise shape_error("pad", (a,), f"negative padding {tuple(pad)} is not supported")
+    if mode != "constant" and mode not in _PAD_MODES:
+        raise ValueError(f"pad: mode must be 'constant' or one of {list(_PAD_MODES)}, got {mode!r}")
     widths = [(0, 0)] * a.data.ndim
     for i in range(len(pad) // 2):
         widths[-1 - i] = (pad[2 * i], pad[2 * i + 1])
-    crop = tuple(slice(left, left + n) for (left, _), n in zip(widths, a.data.shape))
-    out = np.pad(a.data, widths, constant_values=value)
-    return result(out, PAD, (a,), lambda g: (g[crop],))
+    if mode == "constant":
+        crop = tuple(slice(left, left + n) for (left, _), n in zip(widths, a.data.shape))
+        out = np.pad(a.data, widths, constant_values=value)
+        return result(out, PAD, (a,), lambda g: (g[crop],))
+    shape, dtype = a.data.shape, a.data.dtype
+    for (left, right), n in zip(widths, shape):
+        if mode == "reflect" and builtins.max(left, right) >= n and left + right:
+            raise shape_error("pad", (a,), f"reflect padding {(left, right)} must be smaller than the axis ({n})")
+        if n == 0 and left + right:
+            raise shape_error("pad", (a,), f"cannot {mode}-pad an empty axis")
+    sources = np.ix_(*[np.pad(np.arange(n), w, mode=_PAD_MODES[mode]) for w, n in zip(widths, shape)])
+    def backward(g):
+        gx = np.zeros(shape, dtype)
+        np.add.at(gx, sources, g)
+        return (gx,)
+    return result(a.data[sources], PAD, (a,), backward)
 
 
 GATHER = Op("gather", saves=())
@@ -1277,13 +1280,13 @@ def install_methods(cls):
     cls.__rtruediv__ = lambda self, other: div(as_tensor(other, self), self)
     cls.__neg__ = neg
     cls.__abs__ = abs
-    cls.__pow__ = power_operator
+    cls.__pow__ = pow  # a number or a tensor exponent, as torch
     cls.__rpow__ = lambda self, base: tensor_pow(as_tensor(base, self), self)
     cls.__matmul__ = matmul
     cls.__rmatmul__ = lambda self, other: matmul(as_tensor(other, self), self)
     cls.__getitem__ = getitem
     for fn in (sum, mean, max, min, exp, log, tanh, sigmoid, relu, softmax, log_softmax, reshape, transpose,
-               permute, chunk, clone, unsqueeze, squeeze, flatten, expand, argmax, argmin, pow, sqrt, rsqrt,
+               permute, split, chunk, clone, unsqueeze, squeeze, flatten, expand, argmax, argmin, pow, sqrt, rsqrt,
                abs, sin, cos, clamp, clip, maximum, minimum, logsumexp, var, std, cumsum, flip, repeat, gather,
                masked_fill, softplus, logsigmoid, silu, gelu, leaky_relu):
         setattr(cls, fn.__name__, fn)
@@ -1292,7 +1295,6 @@ def install_methods(cls):
     cls.where = lambda self, condition, other: where(condition, self, other)  # torch: self if condition else other
     cls.view = view_as
     cls.clip = clamp
-    cls.split = split_sizes
     for name, ufunc in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal),
                         ("gt", np.greater), ("ge", np.greater_equal)):
         compare = _comparison(name, ufunc)

@@ -199,7 +199,11 @@ class Tensor:
         return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}{extras})"
 
     def __bool__(self):
-        raise TypeError("Tensor: truth value is ambiguous; compare .item() or .data instead")
+        """The truth of a one-element tensor (`if loss < 1:`), as torch; more elements are ambiguous."""
+        if self.data.size != 1:
+            raise TypeError(f"Tensor: the truth value of a tensor with {self.data.size} elements is ambiguous; "
+                            "use .any() / .all() on .data, or compare .item()")
+        return bool(self.data.item())
 
     __hash__ = object.__hash__
 

@@ -8,6 +8,10 @@
 
 Every step of every model runs inside `tape.step(t)` of one Unroll, so all of them record the unrolled
 graph with per-step copies of their weights (encoder steps 1..S, decoder steps S+1..S+T).
+
+Padded batches: every model takes `lengths` (B,) (Seq2Seq: src_lengths, tgt_lengths) and then runs as
+nn/lengths.py describes — steps 1 … max(lengths) only, ended sequences keep their state, padded steps in
+no loss — so each sequence gets the loss and gradients it would get alone (torch's packed sequences).
 """
 import numpy as np
 
@@ -17,19 +21,22 @@ from ..ops import stack
 from ..tensor import Tensor, no_grad
 from ..unroll import Unroll
 from .cells import hidden_of, make_cell
+from .lengths import IGNORE, alive_masks, checked_lengths, keep_ended, masked_targets, zero_padding
 from .linear import Embedding, Linear
 from .module import Module
 
 
-def unroll(cell, xs, state=None, tape=None, start=1, embed=None, name="s"):
+def unroll(cell, xs, state=None, tape=None, start=1, embed=None, name="s", lengths=None):
     """Run `cell` over the T inputs xs, step t inside `tape.step(t)` for t = start, start + 1, ...
 
     xs: (T, B, n) / (T, n) floats, or integer ids (T, B) / (T,) when `embed` (an Embedding) is given —
     the lookup then happens inside the step, so the table has per-step copies too. Hidden states are
     named "s(t)" (`name`). Returns (hidden states h(1..T), final state, tape); the final state is the
-    cell's (an LSTM's (h, c)).
+    cell's (an LSTM's (h, c)). lengths (B,): a padded batch; only max(lengths) steps run, and the final
+    state holds each sequence's state after its own last step (nn/lengths.py).
     """
     tape = Unroll() if tape is None else tape
+    xs, masks = padded(xs, lengths, "unroll")
     hiddens = []
     for i in range(len(xs)):
         t = start + i
@@ -38,11 +45,34 @@ def unroll(cell, xs, state=None, tape=None, start=1, embed=None, name="s"):
                 x = embed(xs[i])
             else:
                 x = Tensor(np.asarray(xs[i], dtype=cell.dtype), name=f"x({t})")
-            state = cell(x, state)
+            state = keep_ended(cell(x, state), state, masks[i])
             h = hidden_of(state)
             h.name = f"{name}({t})"
             hiddens.append(h)
     return hiddens, state, tape
+
+
+def padded(xs, lengths, op):
+    """(xs, masks): without lengths xs itself and no masks; with them xs cut to max(lengths) steps with its
+    padding zeroed, and the alive mask of every step (None where no sequence has ended)."""
+    if lengths is None:
+        return xs, [None] * len(xs)
+    xs = np.asarray(xs)
+    if xs.ndim < 2:
+        raise ValueError(f"{op}: lengths need a batch (inputs (T, B, ...)), got inputs of shape {xs.shape}")
+    lengths = checked_lengths(op, lengths, xs.shape[0], xs.shape[1])
+    masks = alive_masks(lengths)
+    return zero_padding(xs[:len(masks)], lengths), masks
+
+
+def _real_targets(targets, lengths, op):
+    """Integer targets (T, B) with padded steps ignored, and how many real ones there are."""
+    if lengths is None:
+        return targets, targets.size
+    if targets.ndim < 2:
+        raise ValueError(f"{op}: lengths need a batch (targets (T, B)), got targets of shape {targets.shape}")
+    lengths = checked_lengths(op, lengths, targets.shape[0], targets.shape[1])
+    return masked_targets(targets[:int(lengths.max())], lengths), int(lengths.sum())
 
 
 def _ids(ids, op):
@@ -61,28 +91,32 @@ class SequenceTagger(Module):
         self.cell = make_cell(cell, embed_size, hidden_size, seed=rng, dtype=dtype)
         self.head = Linear(hidden_size, n_tags, seed=rng, dtype=dtype)
 
-    def forward(self, ids):
-        """(logits per step, tape): each step's head output is recorded inside its step."""
-        ids = _ids(ids, "SequenceTagger")
+    def forward(self, ids, lengths=None):
+        """(logits per step, tape): each step's head output is recorded inside its step. lengths (B,):
+        a padded batch (only max(lengths) steps run; a padded step's logits mean nothing)."""
+        ids, masks = padded(_ids(ids, "SequenceTagger"), lengths, "SequenceTagger")
         tape, state, logits = Unroll(), None, []
         for t in range(1, len(ids) + 1):
             with tape.step(t):
-                state = self.cell(self.embed(ids[t - 1]), state)
+                state = keep_ended(self.cell(self.embed(ids[t - 1]), state), state, masks[t - 1])
                 y = self.head(hidden_of(state))
                 y.name = f"y({t})"
                 logits.append(y)
         return logits, tape
 
-    def loss(self, ids, tags):
-        """Mean cross-entropy over every step and sequence; returns (loss, logits)."""
-        tags = _ids(tags, "SequenceTagger.loss")
-        logits, _ = self.forward(ids)
-        total = stack([F.cross_entropy(y, tags[t], reduction="sum") for t, y in enumerate(logits)]).sum()
-        return total * (1.0 / tags.size), logits
+    def loss(self, ids, tags, lengths=None):
+        """Mean cross-entropy over every real step of every sequence; returns (loss, logits)."""
+        tags, count = _real_targets(_ids(tags, "SequenceTagger.loss"), lengths, "SequenceTagger.loss")
+        logits, _ = self.forward(ids, lengths)
+        total = stack([F.cross_entropy(y, tags[t], reduction="sum", ignore_index=IGNORE)
+                       for t, y in enumerate(logits)]).sum()
+        return total * (1.0 / count), logits
 
-    def predict(self, ids):
+    def predict(self, ids, lengths=None):
+        """The likeliest tag of every step (T, B); with lengths, IGNORE (−100) at padded steps."""
         with no_grad():
-            return np.stack([np.argmax(y.data, axis=-1) for y in self.forward(ids)[0]])
+            tags = np.stack([np.argmax(y.data, axis=-1) for y in self.forward(ids, lengths)[0]])
+        return tags if lengths is None else masked_targets(tags, np.asarray(lengths))
 
 
 class SequenceClassifier(Module):
@@ -94,29 +128,32 @@ class SequenceClassifier(Module):
         self.cell = make_cell(cell, input_size, hidden_size, seed=rng, dtype=dtype)
         self.head = Linear(hidden_size, output_size, seed=rng, dtype=dtype)
 
-    def forward(self, xs):
-        """(prediction from the last step, tape); the head is applied inside the last step."""
+    def forward(self, xs, lengths=None):
+        """(prediction from the last step, tape); the head is applied inside the last step. lengths (B,):
+        a padded batch, each sequence predicted from its state after its own last step (torch's h_n)."""
         xs = np.asarray(xs, dtype=self.cell.dtype)
         if xs.ndim not in (2, 3):
             raise ValueError(f"SequenceClassifier: inputs must have shape (T, B, n) or (T, n), "
                              f"got {xs.shape}")
-        tape, state, T = Unroll(), None, len(xs)
-        if T == 0:
+        if len(xs) == 0:
             raise ValueError("SequenceClassifier: the input sequence is empty (T = 0): there is no last step "
                              "to predict from")
+        xs, masks = padded(xs, lengths, "SequenceClassifier")
+        tape, state, T = Unroll(), None, len(xs)
         for t in range(1, T + 1):
             with tape.step(t):
-                state = self.cell(Tensor(xs[t - 1], name=f"x({t})"), state)
+                state = keep_ended(self.cell(Tensor(xs[t - 1], name=f"x({t})"), state), state, masks[t - 1])
                 hidden_of(state).name = f"s({t})"
                 if t == T:
                     y = self.head(hidden_of(state))
         y.name = f"y({T})"
         return y, tape
 
-    def loss(self, xs, targets, kind="classification"):
+    def loss(self, xs, targets, kind="classification", lengths=None):
         """Loss on the last step only: "classification" (mean cross-entropy, integer targets (B,)) or
-        "regression" (mean squared error, targets (B, output_size) or (B,) for one output)."""
-        y, _ = self.forward(xs)
+        "regression" (mean squared error, targets (B, output_size) or (B,) for one output). lengths (B,):
+        each sequence's last real step."""
+        y, _ = self.forward(xs, lengths)
         if kind == "classification":
             return F.cross_entropy(y, np.asarray(targets), reduction="mean"), y
         if kind != "regression":
@@ -140,8 +177,9 @@ class Encoder(Module):
         self.embed = Embedding(vocab_size, embed_size, seed=rng, dtype=dtype)
         self.cell = make_cell(cell, embed_size, hidden_size, seed=rng, dtype=dtype)
 
-    def forward(self, ids, tape=None, start=1):
-        hiddens, state, tape = unroll(self.cell, ids, None, tape, start, embed=self.embed, name="e")
+    def forward(self, ids, tape=None, start=1, lengths=None):
+        hiddens, state, tape = unroll(self.cell, ids, None, tape, start, embed=self.embed, name="e",
+                                      lengths=lengths)
         return state, tape
 
 
@@ -158,28 +196,32 @@ class Seq2Seq(Module):
         self.cell = make_cell(cell, embed_size, hidden_size, seed=rng, dtype=dtype)
         self.head = Linear(hidden_size, vocab_size, seed=rng, dtype=dtype)
 
-    def loss(self, src, tgt):
-        """Teacher forcing: decoder inputs are [bos, tgt[:-1]]; mean cross-entropy over target steps.
-        Returns (loss, logits, tape)."""
+    def loss(self, src, tgt, src_lengths=None, tgt_lengths=None):
+        """Teacher forcing: decoder inputs are [bos, tgt[:-1]]; mean cross-entropy over the real target
+        steps. src_lengths / tgt_lengths (B,): padded source / target batches (the decoder starts from each
+        source's state after its own last step). Returns (loss, logits, tape)."""
         src, tgt = _ids(src, "Seq2Seq"), _ids(tgt, "Seq2Seq.loss")
-        state, tape = self.encoder(src)
+        state, tape = self.encoder(src, lengths=src_lengths)
         inputs = np.concatenate([np.full_like(tgt[:1], self.bos), tgt[:-1]])
+        inputs, masks = padded(inputs, tgt_lengths, "Seq2Seq.loss")
+        tgt, count = _real_targets(tgt, tgt_lengths, "Seq2Seq.loss")
         logits, losses = [], []
+        first = (tape.steps[-1] if tape.steps else 0) + 1  # the step after the encoder's last
         for i in range(len(tgt)):
-            t = len(src) + 1 + i
+            t = first + i
             with tape.step(t):
-                state = self.cell(self.embed(inputs[i]), state)
+                state = keep_ended(self.cell(self.embed(inputs[i]), state), state, masks[i])
                 y = self.head(hidden_of(state))
                 y.name = f"y({t})"
                 logits.append(y)
-                losses.append(F.cross_entropy(y, tgt[i], reduction="sum"))
-        return stack(losses).sum() * (1.0 / tgt.size), logits, tape
+                losses.append(F.cross_entropy(y, tgt[i], reduction="sum", ignore_index=IGNORE))
+        return stack(losses).sum() * (1.0 / count), logits, tape
 
     @no_grad()
-    def translate(self, src, length):
+    def translate(self, src, length, src_lengths=None):
         """Greedy decoding of `length` tokens for src (S, B) or (S,): each argmax is fed back in."""
         src = _ids(src, "Seq2Seq.translate")
-        state, _ = self.encoder(src)
+        state, _ = self.encoder(src, lengths=src_lengths)
         token = np.full(src.shape[1:], self.bos, dtype=np.int64)
         out = []
         for _ in range(length):

@@ -26,11 +26,9 @@ from ..tensor import Parameter, Tensor
 from .linear import _check_torch_shape, _numpy, _torch_dtype, as_input, uniform_init
 from .module import Module
 
-# the vanilla cell's σ: the names a user may give -> the op (the notes call the sigmoid "logistic")
-NONLINEARITIES = {"tanh": "tanh", "sigmoid": "sigmoid", "logistic": "sigmoid"}
-# RNNCell also takes relu (torch.nn.RNNCell's other nonlinearity); nn.RNN checks NONLINEARITIES and its
-# tests still pin relu down as refused there, so the sequence model opts in separately (rnn.py)
-CELL_NONLINEARITIES = {**NONLINEARITIES, "relu": "relu"}
+# the vanilla cell's σ: the names a user may give -> the op (the notes call the sigmoid "logistic"; relu is
+# torch.nn.RNN's other nonlinearity). The one table: RNNCell and nn.RNN both check it.
+NONLINEARITIES = {"tanh": "tanh", "sigmoid": "sigmoid", "logistic": "sigmoid", "relu": "relu"}
 _ACTIVATIONS = {"tanh": ops.tanh, "sigmoid": ops.sigmoid, "relu": ops.relu}
 
 
@@ -123,9 +121,9 @@ class RNNCell(_Cell):
     """The lecture cell s' = σ(x U + s W + b) with σ = tanh or the logistic sigmoid."""
 
     def __init__(self, input_size, hidden_size, nonlinearity="tanh", seed=None, dtype=np.float32):
-        if nonlinearity not in CELL_NONLINEARITIES:
-            raise ValueError(f"RNNCell: nonlinearity must be 'tanh', 'sigmoid' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = CELL_NONLINEARITIES[nonlinearity]
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"RNNCell: nonlinearity must be one of {list(NONLINEARITIES)}, got {nonlinearity!r}")
+        self.nonlinearity = NONLINEARITIES[nonlinearity]
         init = self._init(input_size, hidden_size, seed, dtype)
         self.U = Parameter(init(input_size, hidden_size), name="U")
         self.W = Parameter(init(hidden_size, hidden_size), name="W")
@@ -135,7 +133,7 @@ class RNNCell(_Cell):
     def from_parameters(cls, U, W, b, nonlinearity="tanh"):
         """A cell that uses existing Parameters (nn.RNN's U, W, b) instead of new ones."""
         cell = cls.__new__(cls)
-        cell.nonlinearity = CELL_NONLINEARITIES[nonlinearity]
+        cell.nonlinearity = NONLINEARITIES[nonlinearity]
         cell.input_size, cell.hidden_size = U.shape
         cell.U, cell.W, cell.b = U, W, b
         return cell

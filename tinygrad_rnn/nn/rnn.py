@@ -18,10 +18,11 @@ import numpy as np
 
 from .. import functional as F
 from ..batched import cross_entropy_steps, linear_steps
-from ..ops import stack
+from ..ops import affine, stack
 from ..tensor import Parameter, Tensor
 from ..unroll import Unroll
 from .cells import CELLS, NONLINEARITIES, RNNCell, hidden_of, make_cell
+from .lengths import IGNORE, alive_masks, checked_lengths, keep_ended, masked_targets, zero_padding
 from .linear import _check_torch_shape, _numpy, _torch_dtype
 from .module import Module
 
@@ -38,15 +39,36 @@ class RNNOutput:
     targets: np.ndarray = None
     losses: list = field(default_factory=list)  # L(1..T) after loss()
     cell_states: list = field(default_factory=list)  # LSTM only: memory cells C(0..T)
+    lengths: np.ndarray = None  # (B,) real steps per sequence, or None: every step of every sequence is real
+    loss_kind: str = "cross_entropy"  # or "bce": what L(t) is (see RNN.loss)
 
     @property
     def T(self):
         return len(self.logits)
 
+    def summed_loss(self, logits):
+        """L = Σ_t L_t recomputed from every step's logits stacked as rows, (T·B, k) or (T, k), in step order:
+        the loss this output's L(t) are made of (its kind, its targets, its padded steps left out), for tools
+        that rerun the network (the analysis recomputes ∂L_t/∂s_t with it)."""
+        rows = logits.shape[0]
+        if self.loss_kind == "bce":
+            real = None if self.lengths is None else (np.arange(1, self.T + 1)[:, None] <= self.lengths[None, :])
+            return step_loss("bce", logits, self.targets.reshape(rows, -1), None if real is None else
+                             real.reshape(rows, 1))
+        return step_loss("cross_entropy", logits, self.targets.reshape(rows))
+
+
+def step_loss(kind, logits, targets, alive=None):
+    """Σ over the rows of one step's loss: "cross_entropy" (integer targets, IGNORE where padded) or "bce"
+    (targets in [0, 1] of the logits' shape; alive (B, 1) masks the rows of ended sequences)."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum", weight=alive)
+    return F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
+
 
 class RNN(Module):
-    """The lecture RNN: RNN(input_size n, hidden_size d, output_size k, nonlinearity="tanh"|"sigmoid",
-    cell="rnn"|"gru"|"lstm").
+    """The lecture RNN: RNN(input_size n, hidden_size d, output_size k, nonlinearity="tanh"|"sigmoid"|"relu",
+    cell="rnn"|"gru"|"lstm") (relu as torch.nn.RNN(nonlinearity="relu")).
 
     cell="rnn" (default) has Parameters U, W, b, V, c; "gru"/"lstm" have cell.weight_ih, cell.weight_hh,
     cell.bias_ih, cell.bias_hh (PyTorch's equations and gate order, transposed layout) and V, c.
@@ -57,7 +79,7 @@ class RNN(Module):
     def __init__(self, input_size, hidden_size, output_size, nonlinearity="tanh", seed=None, dtype=np.float32,
                  cell="rnn"):
         if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'sigmoid', got {nonlinearity!r}")
+            raise ValueError(f"RNN: nonlinearity must be one of {list(NONLINEARITIES)}, got {nonlinearity!r}")
         if cell not in CELLS:
             raise ValueError(f"RNN: cell must be one of {list(CELLS)}, got {cell!r}")
         if cell != "rnn" and NONLINEARITIES[nonlinearity] != "tanh":
@@ -101,14 +123,24 @@ class RNN(Module):
                              f"(T, {self.input_size}), got {xs.shape}")
         return xs
 
-    def forward(self, xs, s0=None):
-        """Run the unrolled network over xs (T, B, n) or (T, n); returns an RNNOutput."""
-        return self._unroll(xs, s0, None)
+    def forward(self, xs, s0=None, lengths=None):
+        """Run the unrolled network over xs (T, B, n) or (T, n); returns an RNNOutput.
 
-    def loss(self, xs, targets, s0=None):
-        """(L, output) with L = Σ_t Σ_batch cross_entropy(y_t, target_t): the lecture's L = Σ_t L_t.
-        targets: integers of shape (T, B) or (T,). Each L(t) is recorded inside step t."""
-        out = self._unroll(xs, s0, targets)
+        lengths (B,): the real length of each sequence of a padded batch (nn/lengths.py says what runs
+        and what a copy W(t) means then); only steps 1 … max(lengths) are recorded."""
+        return self._unroll(xs, s0, None, lengths)
+
+    def loss(self, xs, targets, s0=None, lengths=None, loss="cross_entropy"):
+        """(L, output) with L = Σ_t L_t, the lecture's sum of per-step losses; each L(t) is recorded
+        inside step t.
+
+        loss="cross_entropy": L_t = Σ_batch −log softmax(y_t)[target_t], targets integers (T, B) or (T,).
+        loss="bce" (lecture 23): L_t = Σ_batch Σ_j −[y log ŷ + (1 − y) log(1 − ŷ)] with ŷ = sigmoid(y_t),
+        computed stably from the logits; targets y in [0, 1] of the outputs' shape (T, B, k) or (T, k).
+        lengths (B,): padded steps (t > lengths[b]) count for nothing, whatever their targets hold."""
+        if loss not in ("cross_entropy", "bce"):
+            raise ValueError(f"RNN.loss: loss must be 'cross_entropy' or 'bce', got {loss!r}")
+        out = self._unroll(xs, s0, targets, lengths, loss)
         L = stack(out.losses).sum()
         L.name = "L"
         return L, out
@@ -122,8 +154,16 @@ class RNN(Module):
                              f"got {s.shape}")
         return s
 
-    def _unroll(self, xs, s0, targets):
+    def _unroll(self, xs, s0, targets, lengths=None, loss_kind="cross_entropy"):
         xs = self._inputs(xs)
+        masks = None
+        if lengths is not None:
+            if xs.ndim != 3:
+                raise ValueError(f"RNN.forward: lengths need a batch, inputs (T, B, {self.input_size}); "
+                                 f"got {xs.shape}")
+            lengths = checked_lengths("RNN.forward", lengths, xs.shape[0], xs.shape[1])
+            masks = alive_masks(lengths)
+            xs = zero_padding(xs[:len(masks)], lengths)
         state_shape = xs.shape[1:-1] + (self.hidden_size,)
         if self.cell_type == "lstm":
             if s0 is not None and not (isinstance(s0, (tuple, list)) and len(s0) == 2):
@@ -133,27 +173,48 @@ class RNN(Module):
         else:
             s = self._initial(s0, state_shape, xs)
         if targets is not None:
-            targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
-            if targets.shape != xs.shape[:-1]:
-                raise ValueError(f"RNN.loss: targets must have shape {xs.shape[:-1]} for inputs {xs.shape}, "
-                                 f"got {targets.shape}")
-            # checked once here, so that each step can use the cross-entropy op directly
-            F.check_class_targets("RNN.loss", targets, self.output_size)
-            targets = targets.copy()  # ours: the caller may refill its buffer before backward
+            targets = self._targets(targets, xs, lengths, loss_kind)
         if s.name is None:
             s.name = "s(0)"
         tape = Unroll(shared=self.parameters())
-        out = RNNOutput([], [s], [], tape, self, xs, s.data, targets)
-        return self._run(out, s, memory if self.cell_type == "lstm" else None)
+        out = RNNOutput([], [s], [], tape, self, xs, s.data, targets, lengths=lengths, loss_kind=loss_kind)
+        return self._run(out, s, memory if self.cell_type == "lstm" else None, masks)
 
-    def _run(self, out, s, memory):
+    def _targets(self, targets, xs, lengths, loss_kind):
+        """The targets, checked once here (so that each step can use its loss op directly) and copied (the
+        caller may refill its buffer before backward); a padded step's are set to count for nothing."""
+        targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+        if lengths is not None:
+            targets = targets[:len(xs)]
+        expected = xs.shape[:-1] + ((self.output_size,) if loss_kind == "bce" else ())
+        if targets.shape != expected:
+            raise ValueError(f"RNN.loss: targets must have shape {expected} for inputs {xs.shape}"
+                             f"{' and loss=bce' if loss_kind == 'bce' else ''}, got {targets.shape}")
+        if loss_kind == "bce":
+            targets = np.array(targets, dtype=self.dtype) if lengths is None else zero_padding(
+                targets.astype(self.dtype), lengths)
+            if not (targets.min(initial=0) >= 0 and targets.max(initial=0) <= 1):  # NaN fails this too
+                raise ValueError("RNN.loss: loss='bce' needs targets in [0, 1]")
+            return targets
+        if lengths is None:
+            F.check_class_targets("RNN.loss", targets, self.output_size)
+            return targets.copy()
+        F.check_class_targets("RNN.loss", targets[zero_padding(np.ones(targets.shape, bool), lengths)],
+                              self.output_size)  # only the real steps' targets must be classes
+        return masked_targets(targets, lengths)
+
+    def _run(self, out, s, memory, masks=None):
         """The unrolled network, every cell: s(t) = cell(x(t), s(t−1)) inside step t, then the output side.
 
         The vanilla cell runs as its two halves, a(t) = x(t) U(t) + s(t−1) W(t) + b(t) (one node) and
         s(t) = σ(a(t)), so that a(t) is named and kept; inputs were checked once for the whole sequence.
-        A GRU's s(t) is its h_t; an LSTM's state is (h_t, C(t)), its memory cells recorded in cell_states."""
+        A GRU's s(t) is its h_t; an LSTM's state is (h_t, C(t)), its memory cells recorded in cell_states.
+        masks (variable lengths, nn/lengths.py): ended sequences keep their state; then, as for loss="bce",
+        y(t) and L(t) are made inside each step (the all-steps-at-once output side has one loss only)."""
         xs, tape, cell = out.inputs, out.tape, self.cell
         vanilla = self.cell_type == "rnn"
+        per_step = masks is not None or out.loss_kind != "cross_entropy"
+        alive = None
         if memory is not None:
             if memory.name is None:
                 memory.name = "C(0)"
@@ -162,6 +223,7 @@ class RNN(Module):
             for t in range(1, xs.shape[0] + 1):
                 with tape.step(t):
                     x = Tensor(xs[t - 1], name=f"x({t})")
+                    previous = s, memory
                     if vanilla:
                         a = cell.preactivation(x, s)
                         s = cell.activate(a)
@@ -171,12 +233,31 @@ class RNN(Module):
                         s = cell(x, s)
                     else:
                         s, memory = cell(x, (s, memory))
+                    alive = None if masks is None else masks[t - 1]
+                    if alive is not None:  # some sequences ended: they keep their state
+                        s = keep_ended(s, previous[0], alive)
+                        memory = None if memory is None else keep_ended(memory, previous[1], alive)
+                    if memory is not None:
                         memory.name = f"C({t})"
                         out.cell_states.append(memory)
                     s.name = f"s({t})"
                     out.states.append(s)
-            self._output_layer(out)
+                    if per_step:
+                        self._step_output(out, s, t, alive)
+            if not per_step:
+                self._output_layer(out)
         return out
+
+    def _step_output(self, out, s, t, alive):
+        """y(t) = s(t) V(t) + c(t) and, with targets, L(t), made inside step t (variable lengths, bce)."""
+        y = affine([(s, self.V)], self.c)
+        y.name = f"y({t})"
+        out.logits.append(y)
+        if out.targets is None:
+            return
+        L_t = step_loss(out.loss_kind, y, out.targets[t - 1], alive)
+        L_t.name = f"L({t})"
+        out.losses.append(L_t)
 
     def _output_layer(self, out):
         """The output side, shared by every cell: y(t) = s(t) V(t) + c(t) and, with targets, L(t).
@@ -199,16 +280,17 @@ class RNN(Module):
         (torch.nn.Linear); calling it on xs (T, B, n) or (T, n) returns (logits, final state) — the
         logits of every step, stacked. A vanilla sigmoid network has no torch equivalent (ValueError)."""
         import torch
-        if self.cell_type == "rnn" and self.nonlinearity != "tanh":
+        if self.cell_type == "rnn" and self.nonlinearity == "sigmoid":
             raise ValueError("RNN.to_torch: torch.nn.RNN supports tanh and relu only, "
                              "this network uses sigmoid")
         layer = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[self.cell_type]
         dtype = _torch_dtype(self.dtype)
+        extra = {"nonlinearity": self.nonlinearity} if self.cell_type == "rnn" else {}
 
         class TorchRNN(torch.nn.Module):
             def __init__(self, n, d, k):
                 super().__init__()
-                self.rnn = layer(n, d, dtype=dtype)
+                self.rnn = layer(n, d, dtype=dtype, **extra)
                 self.out = torch.nn.Linear(d, k, dtype=dtype)
 
             def forward(self, xs, state=None):

@@ -1,0 +1,530 @@
+"""Replay: record a training step's graph once, then run it again without building it node by node.
+
+    step = Replay(model.loss)          # opt in: wrap the function that returns the loss (or (loss, ...))
+    for xs, targets in batches:
+        L, out = step(xs, targets)     # forward AND backward: .grad as after L.backward()
+        opt.step(); opt.zero_grad()
+
+This is the CUDA-graph idea in numpy. The first call runs the function eagerly, exactly as without
+Replay, and keeps what it recorded: the nodes in creation order and each node's backward closure. Every
+later call with the same key *replays* it: the new arguments are copied into the argument buffers the
+graph reads (x(t) are views of them), each computed node's value is recomputed **into its own array**
+by a refill kernel (the numpy call its eager op makes, with out=, so values are bit for bit the eager
+ones), and backward runs the kept closures over the kept order (autograd.backward_along: the same sweep,
+checks and gradient storing as L.backward(), with no topological sort and no node made). The closures
+stay valid because they capture the arrays they read, and those arrays are refilled in place; where a
+closure holds a value that is not a node's (cross-entropy's softmax, its targets), the op's rule here
+refreshes that too. The same Tensor objects come back, so `tape.copies(W)`, `tape.step_grads(W)`,
+`W(t).grad`, the analysis and the drawings read a replayed step exactly as an eager one. Like CUDA
+graphs' static outputs, the result of one call is overwritten by the next call.
+
+How replay knows that replaying is right (else it records again, never a wrong answer; the reason is in
+`last_fallback`, None after a replay):
+- the key: the function; every argument's kind, shape and dtype (numbers, strings and None by value);
+  for a bound method of a Module, the module tree's plain settings (cell type, nonlinearity, ...) and
+  every Parameter's shape, dtype and requires_grad; every leaf of the graph's shape, dtype and
+  requires_grad; grad mode and anomaly mode (no replay under either off/on).
+- at recording, a proof run: the function runs a second time on perturbed copies of the arguments (random
+  floats, integers rolled). The two graphs must have the same nodes (op, shape, dtype, step): a code path
+  that depends on the values shows up here. Every leaf whose value differs must be a view of an argument
+  buffer (not e.g. a dtype-converted copy, whose refill replay could not see); every integer array an op
+  keeps (targets) must follow one argument in both runs (then replay refreshes it from that argument),
+  or stay constant (then that argument is part of the key by value).
+- every op in the graph has a refill rule below that checked, from the node and its closure, that the
+  closure reads exactly the arrays the rule refills; an op without one makes the graph "not replayable".
+- the version guards of factored gradients (lazy.plan) still hold: a value changed in place re-records.
+What it cannot see (as jax.jit and torch.cuda.graphs): value-dependent Python branches that the proof
+run happened not to take, and fresh values a function makes itself on every call (random noise, a
+global counter): replay keeps the first call's. A Parameter whose array was replaced (optimizers assign
+`p.data = w − lr·g`) has the new values copied into the array the graph holds.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import autograd, batched, ops, recording, unroll
+from .nn.module import Module
+from .tensor import Tensor, topological_order
+
+
+class NotReplayable(Exception):
+    """Why a recorded graph cannot be replayed (kept in Replay.last_fallback)."""
+
+
+# --- what an op's closure captured ------------------------------------------------------------------
+
+def captured(fn) -> dict:
+    """{free variable name: value} of a closure (an op's backward): the values it will read."""
+    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+    if code is None or cells is None:
+        return {}
+    out = {}
+    for name, cell in zip(code.co_freevars, cells):
+        try:
+            out[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            pass
+    return out
+
+
+def _need(condition, node, what):
+    if not condition:
+        raise NotReplayable(f"{node.op}{recording.at_step(node)}: {what}")
+
+
+def _own_array(node):
+    """node's value must be an array of its own (refilled in place): not a view, C-contiguous."""
+    _need(node.data.base is None and node.data.flags.c_contiguous, node, "its value is not an array of its own")
+    return node.data
+
+
+def _same_dtype(node):
+    _need(all(p.data.dtype == node.data.dtype for p in node.parents), node, "mixed dtypes (a promoted copy)")
+
+
+# --- refill rules: (node, plan) -> a zero-argument refill, or None when the value follows by itself ------
+
+def _affine(node, plan):
+    saved, bias_shape = captured(node._backward).get("saved"), captured(node._backward).get("bias_shape")
+    pairs, bias = node.op.terms(node.parents)
+    _need(saved is not None and len(saved) == len(pairs), node, "its closure is not affine's")
+    _same_dtype(node)
+    arrays = []
+    for (x, w), (xd, wd, _, _, how) in zip(pairs, saved):
+        _need(xd is x.data and wd is w.data, node, "its closure reads other arrays than its inputs'")
+        plan.guard(how)
+        arrays.append((xd, wd))
+    y = _own_array(node)
+    (x0, w0), rest = arrays[0], arrays[1:]
+    b = None if bias is None else bias.data
+    _need((b is None) == (bias_shape is None), node, "its closure is not affine's")
+
+    def refill():  # as ops.affine: y = x₁w₁; y += xᵢwᵢ; y += bias
+        np.dot(x0, w0, out=y)
+        for x, w in rest:
+            np.add(y, x.dot(w), out=y)
+        if b is not None:
+            np.add(y, b, out=y)
+    return refill
+
+
+def _unary(kernel):
+    def rule(node, plan):
+        x, y = node.parents[0].data, _own_array(node)
+        _same_dtype(node)
+        kept = captured(node._backward)
+        _need(all(v is x or v is y for v in kept.values() if isinstance(v, np.ndarray)), node,
+              "its closure reads other arrays than its input's and its own")
+        return lambda: kernel(x, y)
+    return rule
+
+
+def _binary(ufunc):
+    def rule(node, plan):
+        a, b = (p.data for p in node.parents)
+        y = _own_array(node)
+        _same_dtype(node)
+        kept = captured(node._backward)
+        _need(all(v is a or v is b for v in kept.values() if isinstance(v, np.ndarray)), node,
+              "its closure reads other arrays than its inputs'")
+        return lambda: ufunc(a, b, out=y)
+    return rule
+
+
+def _matmul(node, plan):
+    kept = captured(node._backward)
+    a, b = (p.data for p in node.parents)
+    _need(kept.get("x") is a and kept.get("w") is b, node, "its closure reads other arrays than its inputs'")
+    plan.guard(kept.get("how"))
+    y = _own_array(node)
+    if a.ndim == 2 and b.ndim == 2:
+        return lambda: np.dot(a, b, out=y)  # as ops.matmul: x.dot(w) for matrices
+    return lambda: np.matmul(a, b, out=y)
+
+
+def _sum(node, plan):
+    kept = captured(node._backward)
+    _need("axis" in kept and "keepdims" in kept, node, "its closure is not sum's")
+    x, y, axis, keepdims = node.parents[0].data, node.data, kept["axis"], kept["keepdims"]
+    _need(y.base is None, node, "its value is not an array of its own")
+    return lambda: np.sum(x, axis=axis, keepdims=keepdims, out=y)
+
+
+def _stack(node, plan):
+    axis = captured(node._backward).get("axis")
+    _need(axis is not None, node, "its closure is not stack's")
+    _same_dtype(node)
+    arrays, y = [p.data for p in node.parents], _own_array(node)
+    return lambda: np.stack(arrays, axis=axis, out=y)
+
+
+def _view(node, plan):
+    """A view (reshape, transpose, basic indexing, split's pieces) follows its input's array by itself."""
+    _need(node.data.base is not None and np.shares_memory(node.data, node.parents[0].data), node,
+          "its value is a copy, not a view of its input")
+    return None
+
+
+def _copy(node, plan):
+    _need(node.data is node.parents[0].data, node, "a copy that does not share its parameter's array")
+    return None
+
+
+def _tanh(x, y):
+    np.tanh(x, out=y)
+
+
+def _sigmoid(x, y):
+    np.copyto(y, ops.logistic(x))
+
+
+def _relu(x, y):
+    np.maximum(x, 0, out=y)
+
+
+def _neg(x, y):
+    np.negative(x, out=y)
+
+
+# --- step batches (one numpy call for all members) -----------------------------------------------------
+
+def _linear_steps(members, plan):
+    first = members[0]
+    kept = captured(first._backward.backward)
+    Y, w, rows, hows = kept.get("Y"), kept.get("w"), kept.get("rows"), kept.get("hows")
+    _need(Y is not None and w is not None and rows is not None, first, "its closure is not linear_steps'")
+    _need(Y.base is None and Y.flags.c_contiguous and all(m.data.base is Y for m in members), first,
+          "its members are not views of one output")
+    xs = [m.parents[0].data for m in members]
+    _need(all(m.parents[1].data is w for m in members), first, "its weight is not the closure's")
+    _need(all(np.shares_memory(r, x) for r, x in zip(rows, xs)), first, "its kept rows are not views of inputs")
+    for how in hows:
+        plan.guard(how)
+    has_bias = len(first.parents) == 3
+    bias = first.parents[2].data if has_bias else None
+
+    def refill():  # as batched.linear_steps: Y = stack(xs) @ w; Y += bias
+        np.matmul(np.stack(xs), w, out=Y)
+        if bias is not None:
+            np.add(Y, bias, out=Y)
+    return refill
+
+
+def _cross_entropy_steps(members, plan):
+    first = members[0]
+    kept = captured(first._backward.backward)
+    probabilities = kept.get("p_minus_onehot")
+    inner = captured(probabilities)
+    e, total, pick = inner.get("e"), inner.get("total"), inner.get("pick")
+    _need(e is not None and total is not None and pick is not None and kept.get("T") == len(members), first,
+          "its closure is not cross_entropy_steps'")
+    losses = first.data.base
+    _need(losses is not None and all(m.data.base is losses for m in members), first,
+          "its members are not views of one array")
+    logits = [m.parents[0].data for m in members]
+    rows, targets = pick
+    plan.integer_arrays.append(targets)
+    T = len(members)
+
+    def refill():  # as batched.cross_entropy_steps, through the same ops.softmax_cross_entropy
+        Z = np.stack(logits)
+        row_losses, fresh = ops.softmax_cross_entropy(Z.reshape(-1, Z.shape[-1]), targets, rows)
+        values = captured(fresh)
+        np.copyto(e, values["e"])
+        np.copyto(total, values["total"])
+        np.copyto(losses, row_losses.reshape(T, -1).sum(axis=1))
+    return refill
+
+
+def _rules():
+    view_rule = _view
+    return {id(ops.AFFINE): _affine, id(ops.TANH): _unary(_tanh), id(ops.SIGMOID): _unary(_sigmoid),
+            id(ops.RELU): _unary(_relu), id(ops.NEG): _unary(_neg), id(ops.ADD): _binary(np.add),
+            id(ops.SUB): _binary(np.subtract), id(ops.MUL): _binary(np.multiply), id(ops.MATMUL): _matmul,
+            id(ops.SUM): _sum, id(ops.STACK): _stack, id(ops.RESHAPE): view_rule, id(ops.TRANSPOSE): view_rule,
+            id(ops.GETITEM): view_rule, id(unroll.COPY): _copy}
+
+
+def _batch_rules():
+    return {id(batched.LINEAR): _linear_steps, id(batched.CROSS_ENTROPY): _cross_entropy_steps,
+            id(ops.SPLIT): _pieces}
+
+
+def _pieces(members, plan):
+    """split's pieces are views of their input: they follow it by themselves."""
+    for m in members:
+        _view(m, plan)
+    return None
+
+
+# --- the structure a function returned -----------------------------------------------------------------
+
+def _contents(value, depth=3):
+    """The Tensors and arrays in a function's result (tuples, lists, dicts, dataclasses), in a fixed order,
+    without recursion into modules or tapes."""
+    out, stack = [], [(value, depth)]
+    while stack:
+        item, left = stack.pop()
+        if isinstance(item, (Tensor, np.ndarray)):
+            out.append(item)
+        elif left == 0 or isinstance(item, (Module, unroll.Unroll)):
+            continue
+        elif isinstance(item, (list, tuple)):
+            stack.extend((x, left - 1) for x in reversed(item))
+        elif isinstance(item, dict):
+            stack.extend((x, left - 1) for x in reversed(list(item.values())))
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            stack.extend((getattr(item, f.name), left - 1) for f in reversed(dataclasses.fields(item)))
+    return out
+
+
+def _loss(result):
+    loss = result[0] if isinstance(result, (tuple, list)) and result else result
+    if not isinstance(loss, Tensor):
+        raise NotReplayable(f"the function returned {type(loss).__name__}, not a loss Tensor (or (loss, ...))")
+    return loss
+
+
+# --- the plan: one recorded graph and how to refill it ---------------------------------------------------
+
+class _Plan:
+    """A recorded graph: its nodes, refill kernels, kept backward closures and what it read."""
+
+    def __init__(self, result):
+        self.result, self.root = result, _loss(result)
+        if self.root.data.size != 1 or not self.root.requires_grad:
+            raise NotReplayable("the loss is not a scalar that requires grad")
+        contents = _contents(result)
+        roots = [x for x in contents if isinstance(x, Tensor)]
+        self.arrays = [x for x in contents if isinstance(x, np.ndarray)]
+        self.nodes = topological_order(roots, grad_only=False)
+        self.order = topological_order(self.root)
+        self.guards, self.integer_arrays, self.refills = [], [], []
+        rules, batch_rules, batches = _rules(), _batch_rules(), set()
+        for node in self.nodes:
+            if not node.parents:
+                continue
+            if type(node._backward) is autograd.StepBatch:
+                batch = node._backward
+                if id(batch) in batches:
+                    continue
+                batches.add(id(batch))
+                rule = batch_rules.get(id(node.op))
+                members = [ref() for ref in batch.members]
+                _need(rule is not None and all(m is not None for m in members), node, "no replay rule")
+                refill = rule(members, self)
+            else:
+                rule = rules.get(id(node.op))
+                _need(rule is not None and node._backward is not None, node, "no replay rule")
+                refill = rule(node, self)
+            if refill is not None:
+                self.refills.append(refill)
+        self.leaves = [n for n in self.nodes if not n.parents]
+        self.computed = [n for n in self.order if n.parents]
+        self.backwards = [n._backward for n in self.computed]
+
+    def guard(self, how):
+        if isinstance(how, tuple):  # lazy.plan's (version box, version) of a value kept as a factor
+            self.guards.append(how)
+
+    def signature(self):
+        """What must match position by position between the recording and the proof run."""
+        return [(str(n.op), n.data.shape, n.data.dtype.str, n.step, n.requires_grad, len(n.parents))
+                for n in self.nodes]
+
+
+def _describe(value):
+    """An argument's part of the key, or NotReplayable."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fiub":
+            raise NotReplayable(f"an argument of dtype {value.dtype}")
+        return ("array", value.shape, value.dtype.str)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return ("value", type(value).__name__, value)
+    raise NotReplayable(f"an argument of type {type(value).__name__} (replay takes arrays, numbers, strings)")
+
+
+def _settings(fn):
+    """For a bound method of a Module: its tree's plain settings and its Parameters' shapes, dtypes and
+    requires_grad (what decides the code path besides the arguments)."""
+    owner = getattr(fn, "__self__", None)
+    if not isinstance(owner, Module):
+        return ()
+    out = []
+    for name, module in owner.named_modules():
+        for key, value in vars(module).items():
+            if value is None or isinstance(value, (bool, int, float, str)):
+                out.append((name, key, value))
+            elif isinstance(value, Tensor):
+                out.append((name, key, value.data.shape, value.data.dtype.str, value.requires_grad))
+    return tuple(out)
+
+
+def _perturbed(value, rng):
+    if value.dtype.kind == "f":
+        return rng.standard_normal(value.shape).astype(value.dtype)
+    if value.dtype.kind == "b":
+        return ~value
+    return np.roll(value.reshape(-1), 1).reshape(value.shape)
+
+
+class Replay:
+    """fn(*args, **kwargs) -> loss or (loss, ...), run forward and backward, replayed when it may be.
+
+    Calling it is `result = fn(...); loss.backward(); return result` — by replay when the key matches a
+    recorded graph (see the module docstring), else by recording. `replays` counts replayed calls;
+    `last_fallback` is why the last call recorded (None: it replayed)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.replays = 0
+        self.last_fallback = "first call: nothing recorded yet"
+        self._plan = self._key = None
+        self._failed = (None, None)  # (key, reason) of the last graph found not replayable
+
+    def __call__(self, *args, **kwargs):
+        try:
+            key = self._key_of(args, kwargs)
+        except NotReplayable as e:
+            return self._eager(args, kwargs, str(e))
+        plan = self._plan
+        if plan is not None and key == self._key:
+            if self._still_valid(plan, args, kwargs):
+                self.last_fallback = None
+                self.replays += 1
+                return self._replay(plan, args, kwargs)
+            reason = self._invalid
+        elif key == self._failed[0]:  # recorded before and found not replayable: eager, no second proof
+            return self._eager(args, kwargs, self._failed[1])
+        else:
+            reason = "first call" if plan is None else "the key changed (arguments' shapes, dtypes, settings)"
+        return self._record(key, args, kwargs, reason)
+
+    # --- the key ----------------------------------------------------------------------------------
+    def _key_of(self, args, kwargs):
+        state = recording.current.get()
+        if not state.grad_enabled or state.anomaly is not None:
+            raise NotReplayable("grad mode is off" if not state.grad_enabled else "detect_anomaly() is on")
+        return (tuple(map(_describe, args)), tuple((k, _describe(v)) for k, v in sorted(kwargs.items())),
+                _settings(self.fn))
+
+    def _still_valid(self, plan, args, kwargs):
+        values = list(args) + [kwargs[k] for k in sorted(kwargs)]
+        for i, kept in self._by_value:
+            if not np.array_equal(values[i], kept):
+                self._invalid = "an integer argument that replay cannot refresh changed its values"
+                return False
+        for leaf, shape, dtype, needs in self._leaf_state:
+            if leaf.data.shape != shape or leaf.data.dtype != dtype or leaf.requires_grad != needs:
+                self._invalid = f"the leaf {leaf.name or 'unnamed'} changed shape, dtype or requires_grad"
+                return False
+        for box, version in plan.guards:
+            if box[0] != version:
+                self._invalid = "a value kept as a factor was changed in place"
+                return False
+        return True
+
+    # --- recording ------------------------------------------------------------------------------------
+    def _eager(self, args, kwargs, reason):
+        self.last_fallback = reason
+        result = self.fn(*args, **kwargs)
+        _loss(result).backward()
+        return result
+
+    def _record(self, key, args, kwargs, reason):
+        self._plan = self._key = None
+        names = sorted(kwargs)
+        values = list(args) + [kwargs[k] for k in names]
+        buffers = [np.array(v) if isinstance(v, np.ndarray) else v for v in values]
+        call = lambda vs: self.fn(*vs[:len(args)], **dict(zip(names, vs[len(args):])))  # noqa: E731
+        result = call(buffers)
+        loss = _loss(result)
+        try:
+            plan = _Plan(result)
+            self._prove(plan, call, buffers)
+        except NotReplayable as e:
+            loss.backward()
+            self.last_fallback = f"{reason}; not replayable: {e}"
+            self._failed = (key, self.last_fallback)
+            return result
+        grad = np.ones_like(loss.data)
+        autograd.backward_along(plan.order, loss, grad)
+        self._plan, self._key, self._buffers = plan, key, buffers
+        self.last_fallback = reason
+        return result
+
+    def _prove(self, plan, call, buffers):
+        """The proof run (module docstring): the same graph on perturbed arguments, or NotReplayable."""
+        rng = np.random.default_rng(0)
+        other = [_perturbed(b, rng) if isinstance(b, np.ndarray) else b for b in buffers]
+        with np.errstate(all="ignore"):
+            try:
+                twin = _Plan(call(other))
+            except NotReplayable:
+                raise
+            except Exception as e:  # the function refused the perturbed values: no proof
+                raise NotReplayable(f"the proof run failed ({type(e).__name__}: {e})") from None
+        if plan.signature() != twin.signature():
+            raise NotReplayable("the graph's structure depends on the arguments' values")
+        arrays = [b for b in buffers if isinstance(b, np.ndarray)]
+        for leaf, twin_leaf in zip(plan.leaves, twin.leaves):
+            if not np.array_equal(leaf.data, twin_leaf.data, equal_nan=True) and not any(
+                    np.shares_memory(leaf.data, b) for b in arrays):
+                raise NotReplayable(f"the leaf {leaf.name or 'unnamed'} depends on the arguments but is not "
+                                    "a view of one (a converted or computed copy)")
+        graph_arrays = arrays + [n.data for n in plan.nodes]
+        for mine, theirs in zip(plan.arrays, twin.arrays):
+            if mine.dtype.kind == "f" and not np.array_equal(mine, theirs, equal_nan=True) and not any(
+                    np.shares_memory(mine, a) for a in graph_arrays):
+                raise NotReplayable("an array the function returned depends on the arguments but is neither "
+                                    "an argument's nor a node's")
+        self._refresh, self._by_value = [], []
+        refreshed = set()
+        kept = plan.integer_arrays + [a for a in plan.arrays if a.dtype.kind in "iub"]
+        twin_kept = twin.integer_arrays + [a for a in twin.arrays if a.dtype.kind in "iub"]
+        if len(kept) != len(twin_kept) or len(plan.arrays) != len(twin.arrays):
+            raise NotReplayable("the integer arrays kept differ between runs")
+        for mine, theirs in zip(kept, twin_kept):
+            source = [i for i, (b, o) in enumerate(zip(buffers, other)) if isinstance(b, np.ndarray)
+                      and b.dtype.kind in "iub" and b.size == mine.size and not np.array_equal(b, o)
+                      and np.array_equal(mine.reshape(-1), b.reshape(-1))
+                      and np.array_equal(theirs.reshape(-1), o.reshape(-1))]
+            if np.array_equal(mine, theirs) and not source:
+                continue  # a constant
+            if len(source) != 1 or not mine.flags.writeable:
+                raise NotReplayable("an integer array kept by the graph follows no single argument")
+            self._refresh.append((mine, source[0]))
+            refreshed.add(source[0])
+        for i, b in enumerate(buffers):  # integer arguments not refreshed: part of the key by value
+            if isinstance(b, np.ndarray) and b.dtype.kind in "iub" and i not in refreshed:
+                self._by_value.append((i, b.copy()))
+        self._leaf_state = [(n, n.data.shape, n.data.dtype, n.requires_grad) for n in plan.leaves
+                            if not any(np.shares_memory(n.data, b) for b in arrays)]
+        self._arrays_of_leaves = [(n, n.data) for n, *_ in self._leaf_state]
+
+    # --- replaying ------------------------------------------------------------------------------------
+    def _replay(self, plan, args, kwargs):
+        values = list(args) + [kwargs[k] for k in sorted(kwargs)]
+        for buffer, value in zip(self._buffers, values):
+            if isinstance(buffer, np.ndarray):
+                np.copyto(buffer, value)
+        for array, i in self._refresh:
+            np.copyto(array, self._buffers[i].reshape(array.shape))
+        for leaf, array in self._arrays_of_leaves:
+            if leaf.data is not array:  # a replaced array (p.data = w − lr·g): the graph reads its own
+                np.copyto(array, leaf.data)
+        with recording.gc_paused():
+            for refill in plan.refills:
+                refill()
+            epoch = recording.inplace_epoch
+            for node, backward in zip(plan.computed, plan.backwards):  # as new nodes of an eager forward
+                node._backward, node._epoch, node._grad = backward, epoch, None
+            autograd.backward_along(plan.order, plan.root, np.ones_like(plan.root.data))
+        return plan.result
+
+
+def replay(fn) -> Replay:
+    """Replay(fn): see Replay and the module docstring."""
+    return Replay(fn)

@@ -24,8 +24,8 @@ How replay knows that replaying is right (else it records again, never a wrong a
   for a bound method of a Module, the module tree's plain settings (cell type, nonlinearity, ...) and
   every Parameter's shape, dtype and requires_grad; every leaf of the graph's shape, dtype and
   requires_grad; grad mode and anomaly mode (no replay under either off/on).
-- at recording, a proof run: the function runs a second time on perturbed copies of the arguments (random
-  floats, integers rolled). The two graphs must have the same nodes (op, shape, dtype, step): a code path
+- at recording, proof runs: the function runs again on perturbed copies of the arguments (random floats,
+  then the same negated; integers rolled). The graphs must have the same nodes (op, shape, dtype, step): a code path
   that depends on the values shows up here. Every leaf whose value differs must be a view of an argument
   buffer (not e.g. a dtype-converted copy, whose refill replay could not see); every integer array an op
   keeps (targets) must follow one argument in both runs (then replay refreshes it from that argument),
@@ -167,6 +167,19 @@ def _view(node, plan):
     return None
 
 
+def _getitem(node, plan):
+    """Basic indexing is a view; advanced indexing (an index array) is refilled with the same index — an
+    index array is kept by the graph, so it is refreshed from the argument it follows (see Replay)."""
+    kept = captured(node._backward)
+    if not kept.get("advanced"):
+        return _view(node, plan)
+    index, x, y = kept.get("index"), node.parents[0].data, _own_array(node)
+    arrays = [i for i in (index if isinstance(index, tuple) else (index,)) if isinstance(i, np.ndarray)]
+    _need(arrays and all(i.dtype.kind in "iub" for i in arrays), node, "an index that is not integer arrays")
+    plan.integer_arrays.extend(arrays)
+    return lambda: np.copyto(y, x[index])
+
+
 def _copy(node, plan):
     _need(node.data is node.parents[0].data, node, "a copy that does not share its parameter's array")
     return None
@@ -244,7 +257,7 @@ def _rules():
             id(ops.RELU): _unary(_relu), id(ops.NEG): _unary(_neg), id(ops.ADD): _binary(np.add),
             id(ops.SUB): _binary(np.subtract), id(ops.MUL): _binary(np.multiply), id(ops.MATMUL): _matmul,
             id(ops.SUM): _sum, id(ops.STACK): _stack, id(ops.RESHAPE): view_rule, id(ops.TRANSPOSE): view_rule,
-            id(ops.GETITEM): view_rule, id(unroll.COPY): _copy}
+            id(ops.GETITEM): _getitem, id(unroll.COPY): _copy}
 
 
 def _batch_rules():
@@ -459,15 +472,17 @@ class Replay:
         """The proof run (module docstring): the same graph on perturbed arguments, or NotReplayable."""
         rng = np.random.default_rng(0)
         other = [_perturbed(b, rng) if isinstance(b, np.ndarray) else b for b in buffers]
-        with np.errstate(all="ignore"):
-            try:
-                twin = _Plan(call(other))
-            except NotReplayable:
-                raise
-            except Exception as e:  # the function refused the perturbed values: no proof
-                raise NotReplayable(f"the proof run failed ({type(e).__name__}: {e})") from None
-        if plan.signature() != twin.signature():
-            raise NotReplayable("the graph's structure depends on the arguments' values")
+        mirrored = [-b if isinstance(b, np.ndarray) and b.dtype.kind == "f" else b for b in other]
+        for values in (mirrored, other):  # (a sign test in the function takes the other branch in one of them)
+            with np.errstate(all="ignore"):
+                try:
+                    twin = _Plan(call(values))
+                except NotReplayable:
+                    raise
+                except Exception as e:  # the function refused the perturbed values: no proof
+                    raise NotReplayable(f"the proof run failed ({type(e).__name__}: {e})") from None
+            if plan.signature() != twin.signature():
+                raise NotReplayable("the graph's structure depends on the arguments' values")
         arrays = [b for b in buffers if isinstance(b, np.ndarray)]
         for leaf, twin_leaf in zip(plan.leaves, twin.leaves):
             if not np.array_equal(leaf.data, twin_leaf.data, equal_nan=True) and not any(

@@ -253,3 +253,19 @@ def test_replay_allocates_nothing_that_grows_with_the_number_of_calls():
         tracemalloc.stop()
     assert replayed.replays == 303 and gc.isenabled()
     assert max(sizes) - min(sizes) < 2048, sizes  # (tracemalloc's own bookkeeping moves by a few bytes)
+
+
+def test_the_benchmarks_replayed_row_is_the_eager_row_bit_for_bit():
+    import dataclasses
+
+    from benchmarks import bench_bptt as bench
+    from benchmarks.implementations import BY_KEY, make_problem
+    for row in (bench.Row(2, 5, 6, 4), bench.Row(1, 25, 16, 4)):
+        checked = [dataclasses.replace(BY_KEY[key], checked=True) for key in ("tinygrad", "tinygrad_replayed")]
+        worst = bench.check_implementations(row, checked)  # (its second call is a replay)
+        assert worst["tinygrad_replayed"] == worst["tinygrad"] < 1e-12
+        p = make_problem(row, np.float64)
+        eager, replayed = BY_KEY["tinygrad"].make(p), BY_KEY["tinygrad_replayed"].make(p)
+        for _ in range(3):
+            (l1, g1), (l2, g2) = eager(), replayed()
+            assert l1 == l2 and all(np.array_equal(g1[k], g2[k]) for k in g1)

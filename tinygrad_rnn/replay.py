@@ -25,11 +25,12 @@ How replay knows that replaying is right (else it records again, never a wrong a
   every Parameter's shape, dtype and requires_grad; every leaf of the graph's shape, dtype and
   requires_grad; grad mode and anomaly mode (no replay under either off/on).
 - at recording, proof runs: the function runs again on perturbed copies of the arguments (random floats,
-  then the same negated; integers rolled). The graphs must have the same nodes (op, shape, dtype, step): a code path
-  that depends on the values shows up here. Every leaf whose value differs must be a view of an argument
-  buffer (not e.g. a dtype-converted copy, whose refill replay could not see); every integer array an op
-  keeps (targets) must follow one argument in both runs (then replay refreshes it from that argument),
-  or stay constant (then that argument is part of the key by value).
+  then the same negated; integers moved to other valid values, see _perturbed). The graphs must have the
+  same nodes (op, shape, dtype, step): a code path that depends on the values shows up here. Every leaf
+  whose value differs must be a view of an argument buffer (not e.g. a dtype-converted copy, whose refill
+  replay could not see); every integer array an op keeps (targets, index arrays) must equal one argument,
+  or one row argument[i], in every run (then replay refreshes it from there), or stay constant (then that
+  argument is part of the key by value: when its values change, that key runs eagerly from then on).
 - every op in the graph has a refill rule below that checked, from the node and its closure, that the
   closure reads exactly the arrays the rule refills; an op without one makes the graph "not replayable".
 - the version guards of factored gradients (lazy.plan) still hold: a value changed in place re-records.
@@ -51,6 +52,13 @@ from .tensor import Tensor, topological_order
 
 class NotReplayable(Exception):
     """Why a recorded graph cannot be replayed (kept in Replay.last_fallback)."""
+
+
+class Ambiguous(NotReplayable):
+    """A kept integer array equals several arguments' rows in every proof run so far."""
+
+
+EXTRA_RUNS = 4  # proof runs at most added to tell apart integer rows that were alike in every run
 
 
 # --- what an op's closure captured ------------------------------------------------------------------
@@ -251,13 +259,38 @@ def _cross_entropy_steps(members, plan):
     return refill
 
 
+def _cross_entropy(node, plan):
+    kept = captured(node._backward)
+    z, losses, reduction = kept.get("z"), kept.get("losses"), kept.get("reduction")
+    inner = captured(kept.get("p_minus_onehot"))
+    e, total, pick = inner.get("e"), inner.get("total"), inner.get("pick")
+    _need(z is node.parents[0].data and losses is not None and e is not None and pick is not None, node,
+          "its closure is not cross_entropy's")
+    y = node.data
+    _need(np.shares_memory(y, losses) if reduction == "none" else y.base is None, node,
+          "its value is not an array of its own")
+    rows, targets = pick
+    plan.integer_arrays.append(targets)
+    n = z.shape[0] if z.ndim == 2 else 1
+
+    def refill():  # as ops.cross_entropy, through the same ops.softmax_cross_entropy
+        row_losses, fresh = ops.softmax_cross_entropy(z.reshape(n, z.shape[-1]), targets, rows)
+        values = captured(fresh)
+        np.copyto(e, values["e"])
+        np.copyto(total, values["total"])
+        np.copyto(losses, row_losses.reshape(losses.shape))
+        if reduction != "none":
+            np.copyto(y, losses.sum() if reduction == "sum" else losses.mean())
+    return refill
+
+
 def _rules():
     view_rule = _view
     return {id(ops.AFFINE): _affine, id(ops.TANH): _unary(_tanh), id(ops.SIGMOID): _unary(_sigmoid),
             id(ops.RELU): _unary(_relu), id(ops.NEG): _unary(_neg), id(ops.ADD): _binary(np.add),
             id(ops.SUB): _binary(np.subtract), id(ops.MUL): _binary(np.multiply), id(ops.MATMUL): _matmul,
             id(ops.SUM): _sum, id(ops.STACK): _stack, id(ops.RESHAPE): view_rule, id(ops.TRANSPOSE): view_rule,
-            id(ops.GETITEM): _getitem, id(unroll.COPY): _copy}
+            id(ops.GETITEM): _getitem, id(unroll.COPY): _copy, id(ops.CROSS_ENTROPY): _cross_entropy}
 
 
 def _batch_rules():
@@ -376,11 +409,52 @@ def _settings(fn):
 
 
 def _perturbed(value, rng):
+    """A copy of an array argument with other values: random floats; every integer moved to another of the
+    values present, or of 0 … the largest when none is negative (random steps, so equal entries mostly part;
+    targets stay valid classes); bools flipped."""
+    if not isinstance(value, np.ndarray):
+        return value
     if value.dtype.kind == "f":
         return rng.standard_normal(value.shape).astype(value.dtype)
     if value.dtype.kind == "b":
         return ~value
-    return np.roll(value.reshape(-1), 1).reshape(value.shape)
+    present = np.unique(value)
+    if present.size and present[0] >= 0:  # indices and classes: 0 … the largest present are valid too
+        present = np.arange(present[-1] + 1, dtype=value.dtype)
+    if len(present) < 2:
+        return value.copy()
+    steps = rng.integers(1, len(present), size=value.shape)
+    return present[(np.searchsorted(present, value) + steps) % len(present)].astype(value.dtype)
+
+
+def _fingerprint(arrays):
+    return tuple(np.asarray(a, dtype=np.int64).reshape(-1).tobytes() for a in arrays)
+
+
+def _integer_sources(runs):
+    """[(kept array, argument index j, row i or None)]: for every integer array the graph keeps (targets,
+    index arrays) that changed between the runs, the one argument (or row `argument[i]`) it equals in every
+    run, from which replay refreshes it; a kept array equal in all runs is a constant. NotReplayable when
+    a changing one follows no single argument or row."""
+    kept = [p.integer_arrays + [a for a in p.arrays if a.dtype.kind in "iub"] for _, p in runs]
+    if len({len(k) for k in kept}) != 1:
+        raise NotReplayable("the integer arrays kept differ between runs")
+    sources = {}  # fingerprint in every run -> [(j, i)]
+    for j, b in enumerate(runs[0][0]):
+        if isinstance(b, np.ndarray) and b.dtype.kind in "iub":
+            for i in [None] + (list(range(len(b))) if b.ndim and len(b) > 1 else []):
+                views = [values[j] if i is None else values[j][i] for values, _ in runs]
+                sources.setdefault(_fingerprint(views), []).append((j, i))
+    out = []
+    for versions in zip(*kept):
+        mine, found = versions[0], sources.get(_fingerprint(versions), [])
+        if len(found) == 1 and mine.flags.writeable:
+            out.append((mine, *found[0]))
+        elif not (found or all(np.array_equal(mine, v) for v in versions[1:])):
+            raise NotReplayable("an integer array kept by the graph follows no single argument")
+        elif found:
+            raise Ambiguous("an integer array kept by the graph follows several arguments' rows alike")
+    return out
 
 
 class Replay:
@@ -409,6 +483,9 @@ class Replay:
                 self.replays += 1
                 return self._replay(plan, args, kwargs)
             reason = self._invalid
+            if reason.startswith("an integer argument"):  # it will change again: stop proving, run eagerly
+                self._plan, self._failed = None, (key, f"not replayable: {reason}")
+                return self._eager(args, kwargs, self._failed[1])
         elif key == self._failed[0]:  # recorded before and found not replayable: eager, no second proof
             return self._eager(args, kwargs, self._failed[1])
         else:
@@ -469,55 +546,57 @@ class Replay:
         return result
 
     def _prove(self, plan, call, buffers):
-        """The proof run (module docstring): the same graph on perturbed arguments, or NotReplayable."""
+        """The proof runs (module docstring): the same graph on perturbed arguments, or NotReplayable."""
         rng = np.random.default_rng(0)
-        other = [_perturbed(b, rng) if isinstance(b, np.ndarray) else b for b in buffers]
-        mirrored = [-b if isinstance(b, np.ndarray) and b.dtype.kind == "f" else b for b in other]
-        for values in (mirrored, other):  # (a sign test in the function takes the other branch in one of them)
-            with np.errstate(all="ignore"):
-                try:
-                    twin = _Plan(call(values))
-                except NotReplayable:
-                    raise
-                except Exception as e:  # the function refused the perturbed values: no proof
-                    raise NotReplayable(f"the proof run failed ({type(e).__name__}: {e})") from None
-            if plan.signature() != twin.signature():
-                raise NotReplayable("the graph's structure depends on the arguments' values")
+        first = [_perturbed(b, rng) for b in buffers]
+        # floats mirrored (a sign test takes the other branch in one of the runs), integers drawn again
+        second = [-v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else _perturbed(b, rng)
+                  for b, v in zip(buffers, first)]
+        runs = [(buffers, plan)] + [(values, self._proof_run(plan, call, values)) for values in (first, second)]
         arrays = [b for b in buffers if isinstance(b, np.ndarray)]
+        twin = runs[1][1]
         for leaf, twin_leaf in zip(plan.leaves, twin.leaves):
             if not np.array_equal(leaf.data, twin_leaf.data, equal_nan=True) and not any(
                     np.shares_memory(leaf.data, b) for b in arrays):
                 raise NotReplayable(f"the leaf {leaf.name or 'unnamed'} depends on the arguments but is not "
                                     "a view of one (a converted or computed copy)")
+        if len(plan.arrays) != len(twin.arrays):
+            raise NotReplayable("the function returned other arrays in the proof run")
         graph_arrays = arrays + [n.data for n in plan.nodes]
         for mine, theirs in zip(plan.arrays, twin.arrays):
             if mine.dtype.kind == "f" and not np.array_equal(mine, theirs, equal_nan=True) and not any(
                     np.shares_memory(mine, a) for a in graph_arrays):
                 raise NotReplayable("an array the function returned depends on the arguments but is neither "
                                     "an argument's nor a node's")
-        self._refresh, self._by_value = [], []
-        refreshed = set()
-        kept = plan.integer_arrays + [a for a in plan.arrays if a.dtype.kind in "iub"]
-        twin_kept = twin.integer_arrays + [a for a in twin.arrays if a.dtype.kind in "iub"]
-        if len(kept) != len(twin_kept) or len(plan.arrays) != len(twin.arrays):
-            raise NotReplayable("the integer arrays kept differ between runs")
-        for mine, theirs in zip(kept, twin_kept):
-            source = [i for i, (b, o) in enumerate(zip(buffers, other)) if isinstance(b, np.ndarray)
-                      and b.dtype.kind in "iub" and b.size == mine.size and not np.array_equal(b, o)
-                      and np.array_equal(mine.reshape(-1), b.reshape(-1))
-                      and np.array_equal(theirs.reshape(-1), o.reshape(-1))]
-            if np.array_equal(mine, theirs) and not source:
-                continue  # a constant
-            if len(source) != 1 or not mine.flags.writeable:
-                raise NotReplayable("an integer array kept by the graph follows no single argument")
-            self._refresh.append((mine, source[0]))
-            refreshed.add(source[0])
-        for i, b in enumerate(buffers):  # integer arguments not refreshed: part of the key by value
-            if isinstance(b, np.ndarray) and b.dtype.kind in "iub" and i not in refreshed:
-                self._by_value.append((i, b.copy()))
+        for extra in range(EXTRA_RUNS + 1):
+            try:
+                self._refresh = _integer_sources(runs)
+                break
+            except Ambiguous:  # rows alike in every run so far (few classes): perturb the integers once more
+                if extra == EXTRA_RUNS:
+                    raise
+                values = [_perturbed(b, rng) if isinstance(b, np.ndarray) and b.dtype.kind in "iub" else v
+                          for b, v in zip(buffers, first)]
+                runs.append((values, self._proof_run(plan, call, values)))
+        refreshed = {j for _, j, _ in self._refresh}
+        self._by_value = [(j, b.copy()) for j, b in enumerate(buffers)  # the others: part of the key by value
+                          if isinstance(b, np.ndarray) and b.dtype.kind in "iub" and j not in refreshed]
         self._leaf_state = [(n, n.data.shape, n.data.dtype, n.requires_grad) for n in plan.leaves
                             if not any(np.shares_memory(n.data, b) for b in arrays)]
         self._arrays_of_leaves = [(n, n.data) for n, *_ in self._leaf_state]
+
+    @staticmethod
+    def _proof_run(plan, call, values):
+        with np.errstate(all="ignore"):
+            try:
+                twin = _Plan(call(values))
+            except NotReplayable:
+                raise
+            except Exception as e:  # the function refused the perturbed values: no proof
+                raise NotReplayable(f"the proof run failed ({type(e).__name__}: {e})") from None
+        if plan.signature() != twin.signature():
+            raise NotReplayable("the graph's structure depends on the arguments' values")
+        return twin
 
     # --- replaying ------------------------------------------------------------------------------------
     def _replay(self, plan, args, kwargs):
@@ -525,8 +604,9 @@ class Replay:
         for buffer, value in zip(self._buffers, values):
             if isinstance(buffer, np.ndarray):
                 np.copyto(buffer, value)
-        for array, i in self._refresh:
-            np.copyto(array, self._buffers[i].reshape(array.shape))
+        for array, j, i in self._refresh:
+            source = self._buffers[j] if i is None else self._buffers[j][i]
+            np.copyto(array, source.reshape(array.shape))
         for leaf, array in self._arrays_of_leaves:
             if leaf.data is not array:  # a replaced array (p.data = w − lr·g): the graph reads its own
                 np.copyto(array, leaf.data)

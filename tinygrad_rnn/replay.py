@@ -470,6 +470,7 @@ class Replay:
         self.last_fallback = "first call: nothing recorded yet"
         self._plan = self._key = None
         self._failed = (None, None)  # (key, reason) of the last graph found not replayable
+        self._seen = None  # the last key recorded
 
     def __call__(self, *args, **kwargs):
         try:
@@ -489,7 +490,8 @@ class Replay:
         elif key == self._failed[0]:  # recorded before and found not replayable: eager, no second proof
             return self._eager(args, kwargs, self._failed[1])
         else:
-            reason = "first call" if plan is None else "the key changed (arguments' shapes, dtypes, settings)"
+            reason = "first call" if self._seen is None else "the key changed (arguments' shapes, dtypes, settings)"
+        self._seen = key
         return self._record(key, args, kwargs, reason)
 
     # --- the key ----------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def profile_tinygrad(row, repeats=3, top=30):
 # --- targets ---------------------------------------------------------------------------------------------------
 
 # The engine's implementations that the targets are judged for: key → replayed (a replayed graph, not eager).
-ENGINES = {"tinygrad": False}
+ENGINES = {"tinygrad": False, "tinygrad_replayed": True}
 
 
 def targets(row, median, engine="tinygrad", replayed=False):

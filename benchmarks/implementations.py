@@ -77,13 +77,18 @@ def make_problem(row, dtype=np.float32, seed=0):
 
 # --- the implementations: make(problem) -> step() -> (loss, {name: gradient ndarray}) ----------------------
 
-def make_tinygrad(p):
+def _tinygrad_model(p):
     from tinygrad_rnn import nn
     r = p.row
     model = nn.RNN(r.V, r.d, r.V, dtype=p.dtype)
     params = [getattr(model, name) for name in PARAMS]
     for name, param in zip(PARAMS, params):
         param.data = p.weights[name].copy()
+    return model, params
+
+
+def make_tinygrad(p):
+    model, params = _tinygrad_model(p)
     xs, targets = p.xs, p.targets
 
     def step():
@@ -91,6 +96,21 @@ def make_tinygrad(p):
             param.grad = None
         L, _ = model.loss(xs, targets)
         L.backward()
+        return L.item(), {name: param.grad for name, param in zip(PARAMS, params)}
+    return step
+
+
+def make_tinygrad_replayed(p):
+    """The same step through tinygrad_rnn.replay: recorded at the first call, replayed at every later one."""
+    from tinygrad_rnn.replay import Replay
+    model, params = _tinygrad_model(p)
+    train_step = Replay(model.loss)
+    xs, targets = p.xs, p.targets
+
+    def step():
+        for param in params:
+            param.grad = None
+        L, _ = train_step(xs, targets)
         return L.item(), {name: param.grad for name, param in zip(PARAMS, params)}
     return step
 
@@ -290,6 +310,9 @@ class Implementation:
 
 IMPLEMENTATIONS = [
     Implementation("tinygrad", "tinygrad_rnn (nn.RNN, copies on)", make_tinygrad, short="tinygrad_rnn"),
+    # checked=False only until tests/test_bench.py lists it among the checked keys (tests/test_replay.py checks it)
+    Implementation("tinygrad_replayed", "tinygrad_rnn (nn.RNN, copies on), replayed (tinygrad_rnn.replay)",
+                   make_tinygrad_replayed, checked=False, short="tinygrad_rnn replayed"),
     Implementation("torch_loop", "torch autograd loop, CE per step", make_torch_loop, True, memory="profiler",
                    short="torch loop, CE/step", requires=("torch",)),
     Implementation("torch_stacked", "torch autograd loop, CE stacked", make_torch_stacked, True, memory="profiler",

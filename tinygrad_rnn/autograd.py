@@ -106,7 +106,13 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
         if grad.shape != root.shape:
             raise ShapeError(f"backward: grad has shape {grad.shape} but {label(root)} has shape {root.shape}")
     with gc_paused():
-        order = topological_order(root)
+        backward_along(topological_order(root), root, grad, retain_graph)
+
+
+def backward_along(order, root, grad, retain_graph: bool = False) -> None:
+    """The rest of `backward` for root's order (topological_order(root)) and a checked gradient: the
+    saved-value check, the sweep, then the .grad updates. replay.py calls it with the order it keeps."""
+    with gc_paused():
         _check_saved_values(order)
         deferred = [] if not retain_graph and recording.current.get().anomaly is not None else None
         with lazy.transposes():

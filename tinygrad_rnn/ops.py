@@ -428,10 +428,14 @@ def sigmoid(a):
     x = a.data
     if x.dtype.kind != "f":
         x = floating(x)
-    # split by sign so exp never overflows
-    e = np.exp(-np.abs(x))
-    y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    y = logistic(x)
     return result(y, SIGMOID, (a,), lambda g: (g * y * (1 - y),))
+
+
+def logistic(x):
+    """σ(x) = 1 / (1 + e^−x) of a float array, split by sign so exp never overflows (sigmoid's value)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 RELU = Op("relu", saves=("inputs",))

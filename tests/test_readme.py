@@ -147,7 +147,7 @@ def test_what_each_make_target_installs_is_what_the_readme_says():
                                                                  "threadpoolctl"}
     extras = {name: _names(value) for name, value in config["options.extras_require"].items()}
     assert {"pytest", "hypothesis", "nbclient", "ipykernel", "nbformat"} <= extras["test"]
-    assert {"jax", "autograd", "mygrad"} == extras["peers"] and "torch" in extras["bench"]
+    assert {"jax", "autograd", "mygrad", "scipy"} == extras["peers"] and "torch" in extras["bench"]
     rules = dict(re.findall(r"^\$\((\w+)\):.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), flags=re.M))
     assert "-e .\n" in rules["CORE"] and "[" not in rules["CORE"]  # make demo: no extras
     assert "'.[test,bench]'" in rules["TESTS"] and "peers" not in rules["TESTS"]  # never in make test / CI

@@ -310,9 +310,8 @@ class Implementation:
 
 IMPLEMENTATIONS = [
     Implementation("tinygrad", "tinygrad_rnn (nn.RNN, copies on)", make_tinygrad, short="tinygrad_rnn"),
-    # checked=False only until tests/test_bench.py lists it among the checked keys (tests/test_replay.py checks it)
     Implementation("tinygrad_replayed", "tinygrad_rnn (nn.RNN, copies on), replayed (tinygrad_rnn.replay)",
-                   make_tinygrad_replayed, checked=False, short="tinygrad_rnn replayed"),
+                   make_tinygrad_replayed, short="tinygrad_rnn replayed"),
     Implementation("torch_loop", "torch autograd loop, CE per step", make_torch_loop, True, memory="profiler",
                    short="torch loop, CE/step", requires=("torch",)),
     Implementation("torch_stacked", "torch autograd loop, CE stacked", make_torch_stacked, True, memory="profiler",

@@ -34,7 +34,7 @@ def test_reference_gradients_match_finite_differences():
 def test_numpy_and_tinygrad_implementations_agree():
     impls = [i for i in bench.IMPLEMENTATIONS if not i.requires]  # no optional library needed
     worst = bench.check_implementations(TINY, impls)
-    assert set(worst) == {"tinygrad", "numpy_minchar", "numpy_hoisted"}
+    assert set(worst) == {"tinygrad", "tinygrad_replayed", "numpy_minchar", "numpy_hoisted"}
     assert max(worst.values()) < 1e-12
 
 
@@ -42,7 +42,7 @@ def test_torch_and_peer_implementations_agree():
     pytest.importorskip("torch")
     available = bench.available_implementations()
     worst = bench.check_implementations(TINY, available)
-    core = {"tinygrad", "torch_loop", "torch_stacked", "torch_fused", "numpy_minchar", "numpy_hoisted"}
+    core = {"tinygrad", "tinygrad_replayed", "torch_loop", "torch_stacked", "torch_fused", "numpy_minchar", "numpy_hoisted"}
     peers = {impl.key for impl in available if impl.requires and not impl.uses_torch}
     assert set(worst) == core | peers
     assert max(worst.values()) < 1e-12

@@ -147,7 +147,8 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
-COMPACT = ("tinygrad", "tinygrad_replayed", "torch_loop", "torch_fused", "numpy_hoisted", "jax_scan", "hips_autograd", "mygrad")
+COMPACT = ("tinygrad", "tinygrad_replayed", "torch_loop", "torch_fused", "numpy_hoisted", "jax_scan", "hips_autograd",
+           "mygrad")
 COMPACT_RATIOS = {"torch_loop": "torch loop", "torch_fused": "nn.RNN", "numpy_hoisted": "hoisted", "jax_scan": "jax"}
 
 

@@ -42,7 +42,8 @@ def test_torch_and_peer_implementations_agree():
     pytest.importorskip("torch")
     available = bench.available_implementations()
     worst = bench.check_implementations(TINY, available)
-    core = {"tinygrad", "tinygrad_replayed", "torch_loop", "torch_stacked", "torch_fused", "numpy_minchar", "numpy_hoisted"}
+    core = {"tinygrad", "tinygrad_replayed", "torch_loop", "torch_stacked", "torch_fused", "numpy_minchar",
+            "numpy_hoisted"}
     peers = {impl.key for impl in available if impl.requires and not impl.uses_torch}
     assert set(worst) == core | peers
     assert max(worst.values()) < 1e-12

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from tinygrad_rnn import nn
-from tinygrad_rnn.analysis import (all_state_jacobians, contribution_norms, contributions, explicit_grad,
-                                   gradient_flow, loss_state_gradients, record, state_jacobian, step_grads,
-                                   step_jacobians)
+from tinygrad_rnn.analysis import (all_state_jacobians, contribution_norms, contributions, decompose,
+                                   explicit_grad, gradient_flow, loss_state_gradients, record, state_jacobian,
+                                   step_grads, step_jacobian, step_jacobians)
 
 torch = pytest.importorskip("torch")
 from torch.func import functional_call  # noqa: E402
@@ -72,6 +72,9 @@ def test_state_jacobians_match_torch_and_finite_differences(cell):
         np.testing.assert_allclose(J[t, k], numeric, atol=1e-8)
     D = step_jacobians(out, batch=1)
     np.testing.assert_allclose(D, J[np.arange(1, 6), np.arange(0, 5)], atol=1e-14)
+    for j in (1, 4):  # one step's Jacobian is a matrix of states: the same in either convention
+        np.testing.assert_allclose(step_jacobian(out, j, batch=1), J[j, j - 1], atol=1e-14)
+        np.testing.assert_allclose(step_jacobian(out, j, batch=1, convention="column"), J[j, j - 1], atol=1e-14)
 
 
 def test_lstm_blocks_and_the_constant_error_carousel():
@@ -96,9 +99,20 @@ def test_lstm_blocks_and_the_constant_error_carousel():
         state_jacobian(network("gru")[0].loss(xs, targets)[1], 3, 1, part="carousel")
 
 
-def torch_contributions(module, xs, targets, name):
-    """C[t−1, k−1] = ∂L_t/∂P(k) in torch: every step runs with its own copy of the weight (functional_call)."""
-    T, B = targets.shape
+def torch_step_loss(logits, target, loss="cross_entropy", alive=None):
+    """One step's L_t in torch, as nn.RNN.loss sums it: over the batch (and for BCE the outputs), the rows
+    of ended sequences (alive False) left out."""
+    if loss == "bce":
+        weight = None if alive is None else torch.from_numpy(alive.astype(np.float64))[:, None]
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(target),
+                                                                    weight=weight, reduction="sum")
+    return torch.nn.functional.cross_entropy(logits, torch.from_numpy(target), reduction="sum")
+
+
+def torch_contributions(module, xs, targets, name, loss="cross_entropy", lengths=None):
+    """C[t−1, k−1] = ∂L_t/∂P(k) in torch: every step runs with its own copy of the weight (functional_call).
+    With lengths, ended sequences keep their state (as nn.RNN does) and their steps count for nothing."""
+    T, B = targets.shape[:2]
     weights = dict(module.rnn.named_parameters())
     d = module.rnn.hidden_size
     lstm = isinstance(module.rnn, torch.nn.LSTM)
@@ -107,9 +121,14 @@ def torch_contributions(module, xs, targets, name):
     for t in range(T):
         copy = weights[name].detach().clone().requires_grad_()
         copies.append(copy)
-        hs, state = functional_call(module.rnn, {**weights, name: copy}, (torch.from_numpy(xs[t:t + 1]), state))
-        logits = module.out(hs[0])
-        losses.append(torch.nn.functional.cross_entropy(logits, torch.from_numpy(targets[t]), reduction="sum"))
+        hs, new = functional_call(module.rnn, {**weights, name: copy}, (torch.from_numpy(xs[t:t + 1]), state))
+        alive = None if lengths is None else np.asarray(lengths) > t
+        if alive is not None:  # an ended sequence keeps its state
+            keep = torch.from_numpy(alive)[None, :, None]
+            new = tuple(torch.where(keep, n, o) for n, o in zip(new, state)) if lstm else torch.where(keep, new, state)
+        state = new
+        logits = module.out(state[0][0] if lstm else state[0])
+        losses.append(torch_step_loss(logits, targets[t], loss, alive))
     C = np.zeros((T, T) + tuple(weights[name].shape))
     for t in range(T):
         grads = torch.autograd.grad(losses[t], copies[:t + 1], retain_graph=True)
@@ -136,6 +155,76 @@ def test_contributions_match_torch_with_a_copy_of_the_weight_per_step(cell):
     for name, Q in model.named_parameters():  # every parameter, the output layer's included
         np.testing.assert_allclose(contributions(out, Q).sum(axis=(0, 1)), Q.grad, atol=1e-12, err_msg=name)
     np.testing.assert_allclose(contributions(out, P, convention="column"), np.swapaxes(C, -1, -2))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("loss, lengths", [("bce", None), ("bce", [5, 3]), ("cross_entropy", [2, 5])])
+def test_contributions_with_bce_and_padded_steps_match_torch(cell, loss, lengths):
+    # loss="bce" (lecture 23's per-step BCE) and variable lengths: the analysis recomputes the output's own loss
+    model, xs, targets = network(cell)
+    if loss == "bce":
+        targets = np.random.default_rng(9).uniform(size=targets.shape + (4,))
+    L, out = model.loss(xs, targets, lengths=lengths, loss=loss)
+    L.backward()
+    P = parameter(model, HH[cell])
+    expected = torch_contributions(model.to_torch(), out.inputs, out.targets, "weight_hh_l0", loss, lengths)
+    C = contributions(out, HH[cell])  # by its dotted name
+    np.testing.assert_allclose(C, np.swapaxes(expected, -1, -2), atol=1e-12)
+    np.testing.assert_allclose(contribution_norms(out, P), np.linalg.norm(C.reshape(5, 5, -1), axis=-1), atol=1e-12)
+    np.testing.assert_allclose(step_grads(out, P), out.tape.step_grads(P), atol=1e-12)
+    for name, Q in model.named_parameters():
+        np.testing.assert_allclose(contributions(out, Q).sum(axis=(0, 1)), Q.grad, atol=1e-12, err_msg=name)
+    if lengths is not None:  # a step after every sequence ended reaches no loss
+        assert not np.any(C[max(lengths):])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_contribution_rows_match_finite_differences_of_each_loss(cell):
+    # row t of C summed over k is ∂L_t/∂P: central differences of the recorded L(t) alone
+    model, xs, targets = network(cell, B=1)
+    _, out = model.loss(xs, targets)
+    P = parameter(model, HH[cell])
+    C = contributions(out, P)
+    for t in (2, 5):
+        numeric = np.zeros(P.shape)
+        for index in np.ndindex(P.shape):
+            keep = P.data[index]
+            P.data[index] = keep + EPS
+            plus = model.loss(xs, targets)[1].losses[t - 1].item()
+            P.data[index] = keep - EPS
+            minus = model.loss(xs, targets)[1].losses[t - 1].item()
+            P.data[index] = keep
+            numeric[index] = (plus - minus) / (2 * EPS)
+        np.testing.assert_allclose(C[t - 1].sum(axis=0), numeric, atol=1e-8)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_decompose_matches_torch_for_every_cell(cell):
+    # the slide's Σ_k ∂s_t/∂s_k · ∂⁺s_k/∂W is the total ∂s_t/∂W: torch's Jacobian of s_t in weight_hh
+    model, xs, targets = network(cell)
+    _, out = model.loss(xs, targets)
+    module = model.to_torch()
+    weights = dict(module.rnn.named_parameters())
+    w = 6 if cell == "lstm" else 3
+    zero = torch.zeros(1, w, dtype=torch.float64)
+
+    expected = torch.autograd.functional.jacobian(lambda W: torch_run_with(module, weights, W, xs[:4, 1:2], zero),
+                                                  weights["weight_hh_l0"].detach()).numpy()[0]
+    D = decompose(out, 4, batch=1)
+    assert D.terms.shape == (4, w) + parameter(model, HH[cell]).shape and D.max_error < 1e-8
+    np.testing.assert_allclose(D.terms.sum(axis=0), np.swapaxes(expected, -1, -2), atol=1e-10)
+    np.testing.assert_allclose(D.terms[3], explicit_grad(out, 4, HH[cell], batch=1), atol=1e-14)
+    column = decompose(out, 4, batch=1, convention="column")
+    np.testing.assert_allclose(column.terms, np.swapaxes(D.terms, -1, -2), atol=1e-14)
+
+
+def torch_run_with(module, weights, W, xs, state):
+    """The packed state after the steps xs from `state`, with weight_hh_l0 = W (functional_call)."""
+    d = module.rnn.hidden_size
+    lstm = isinstance(module.rnn, torch.nn.LSTM)
+    hc = (state[None, :, :d], state[None, :, d:]) if lstm else state[None]
+    _, hc = functional_call(module.rnn, {**weights, "weight_hh_l0": W}, (torch.from_numpy(xs), hc))
+    return torch.cat([hc[0][0], hc[1][0]], -1) if lstm else hc[0]
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -134,16 +134,16 @@ def _from_rnn_output(output):
         h0 = np.concatenate([h0, c0], axis=-1)
     head = None
     if output.targets is not None:
-        targets = np.asarray(output.targets).reshape(-1)
         d = model.hidden_size
 
-        def head(S):  # L = Σ_t Σ_batch CE(s_t V + c, target_t), as model.loss
+        def head(S):  # L = Σ_t L_t of the output's own loss (cross-entropy or BCE, padded steps left out)
             H = S[..., :d].reshape(-1, d)
-            return F.cross_entropy(affine([(H, clone.V)], clone.c), targets, reduction="sum")
+            return output.summed_loss(affine([(H, clone.V)], clone.c))
     extra = f", {model.nonlinearity}" if model.cell_type == "rnn" else ""
+    kind = "binary cross-entropy per step" if output.loss_kind == "bce" else "cross-entropy per step"
     return Recording(clone, clone.cell, xs, h0, model.hidden_size, paired, head,
                      {p: n for n, p in model.named_parameters()}, single,
-                     f"nn.RNN(cell={model.cell_type!r}{extra}, d={model.hidden_size})")
+                     f"nn.RNN(cell={model.cell_type!r}{extra}, d={model.hidden_size})", kind)
 
 
 def recording(x):

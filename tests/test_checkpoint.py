@@ -294,4 +294,7 @@ def test_check_shapes_lets_a_loader_refuse_metadata_before_building_the_model(tm
         header.check_shapes({"V": (meta["hidden"], meta["vocab"])})
     with pytest.raises(nn.CheckpointError, match="no member 'weight'"):
         header.check_shapes({"weight": (4, 3)}, what="a Linear")
-    header.check_shapes({"V": (4, 3), "W": (4, 4)})
+    full = {name: shape for name, (shape, dtype) in header.members.items()}
+    header.check_shapes(full)
+    with pytest.raises(nn.CheckpointError, match=r"unexpected members \['U', 'b', 'c'\]"):
+        header.check_shapes({"V": (4, 3), "W": (4, 4)})  # a member the model has no place for: another model's

@@ -336,6 +336,13 @@ CLI = {
     "sample --load text": (["sample", "--load", "text.npz"], "is not a tinygrad_rnn checkpoint"),
     "sample --load a temp file of a save": (["sample", "--load", "TEMP"], "unfinished temporary file"),
     "analyze --load a PNG": (["analyze", "--load", "png.npz"], "is not a tinygrad_rnn checkpoint"),
+    "sample --load with an unexpected member": (["sample", "--load", "extra.npz"], "unexpected members ['extra']"),
+    # found by tests/test_cli_fuzz.py: '--' as an option's value was [] (a TypeError traceback), an option
+    # before any subcommand printed the help with exit code 0
+    "demo --hidden=--": (["demo", "--hidden=--"], "argument --hidden: expected an integer, got '--'"),
+    "train --lr=--": (["train", "--lr=--"], "argument --lr: expected a number, got '--'"),
+    "an option without a subcommand": (["--bogus"], "unrecognized arguments: --bogus"),
+    "a 5,000-digit value": (["train", "--hidden", "9" * 5000], "'" + "9" * 40 + "'… (5,000 characters)"),
 }
 
 
@@ -350,6 +357,7 @@ def folder_template(tmp_path_factory):
     for name, hidden in (("forged-5.npz", -5), ("forged-big.npz", 10 ** 6)):
         meta = dict(json.loads(str(arrays["__metadata__"])), hidden=hidden)
         np.savez(root / name, **dict(arrays, __metadata__=np.array(json.dumps(meta))))
+    np.savez(root / "extra.npz", **arrays, extra=np.ones(3, np.float32))  # a weight no char model has
     (root / "png.npz").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     (root / "random.npz").write_bytes(np.random.default_rng(0).bytes(500))
     (root / "text.npz").write_text("U = [[1, 2], [3, 4]]\n")

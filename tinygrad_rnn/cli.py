@@ -93,6 +93,16 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _get_values(self, action, arg_strings):
+        # Python 3.11's argparse drops a '--' given as an option's own value (`--hidden=--`) and stores [],
+        # which reached the work as a list (a TypeError traceback): it is the value, converted (and checked)
+        # by the option's type like any other (later Pythons do the same)
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
 
 def _quiet_broken_pipe():
     """stdout's reader went away (`tinygrad-rnn ... | head`): point stdout at /dev/null so the interpreter's
@@ -125,14 +135,22 @@ def main(argv=None):
         return _quiet_broken_pipe()
 
 
+def parse_arguments(parser, argv):
+    """The namespace of `argv`, or argparse's one-line error (SystemExit 2) — arguments no subcommand takes
+    included (`tinygrad-rnn --bogus` too, which printed the help and exited 0)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "accepts_anything", False):
+        where = parser.subcommand_parsers[args.command] if args.command else parser
+        where.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def _main(argv):
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    args = parse_arguments(parser, argv)
     if args.command is None:  # a bare `tinygrad-rnn`: say what there is
         parser.print_help()
         return 0
-    if unknown and not args.accepts_anything:
-        parser.subcommand_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     from .gradcheck import GradcheckError
     try:
         return args.run(args) or 0

@@ -12,19 +12,31 @@ from .errors import UsageError
 MAX_TEXT_BYTES = 64 << 20
 
 
+MAX_SHOWN_CHARS = 40  # a value longer than this is shortened in a message (the message stays one short line)
+
+
+def shown(value, quote=True):
+    """A flag's value as an error message quotes it: repr'd (quote) or as given, and cut to its start and
+    length when long — a 5,000-digit --hidden is not repeated whole."""
+    text = str(value)
+    if len(text) > MAX_SHOWN_CHARS:
+        return f"{text[:MAX_SHOWN_CHARS]!r}… ({len(text):,} characters)"
+    return repr(text) if quote else text
+
+
 def integer(text):
     """An argparse type: any integer (the flag's own range is checked where it is used)."""
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer, got {shown(text)}") from None
 
 
 def _number(text):
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {shown(text)}") from None
 
 
 def int_at_least(lower):
@@ -32,7 +44,7 @@ def int_at_least(lower):
     def parse(text):
         value = integer(text)
         if value < lower:
-            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lower}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected an integer ≥ {lower}, got {shown(quote=False, value=value)}")
         return value
     parse.__name__ = f"integer ≥ {lower}"
     return parse
@@ -46,7 +58,7 @@ def positive_finite(text):
     """An argparse type: a finite number > 0 (a learning rate, a temperature's upper side)."""
     value = _number(text)
     if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {shown(quote=False, value=text)}")
     return value
 
 
@@ -54,7 +66,7 @@ def non_negative_finite(text):
     """An argparse type: a finite number ≥ 0 (nan fails too: every comparison with nan is False)."""
     value = _number(text)
     if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {shown(quote=False, value=text)}")
     return value
 
 

@@ -73,13 +73,18 @@ class Checkpoint:
         return [name for name in self.members if not name.startswith(OPTIMIZER_KEY + ".")]
 
     def check_shapes(self, expected, what="the model its metadata describes"):
-        """Raise CheckpointError unless every member named in `expected` {name: shape} is there with that
-        shape — for building a model from the metadata only once its sizes agree with the arrays (a
-        metadata saying hidden=10**6 must not allocate a 10⁶×10⁶ matrix before the mismatch is found)."""
+        """Raise CheckpointError unless the weights are exactly the members named in `expected` {name: shape},
+        each with that shape — for building a model from the metadata only once its sizes agree with the
+        arrays (a metadata saying hidden=10**6 must not allocate a 10⁶×10⁶ matrix before the mismatch is
+        found). A weight member the model has no place for is a problem too, as in Module.load (torch's
+        strict load_state_dict): the file is another model's."""
         problems = [f"no member {name!r}" if name not in self.members else
                     f"{name!r} is {self.members[name][0]}, not {tuple(shape)}"
                     for name, shape in expected.items()
                     if name not in self.members or self.members[name][0] != tuple(shape)]
+        unexpected = [name for name in self.weight_names if name not in expected]
+        if unexpected:
+            problems.append(f"unexpected members {unexpected[:5]}" + (" ..." if len(unexpected) > 5 else ""))
         if problems:
             raise CheckpointError(f"load: {self.path!r} does not hold {what}: " + "; ".join(problems))
 

@@ -1,13 +1,14 @@
 """The rest of the course notes: the ∂s_t/∂W expansion term by term, the column-vector convention, the
 "deep" slide as a computed loss, the three truncations (segments, τ terms per loss, TBPTT(k1, k2)) for
 every cell, the analyze CLI (--cell, --example deep, --load, --adding) and what the figures show."""
+import json
 import pathlib
 
 import numpy as np
 import pytest
 
 from tinygrad_rnn import nn
-from tinygrad_rnn.analysis import (contributions, decompose, explicit_grad, plot_contributions,
+from tinygrad_rnn.analysis import (contribution_norms, contributions, decompose, explicit_grad, plot_contributions,
                                    plot_gradient_flow, plot_step_grads, state_jacobian, step_jacobian, tbptt,
                                    truncated_bptt, truncated_contributions, truncated_gradcheck,
                                    truncation_bias, truncation_mask)
@@ -251,3 +252,68 @@ def test_nothing_in_the_package_chooses_a_matplotlib_backend():
     package = pathlib.Path(__file__).resolve().parents[1] / "tinygrad_rnn"
     offenders = [str(p) for p in package.rglob("*.py") if "matplotlib.use(" in p.read_text()]
     assert offenders == []
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_figures_of_gated_cells_show_their_weight_their_run_and_log_scales(cell):
+    from matplotlib.colors import LogNorm
+    model, xs, targets = gated(cell, T=6, B=1)
+    _, out = model.loss(xs, targets)
+    heat = plot_contributions(out, run="scale 2")
+    ax = heat.axes[0]
+    assert f"nn.RNN(cell='{cell}', d=3)" in ax.get_title() and "scale 2" in ax.get_title()
+    assert r"\mathrm{weight\_hh}^{(k)}" in ax.get_title()
+    assert r"$\|\partial L_t/\partial \mathrm{weight\_hh}^{(k)}\|_F$" in heat.axes[1].get_ylabel()
+    image = ax.get_images()[0]
+    assert isinstance(image.norm, LogNorm)  # the same kind of colour scale as the vanilla cell's figure
+    norms = contribution_norms(out, "cell.weight_hh")
+    assert image.norm.vmin == pytest.approx(norms[norms > 0].min()) and image.norm.vmax == pytest.approx(norms.max())
+    # h_0 = 0, so the weight_hh used at step 1 multiplies zeros: the blank column is explained
+    assert "column $k = 1$ blank: $s_0 = 0$" in ax.get_xlabel()
+    heat.canvas.draw()
+    for axis in (ax.get_xticks(), ax.get_yticks()):
+        assert all(float(t).is_integer() for t in axis)
+    bars = plot_step_grads(out).axes[0]
+    assert bars.get_yscale() == "log" and "no bar at $t = 1$" in bars.get_xlabel() and cell in bars.get_title()
+    heights = [p.get_height() for p in bars.patches]
+    assert np.isnan(heights[0]) and np.all(np.array(heights[1:]) > 0)
+    flow = plot_gradient_flow(out).axes[0]
+    assert flow.get_yscale() == "log" and f"cell='{cell}'" in flow.get_title()
+    labels = [t.get_text() for t in flow.get_legend().texts]
+    assert not any("bound" in label for label in labels)  # (γλ)^{t−k} bounds only the vanilla cell
+    assert flow.get_xlabel() == r"gap $t - k$ (steps back in time)"
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_truncation_bias_for_each_scheme_and_the_other_cells(cell):
+    model, xs, targets = gated(cell)
+    L, out = model.loss(xs, targets)
+    L.backward()
+    P = model.W if cell == "rnn" else model.cell.weight_hh
+    for scheme in (dict(k=3), dict(tau=2), dict(k1=2, k2=4)):
+        bias = truncation_bias(out, **scheme)
+        C = contributions(out, P)
+        mask = truncation_mask(7, **scheme)
+        # the formula: what is left out is the sum of the contributions outside the mask
+        np.testing.assert_allclose(bias.full - bias.truncated, (C * ~mask[..., None, None]).sum(axis=0), atol=1e-12)
+        np.testing.assert_allclose(bias.full.sum(axis=0), P.grad, atol=1e-12)
+
+
+def test_figures_show_inline_in_a_kernel_without_a_matplotlib_magic(tmp_path):
+    # a real Jupyter kernel, no %matplotlib and no pyplot: each analysis figure is the cell's PNG
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    setup = ("from tinygrad_rnn import analysis\n"
+             "m, x, y, _ = analysis.hello_sequence(repeats=1, hidden=4)\n"
+             "out = m.loss(x, y)[1]")
+    calls = ["analysis.plot_contributions(out)", "analysis.plot_step_grads(out)", "analysis.plot_gradient_flow(out)",
+             "analysis.plot_gradient_vs_gap([('rnn', *analysis.gradient_vs_gap(out))])",
+             "import sys; print(sorted(m for m in sys.modules if m.startswith('matplotlib.pyplot')))"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in [setup] + calls])
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in notebook.cells[1:-1]:
+        results = [o for o in cell.outputs if o.output_type == "execute_result"]
+        assert len(results) == 1 and results[0].data["image/png"], cell.source
+    assert notebook.cells[-1].outputs[0].text.strip() == "[]"  # pyplot never imported

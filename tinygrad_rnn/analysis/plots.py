@@ -18,18 +18,22 @@ from .recording import recording
 _TINY = np.finfo(np.float64).tiny
 
 
-def _figure(size):
+def inline_figure(size):
+    """A matplotlib Figure (constrained layout, `size` in inches) that shows itself in Jupyter/IPython as a
+    PNG whatever the backend, with no %matplotlib magic and no pyplot (a plain Figure shows as text there)."""
     from matplotlib.figure import Figure
 
     class AnalysisFigure(Figure):
-        """A Figure that shows itself in Jupyter/IPython (a PNG), whatever the backend."""
-
         def _repr_png_(self):
             buffer = io.BytesIO()
             self.savefig(buffer, format="png", dpi=100)
             return buffer.getvalue()
 
-    fig = AnalysisFigure(figsize=size, layout="constrained")
+    return AnalysisFigure(figsize=size, layout="constrained")
+
+
+def _figure(size):
+    fig = inline_figure(size)
     return fig, fig.add_subplot()
 
 

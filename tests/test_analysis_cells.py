@@ -1,10 +1,12 @@
 """The analysis for every cell (rnn, gru, lstm), float64, against torch.autograd on the same weights
 (RNN.to_torch) and finite differences: state Jacobians (an LSTM's (h, c) and its c → c carousel), the
 BPTT contributions ∂L_t/∂P(k), explicit derivatives, gradient flow, and the architectures' recordings."""
+import copy
+
 import numpy as np
 import pytest
 
-from tinygrad_rnn import nn
+from tinygrad_rnn import Tensor, nn
 from tinygrad_rnn.analysis import (all_state_jacobians, contribution_norms, contributions, decompose,
                                    explicit_grad, gradient_flow, loss_state_gradients, record, state_jacobian,
                                    step_grads, step_jacobian, step_jacobians)
@@ -348,3 +350,82 @@ def test_long_sequences_measure_the_last_row_and_agree_with_the_chained_products
     assert flow.jacobian_norms[39] == pytest.approx(np.linalg.norm(J, 2), rel=1e-9)
     carousel = gradient_flow(out, part="carousel")
     assert carousel.part == "carousel" and np.all(carousel.jacobian_norms <= 1 + 1e-12)  # Π diag(f), 0 < f < 1
+
+
+class OneStepDifferent:
+    """Stands in for an architecture's cell: call `k` (step k) runs `other` instead (a copy of the cell with
+    one weight nudged: the model's own loss then depends on P(k) alone), or nudges the state it is given
+    (s_{k−1}); every new state is kept, so s_t can be read back."""
+
+    def __init__(self, cell, k, other=None, nudge=None):
+        self.cell, self.k, self.other, self.nudge, self.calls, self.states = cell, k, other, nudge, 0, []
+
+    def __call__(self, x, state):
+        self.calls += 1
+        if self.calls == self.k and self.nudge is not None:
+            state = self.nudge(state)
+        state = (self.other if self.calls == self.k and self.other is not None else self.cell)(x, state)
+        self.states.append(state)
+        return state
+
+    def __getattr__(self, name):  # hidden_size, … of the real cell
+        return getattr(self.cell, name)
+
+
+def _architectures(cell):
+    rng = np.random.default_rng(4)
+    clf = nn.SequenceClassifier(2, 3, 3, cell=cell, seed=1, dtype=np.float64)
+    tagger = nn.SequenceTagger(5, 3, 3, 4, cell=cell, seed=2, dtype=np.float64)
+    s2s = nn.Seq2Seq(6, 3, 3, bos=0, cell=cell, seed=3, dtype=np.float64)
+    for model in (clf, tagger, s2s):
+        for p in model.parameters():
+            p.data = p.data * 2
+    return [(clf, "cell", rng.random((6, 2, 2)), rng.integers(0, 3, 2)),
+            (tagger, "cell", rng.integers(0, 5, (5, 2)), rng.integers(0, 4, (5, 2))),
+            (s2s, "encoder.cell", rng.integers(1, 6, (4, 2)), rng.integers(1, 6, (3, 2)))]
+
+
+def _owner_and_cell(model, path):
+    owner = model.encoder if path == "encoder.cell" else model
+    return owner, owner.cell
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_architectures_per_step_gradients_and_state_jacobians_match_finite_differences(cell):
+    # the taggers, the classifier and the Seq2Seq encoder: ∂L/∂P(k) (P used at step k only) and ∂s_t/∂s_k by
+    # central differences of each model's own loss and cell, through a stand-in cell that changes step k alone
+    weight = "W" if cell == "rnn" else "weight_hh"
+    for model, path, inputs, targets in _architectures(cell):
+        rec = record(model, inputs, targets)
+        owner, real = _owner_and_cell(model, path)
+        name = f"{path}.{weight}"
+        columns = contributions(rec, name).sum(axis=0)  # (T, *P.shape): ∂L/∂P(k)
+        T = rec.T
+        entries = [(0, 1), (2, 0), (1, 2)]
+        for k in (1, 3, T):
+            for index in entries:
+                values = []
+                for sign in (1, -1):
+                    other = copy.deepcopy(real)
+                    getattr(other, weight).data[index] += sign * EPS
+                    owner.cell = OneStepDifferent(real, k, other=other)
+                    values.append(model.loss(inputs, targets)[0].item())
+                owner.cell = real
+                assert columns[k - 1][index] == pytest.approx((values[0] - values[1]) / (2 * EPS), abs=1e-8), \
+                    (type(model).__name__, k, index)
+        t, k, w = T, 2, rec.width
+        J = state_jacobian(rec, t, k, batch=1)
+        numeric = np.zeros((w, w))
+        for r in range(w):
+            ends = []
+            for sign in (1, -1):
+                def nudge(state, sign=sign):
+                    flat = rec.pack(state).data.copy()
+                    flat[1, r] += sign * EPS
+                    return rec.unpack(Tensor(flat))
+                owner.cell = OneStepDifferent(real, k + 1, nudge=nudge)
+                model.loss(inputs, targets)
+                ends.append(rec.pack(owner.cell.states[t - 1]).data[1])
+            owner.cell = real
+            numeric[:, r] = (ends[0] - ends[1]) / (2 * EPS)
+        np.testing.assert_allclose(J, numeric, atol=1e-8, err_msg=type(model).__name__)

@@ -1,7 +1,6 @@
 """The rest of the course notes: the ∂s_t/∂W expansion term by term, the column-vector convention, the
 "deep" slide as a computed loss, the three truncations (segments, τ terms per loss, TBPTT(k1, k2)) for
 every cell, the analyze CLI (--cell, --example deep, --load, --adding) and what the figures show."""
-import json
 import pathlib
 
 import numpy as np

@@ -259,6 +259,12 @@ def test_round_trip_of_an_ordinary_checkpoint_is_exact(tmp_path):
     assert header.members["V"] == ((4, 5), np.dtype("float32")) and header.metadata["hidden"] == 4
 
 
+def _bit_flips(raw, n, rng):
+    """`n` copies of `raw`, each with one random bit flipped (positions uniform over the file)."""
+    return [raw[:i] + bytes([raw[i] ^ (1 << int(rng.integers(8)))]) + raw[i + 1:]
+            for i in rng.integers(0, len(raw), n)]
+
+
 def test_bit_flips_and_truncations_load_exactly_or_fail_cleanly(tmp_path):
     # every damaged copy either loads the very same weights (the flip hit a field nothing reads) or raises
     # CheckpointError with the model untouched — no other exception, no numpy warning
@@ -266,8 +272,7 @@ def test_bit_flips_and_truncations_load_exactly_or_fail_cleanly(tmp_path):
     model.save(tmp_path / "m.npz", metadata={"hidden": 6})
     raw = (tmp_path / "m.npz").read_bytes()
     rng = np.random.default_rng(0)
-    damaged = [bytes(raw[:i]) + bytes([raw[i] ^ (1 << int(rng.integers(8)))]) + raw[i + 1:]
-               for i in rng.integers(0, len(raw), 200)] + [raw[:n] for n in range(0, len(raw), 29)]
+    damaged = _bit_flips(raw, 400, rng) + [raw[:n] for n in range(0, len(raw), 29)]
     failures = 0
     for i, data in enumerate(damaged):
         (tmp_path / "x.npz").write_bytes(data)
@@ -298,3 +303,80 @@ def test_check_shapes_lets_a_loader_refuse_metadata_before_building_the_model(tm
     header.check_shapes(full)
     with pytest.raises(nn.CheckpointError, match=r"unexpected members \['U', 'b', 'c'\]"):
         header.check_shapes({"V": (4, 3), "W": (4, 4)})  # a member the model has no place for: another model's
+
+
+def test_bit_flips_of_a_train_checkpoint_load_exactly_or_fail_in_one_line(tmp_path, capsys):
+    # the command line's path (`sample --load`: metadata checked, then the model built from it): 400 flipped
+    # copies of a `train --save` checkpoint each load the very model or raise CheckpointError — never
+    # another exception or a numpy warning; every 10th also through the command: exit 0, or one line, exit 2
+    from test_cli_errors import run_cli
+    from tinygrad_rnn.cli import main
+    from tinygrad_rnn.train import load_char_lm
+    good = tmp_path / "ck.npz"
+    assert main(["train", "--steps", "1", "--hidden", "4", "--seq", "8", "--no-progress", "--save", str(good),
+                 "--plot", str(tmp_path / "ck.png")]) == 0
+    capsys.readouterr()
+    original, vocab, meta = load_char_lm(good)
+    raw = good.read_bytes()
+    refused, loaded, outcomes = 0, 0, []
+    for i, data in enumerate(_bit_flips(raw, 400, np.random.default_rng(1))):
+        path = tmp_path / "x.npz"
+        path.write_bytes(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                model, vocab2, meta2 = load_char_lm(path)
+            except nn.CheckpointError as e:
+                refused += 1
+                assert "x.npz" in str(e), str(e)
+            else:
+                loaded += 1
+                assert vocab2.tokens == vocab.tokens and meta2 == meta, f"flip {i}"
+                for (name, p), q in zip(original.named_parameters(), model.parameters()):
+                    np.testing.assert_array_equal(q.data, p.data, err_msg=f"flip {i}, {name}")
+        if i % 10 == 0:
+            code, err = run_cli(capsys, "sample", "--load", path, "--n", "3")
+            lines = err.strip().splitlines()
+            outcomes.append(code)
+            assert (code == 0 and not lines) or (code == 2 and len(lines) == 1 and "Traceback" not in err), err
+    assert refused > 0.7 * 400 and refused + loaded == 400 and 2 in outcomes
+
+
+def test_kill_9_during_real_saves_leaves_the_old_file_loadable_and_the_next_save_cleans_up(tmp_path):
+    # real np.savez writes (no stub), a writer saving two models in turn onto one path, killed (SIGKILL) at
+    # random moments: after each kill the path holds one of the two models whole, and the next writer's first
+    # save removes the temporary file the killed one left
+    path, sizes = tmp_path / "m.npz", (300, 400, 300)
+    models = [nn.RNN(*sizes, seed=seed) for seed in (0, 1)]
+    script = textwrap.dedent(f"""
+        import sys
+        from tinygrad_rnn import nn
+        models = [nn.RNN(*{sizes}, seed=seed) for seed in (0, 1)]
+        models[0].save({str(path)!r})
+        print("saved", flush=True)
+        while True:
+            for model in models:
+                model.save({str(path)!r})
+    """)
+    rng, hits = np.random.default_rng(0), 0
+    left_by_the_killed = []
+    for kill in range(5):
+        writer = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": REPO})
+        try:
+            assert writer.stdout.readline() == "saved\n"
+            assert not any(f.exists() for f in left_by_the_killed), "the next save kept a dead writer's temp"
+            time.sleep(float(rng.uniform(0.05, 0.4)))
+        finally:
+            os.kill(writer.pid, signal.SIGKILL)
+            writer.wait()
+            writer.stdout.close()
+        left_by_the_killed = [f for f in tmp_path.iterdir() if f.name.startswith(".tmp-m.npz.")]
+        hits += bool(left_by_the_killed)
+        survivor = nn.RNN(*sizes, seed=2)
+        survivor.load(path)  # the old file (or the new one) whole, never a partial one
+        assert any(all(np.array_equal(p.data, q.data) for p, q in zip(survivor.parameters(), m.parameters()))
+                   for m in models), f"kill {kill}: the checkpoint is neither model"
+    assert hits >= 1, "no kill landed inside a save"
+    models[0].save(path)
+    assert [f.name for f in tmp_path.iterdir()] == ["m.npz"]

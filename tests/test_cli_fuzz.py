@@ -3,7 +3,6 @@ given any string, is either accepted with a value in the flag's range or refused
 that names the flag (exit code 2) — never a traceback, never an out-of-range value reaching the work.
 Only the parsing runs (cli.parse_arguments, as the command does), so thousands of values
 take about a second."""
-import argparse
 import contextlib
 import io
 import math
@@ -20,6 +19,8 @@ REQUIRED = {"sample": ["--load", "x.npz"], "task": ["adding"]}
 RANGE_NAME = re.compile(r"integer ≥ (-?\d+)")
 
 PARSER = build_parser()
+FLAG_VALUES = 1500  # fuzzed (flag, value) pairs
+TOKEN_SOUPS = 600   # fuzzed command lines of flags and values in any order
 
 
 def _numeric_flags():
@@ -74,7 +75,7 @@ def test_every_numeric_flag_is_fuzzed():
                                                                             "sample", "task", "bench"}
 
 
-@settings(max_examples=1500, deadline=None, derandomize=True)
+@settings(max_examples=FLAG_VALUES, deadline=None, derandomize=True)
 @given(flag=st.sampled_from(NUMERIC_FLAGS), text=VALUES)
 def test_a_numeric_flag_accepts_only_its_range_and_refuses_in_one_line_naming_it(flag, text):
     command, option, kind = flag
@@ -97,7 +98,7 @@ TOKENS = ["--steps", "--hidden", "--lr", "--clip", "--seed", "--save", "--plot",
           "nan", "x.npz", "=", "--", "-", "--help=1", "--version=2", "--no-progress", "--bogus", "é", ""]
 
 
-@settings(max_examples=600, deadline=None, derandomize=True)
+@settings(max_examples=TOKEN_SOUPS, deadline=None, derandomize=True)
 @given(command=st.sampled_from(sorted(PARSER.subcommand_parsers) + ["", "nope"]),
        tokens=st.lists(st.sampled_from(TOKENS), max_size=6))
 def test_any_token_soup_parses_or_is_one_line_exit_2(command, tokens):

@@ -5,8 +5,10 @@ gradients and weights for the engine, every file of the working folder for the c
 command is one line on stderr with exit code 2, no traceback), the model and the file for checkpoints — or,
 for the few misuses that now succeed (a symlink as an output, a missing output folder), in the right result.
 
-The counts of the report's table (cases tried per area) are counts(): from tests/,
-    ../.venv/bin/python -c "import test_misuse_catalogue as c; print(c.counts())"
+The counts of the report's table (cases tried per area) are counts(), and the fuzzed ones fuzzed_counts()
+(tests/test_cli_fuzz.py, the bit flips and kill -9s of tests/test_checkpoint.py, the in-place fuzz of
+tests/test_reliability.py): from tests/,
+    ../.venv/bin/python -c "import test_misuse_catalogue as c; print(c.counts(), c.fuzzed_counts())"
 and the failures are what pytest reports failing in this file."""
 import hashlib
 import json
@@ -543,3 +545,14 @@ def counts():
     return {"engine": len(ENGINE) + 1,             # + binary_cross_entropy keeps its own targets
             "cli": len(CLI) + 2,                   # + symlink outputs, a missing plot folder
             "checkpoint": len(CHECKPOINT) + 4 + 1}  # + the 4 save misuses, mode kept and stale temp removed
+
+
+def fuzzed_counts():
+    """Fuzzed cases per area, beyond the tables (each test asserts every case handled, so the failures are
+    what pytest reports failing there)."""
+    import test_checkpoint
+    import test_cli_fuzz
+    import test_reliability
+    return {"engine": test_reliability.INPLACE_FUZZ,          # in-place updates after backward, per-step grads read
+            "cli": test_cli_fuzz.FLAG_VALUES + test_cli_fuzz.TOKEN_SOUPS,
+            "checkpoint": 2 * test_checkpoint.BIT_FLIPS + test_checkpoint.KILLS}  # + 2 x 400 flips, kill -9s

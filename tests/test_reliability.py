@@ -10,6 +10,9 @@ import tinygrad_rnn as tg
 import tinygrad_rnn.functional as F
 from tinygrad_rnn import Parameter, Tensor, Unroll, nn, no_grad
 from tinygrad_rnn.data import CharVocab
+from tinygrad_rnn.optim import SGD
+
+INPLACE_FUZZ = 100  # fuzzed sequences of in-place updates after a backward (issue 16 #2, #4)
 
 
 def small_rnn(dtype=np.float64):
@@ -360,3 +363,81 @@ def test_linear_without_bias_refuses_a_torch_bias():
     torch = pytest.importorskip("torch")
     with pytest.raises(ValueError, match="bias"):
         nn.Linear(3, 2, bias=False).load_torch(torch.nn.Linear(3, 2))
+
+
+# --- fuzzed: in-place updates after backward never make a per-step gradient silently different -----------
+
+def _recorded_rnn(cell):
+    vocab = CharVocab("helo")
+    model = nn.RNN(4, 3, 4, seed=0, dtype=np.float64, cell=cell)
+    xs, targets = vocab.one_hot("hell", dtype=np.float64), vocab.encode("ello")
+    L, out = model.loss(xs, targets)
+    L.backward()
+    return model, xs, targets, out
+
+
+def _copy_grads(model, out, keys=None):
+    """{(parameter, step): ∂L/∂W(t) as an array, or "InplaceError"} for every per-step copy (or `keys`)."""
+    grads = {}
+    for name, p in model.named_parameters():
+        for t, copy in enumerate(out.tape.copies(p)):
+            if keys is None or (name, t) in keys:
+                try:
+                    grads[(name, t)] = np.array(copy.grad, copy=True)
+                except tg.InplaceError:
+                    grads[(name, t)] = "InplaceError"
+    return grads
+
+
+_REFERENCE = {}
+
+
+def _apply_update(kind, index, model, xs, targets, out):
+    """One in-place update a user makes after backward (torch idioms where there is one)."""
+    state = out.states[index % len(out.states)]
+    if kind == "zero the carried state":      # h.zero_()
+        carried = state.detach()
+        carried *= 0.0
+    elif kind == "set a state through Tensor(t)":
+        alias = Tensor(state.detach())
+        alias[...] = 5.0
+    elif kind == "add to a state's detached view":
+        carried = state.detach()
+        carried += 1.0
+    elif kind == "optimizer step":
+        SGD(model.parameters(), lr=10.0).step()
+    elif kind == "parameters += 1 under no_grad":
+        with no_grad():
+            for p in model.parameters():
+                p += 1.0
+    elif kind == "overwrite the input array":
+        xs *= 0.0
+    elif kind == "overwrite the targets":
+        targets[:] = 0
+
+
+UPDATES = ["zero the carried state", "set a state through Tensor(t)", "add to a state's detached view",
+           "optimizer step", "parameters += 1 under no_grad", "overwrite the input array", "overwrite the targets"]
+
+
+def test_fuzzed_inplace_updates_after_backward_never_change_a_per_step_gradient_silently():
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=INPLACE_FUZZ, deadline=None, derandomize=True)
+    @given(cell=st.sampled_from(["rnn", "gru", "lstm"]), read_first=st.sets(st.integers(0, 30), max_size=6),
+           updates=st.lists(st.tuples(st.sampled_from(UPDATES), st.integers(0, 3)), min_size=1, max_size=3))
+    def check(cell, read_first, updates):
+        if cell not in _REFERENCE:
+            model, _, _, out = _recorded_rnn(cell)
+            _REFERENCE[cell] = _copy_grads(model, out)
+        reference = _REFERENCE[cell]
+        model, xs, targets, out = _recorded_rnn(cell)
+        keys = sorted(reference)
+        early = _copy_grads(model, out, {keys[i % len(keys)] for i in read_first})  # some read before
+        for kind, index in updates:
+            _apply_update(kind, index, model, xs, targets, out)
+        for key, value in {**_copy_grads(model, out), **early}.items():
+            assert isinstance(value, str) or np.array_equal(value, reference[key]), \
+                f"{cell}: ∂L/∂{key[0]}({key[1] + 1}) silently changed after {updates}"
+        assert all(not isinstance(v, str) for v in early.values())
+    check()

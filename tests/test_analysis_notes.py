@@ -281,6 +281,9 @@ def test_figures_of_gated_cells_show_their_weight_their_run_and_log_scales(cell)
     labels = [t.get_text() for t in flow.get_legend().texts]
     assert not any("bound" in label for label in labels)  # (γλ)^{t−k} bounds only the vanilla cell
     assert flow.get_xlabel() == r"gap $t - k$ (steps back in time)"
+    for axes in (bars, flow):  # steps and gaps are whole numbers
+        axes.figure.canvas.draw()
+        assert all(float(t).is_integer() for t in axes.get_xticks())
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru"])

@@ -287,9 +287,9 @@ def moving_average(values, window):
 def plot_losses(histories, path=None, title="", ylabel="loss", baseline=None, baseline_label="baseline"):
     """The loss curves of `histories` (raw, faint, and a moving average) as a matplotlib Figure, or, given
     `path`, written to that PNG/PDF (then the path is returned). Built without pyplot, so it changes no
-    backend: a notebook keeps its inline plots, and the Figure shows there as the cell's value."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 4), layout="constrained")
+    backend, and the Figure shows in a notebook as the cell's value (a PNG, with no %matplotlib magic)."""
+    from .analysis.plots import inline_figure  # on use, as the --analyze path imports analysis.tasks
+    fig = inline_figure((7, 4))
     ax = fig.add_subplot()
     for h in histories:
         steps = np.arange(1, len(h.losses) + 1)

@@ -240,6 +240,9 @@ def step_arguments(output, k, P, batch, convention, op):
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= rec.T:
         raise IndexError(f"{op}: need an integer step 1 ≤ {'t' if op == 'decompose' else 'k'} ≤ T = {rec.T}, got {k!r}")
     b = rec.sequence(batch, op)
+    if rec.lengths is not None and k > rec.lengths[b]:  # s_k is s_{k−1} held: no explicit part to show
+        raise ValueError(f"{op}: step {k} is padding of sequence {batch} (length {rec.lengths[b]}); "
+                         f"ask for a step ≤ {rec.lengths[b]}")
     name, twin_P = rec.parameter(recurrent_weight(rec) if P is None else P, op)
     return rec, b, name, twin_P
 

@@ -135,6 +135,9 @@ def local_jacobians(rec, steps, params=(), op="analysis", exact=False):
                 sites[P] = [_empty_like(part, len(steps)) for part in parts]
             for whole, part in zip(sites[P], parts):
                 _assign(whole, part, lo)
+    if rec.lengths is not None:  # nn.RNN holds a sequence's state past its length: s_j = s_{j−1}, D_j = I
+        padded = steps[:, None] > rec.lengths[None, :]
+        D[padded] = np.eye(w)
     return LocalJacobians(steps, D, sites)
 
 

@@ -38,6 +38,7 @@ class Recording:
     single: bool              # the inputs were one sequence (T, n)
     label: str                # e.g. "nn.RNN(cell='lstm', d=16)" for titles
     loss_kind: str = "cross-entropy per step"
+    lengths: np.ndarray = None  # (B,) real steps of a padded batch (nn.RNN lengths=): later states are held
     _states: np.ndarray = field(default=None, repr=False)
 
     @property
@@ -143,7 +144,8 @@ def _from_rnn_output(output):
     kind = "binary cross-entropy per step" if output.loss_kind == "bce" else "cross-entropy per step"
     return Recording(clone, clone.cell, xs, h0, model.hidden_size, paired, head,
                      {p: n for n, p in model.named_parameters()}, single,
-                     f"nn.RNN(cell={model.cell_type!r}{extra}, d={model.hidden_size})", kind)
+                     f"nn.RNN(cell={model.cell_type!r}{extra}, d={model.hidden_size})", kind,
+                     None if output.lengths is None else np.asarray(output.lengths))
 
 
 def recording(x):

@@ -100,6 +100,17 @@ def test_new_op_matches_finite_differences_in_float64(name, ours, theirs, shapes
         np.testing.assert_allclose(ours_grad, numeric, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name,ours,theirs,shapes,domain", CASES, ids=[c[0] for c in CASES])
+def test_new_op_keeps_float64_like_torch(name, ours, theirs, shapes, domain):
+    xs = _inputs(shapes, domain, seed=2)
+    params = [Parameter(x) for x in xs]
+    out, expected = ours(*params), theirs(*[torch.tensor(x, requires_grad=True) for x in xs])
+    assert out.dtype == np.float64 and str(expected.dtype) == "torch.float64"
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-12, atol=1e-12)
+    out.sum().backward()
+    assert all(p.grad.dtype == np.float64 for p in params)
+
+
 def test_ops_on_integer_data_compute_in_float32_like_torch():
     ints = np.array([1, 4, 9])
     for ours, theirs in [(lambda a: a.sqrt(), torch.sqrt), (lambda a: a.sin(), torch.sin),

@@ -216,6 +216,16 @@ def test_nll_loss_matches_torch(reduction):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_loss_matches_finite_differences_with_ignored_targets(reduction, numerical_grad, engine_grads):
+    targets = np.array([[1, 4], [-100, 0], [2, -100]])  # (N=3, d=2), classes on axis 1 of (3, 5, 2)
+    fn = lambda z: F.nll_loss(z.log_softmax(1), targets, reduction=reduction)  # noqa: E731
+    x = [np.random.default_rng(5).standard_normal((3, 5, 2))]
+    grad = engine_grads(fn, x)[0]
+    np.testing.assert_allclose(grad, numerical_grad(fn, x)[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(grad[1, :, 0], 0)  # an ignored target sends nothing back
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("pos_weight", [None, np.array([1.0, 3.0, 0.5], np.float32)])
 def test_binary_cross_entropy_with_logits_matches_torch(reduction, pos_weight, numerical_grad, engine_grads):
     rng = np.random.default_rng(4)

@@ -100,6 +100,17 @@ def test_new_op_matches_finite_differences_in_float64(name, ours, theirs, shapes
         np.testing.assert_allclose(ours_grad, numeric, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name,ours,theirs,shapes,domain", CASES, ids=[c[0] for c in CASES])
+def test_new_op_keeps_float64_like_torch(name, ours, theirs, shapes, domain):
+    xs = _inputs(shapes, domain, seed=2)
+    params = [Parameter(x) for x in xs]
+    out, expected = ours(*params), theirs(*[torch.tensor(x, requires_grad=True) for x in xs])
+    assert out.dtype == np.float64 and str(expected.dtype) == "torch.float64"
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-12, atol=1e-12)
+    out.sum().backward()
+    assert all(p.grad.dtype == np.float64 for p in params)
+
+
 def test_ops_on_integer_data_compute_in_float32_like_torch():
     ints = np.array([1, 4, 9])
     for ours, theirs in [(lambda a: a.sqrt(), torch.sqrt), (lambda a: a.sin(), torch.sin),
@@ -202,6 +213,16 @@ def test_nll_loss_matches_torch(reduction):
     ours.sum().backward()
     theirs.sum().backward()
     np.testing.assert_allclose(z.grad, tz.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_loss_matches_finite_differences_with_ignored_targets(reduction, numerical_grad, engine_grads):
+    targets = np.array([[1, 4], [-100, 0], [2, -100]])  # (N=3, d=2), classes on axis 1 of (3, 5, 2)
+    fn = lambda z: F.nll_loss(z.log_softmax(1), targets, reduction=reduction)  # noqa: E731
+    x = [np.random.default_rng(5).standard_normal((3, 5, 2))]
+    grad = engine_grads(fn, x)[0]
+    np.testing.assert_allclose(grad, numerical_grad(fn, x)[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(grad[1, :, 0], 0)  # an ignored target sends nothing back
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

@@ -175,8 +175,12 @@ def test_comparisons_are_elementwise_boolean_tensors_without_grad():
                          (2 < a, [False, False, True]), (np.float64(2.0) == a, [False, True, False])]:
         assert ours.dtype == np.bool_ and not ours.requires_grad and ours.is_leaf
         np.testing.assert_array_equal(ours.data, theirs)
-    # between two Tensors == and != stay identity: the engine finds nodes in lists with `in` (gradcheck)
-    assert (a == a) is True and (a == b) is False and (a != b) is True and a in [b, a] and b not in [a]
+    # between two Tensors too, as torch; `in` on a list then compares elementwise (ambiguous), sets do not
+    np.testing.assert_array_equal((a == b).data, [False, True, False])
+    np.testing.assert_array_equal((a != b).data, [True, False, True])
+    assert (a == b).dtype == np.bool_ and not (a == b).requires_grad
+    with pytest.raises(TypeError, match="ambiguous"):
+        a in [b]  # noqa: B015  (torch: RuntimeError, the same ambiguity)
     assert len({a, b, a}) == 2 and hash(a) == object.__hash__(a)  # identity hashing, as torch
     assert {a: 1}[a] == 1 and {a: 1, b: 2}[b] == 2  # (hash matches are checked by identity first)
     np.testing.assert_array_equal(a[a > 1.5].data, [2.0, 3.0])  # a boolean mask indexes

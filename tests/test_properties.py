@@ -117,7 +117,7 @@ def graphs(draw):
         a = rec.pool[rec.pick()]
         kind = draw(st.sampled_from(["unary", "unary", "binary", "binary", "const", "reduce", "matmul", "shape",
                                      "getitem", "join"]))
-        i = rec.pool.index(a)
+        i = next(j for j, x in enumerate(rec.pool) if x is a)
         if kind == "unary":
             name = draw(st.sampled_from(UNARY))
             if name in ("softmax", "log_softmax") and a.ndim == 0:
@@ -319,7 +319,7 @@ def test_random_cell_step_gradients_equal_per_step_finite_differences(spec):
     arrays, xs, targets, weights, tape, L = recorded_cell(spec)
     eps = 1e-6
     for name, P in weights.items():
-        if P not in tape.parameters:
+        if not any(P is q for q in tape.parameters):
             continue
         step_grads = tape.step_grads(P)
         assert len(tape.copies(P)) == spec["T"]
@@ -353,7 +353,7 @@ def test_random_cell_step_gradients_match_torch_per_step_leaves(spec):
     for name, P in weights.items():
         g = deltas[name].grad
         expected = np.zeros(deltas[name].shape) if g is None else g.numpy()
-        if P in tape.parameters:
+        if any(P is q for q in tape.parameters):
             np.testing.assert_allclose(tape.step_grads(P), expected, rtol=1e-9, atol=1e-12, err_msg=name)
         else:
             np.testing.assert_array_equal(expected, 0)

@@ -32,7 +32,9 @@ class detect_anomaly:
     Per thread, like grad mode: it checks what the thread that entered it computes."""
 
     def __init__(self):
-        self.origins = weakref.WeakKeyDictionary()  # node -> the user's source line that made it
+        # id(node) -> the user's source line that made it, dropped with the node (a WeakKeyDictionary would
+        # compare tensors with ==, which is elementwise)
+        self.origins = {}
 
     def __enter__(self):
         self._state = state = recording.own()
@@ -44,10 +46,11 @@ class detect_anomaly:
         return False
 
     def where(self, node):
-        return self.origins.get(node, "<created outside detect_anomaly()>")
+        return self.origins.get(id(node), "<created outside detect_anomaly()>")
 
     def forward(self, out, op, inputs):
-        origin = self.origins[out] = _user_frame()
+        origin = self.origins[id(out)] = _user_frame()
+        weakref.finalize(out, self.origins.pop, id(out), None)
         if out.data.dtype.kind in "fc" and not lazy.all_finite(out.data):
             bad = "NaN" if np.isnan(out.data).any() else "Inf"
             shapes = ", ".join(str(x.shape) for x in inputs)

@@ -74,6 +74,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     """
     inputs = list(inputs)
     targets = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    names = [x.name or f"input {i}" for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not targets:
         raise ValueError("gradcheck: no input requires grad")
     saved = [(x.data, x._grad) for x in targets]
@@ -84,16 +85,17 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
         objective = _scalar_objective(fn, inputs, projection)
         check_finite_value(objective.data, "gradcheck")
         # other leaves of fn's graph (a model's other weights) get gradients too: restore theirs after
-        others = [(x, x._grad) for x in topological_order(objective) if not x.parents and x not in targets]
+        chosen = set(targets)  # a set finds tensors by identity (`in` on a list would compare them elementwise)
+        others = [(x, x._grad) for x in topological_order(objective) if not x.parents and x not in chosen]
         objective.backward()
         for x, grad in others:
             x._grad = grad
         analytic = [x.grad if x.grad is not None else np.zeros_like(x.data) for x in targets]
-        for x, grad in zip(targets, analytic):
+        for x, name, grad in zip(targets, names, analytic):
             with no_grad():
                 numeric = finite_differences(lambda: _scalar_objective(fn, inputs, projection).item(), x.data, eps)
-            check_close(grad, numeric, f"gradcheck: gradient mismatch for {x.name or f'input {inputs.index(x)}'} "
-                        f"{tuple(x.shape)}", "analytical", "numerical", atol, rtol, eps)
+            check_close(grad, numeric, f"gradcheck: gradient mismatch for {name} {tuple(x.shape)}",
+                        "analytical", "numerical", atol, rtol, eps)
     finally:
         for x, (data, grad) in zip(targets, saved):
             x.data, x._grad = data, grad

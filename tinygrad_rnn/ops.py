@@ -1144,17 +1144,6 @@ def _comparison(name, ufunc):
     return compare
 
 
-def _identity_or_values(compare, same):
-    """== and != between two Tensors stay identity (a Python bool), because the engine's graph code and
-    gradcheck look nodes up with `in`, which calls ==; against numbers and arrays they are elementwise, and
-    a.eq(b) / a.ne(b) are elementwise for tensors too (torch's meaning of ==)."""
-    def operator(a, other):
-        if isinstance(other, Tensor):
-            return (a is other) == same
-        return compare(a, other)
-    return operator
-
-
 CLONE = Op("clone", saves=())
 
 
@@ -1303,8 +1292,9 @@ def install_methods(cls):
                         ("gt", np.greater), ("ge", np.greater_equal)):
         compare = _comparison(name, ufunc)
         setattr(cls, name, compare)
-        setattr(cls, f"__{name}__", _identity_or_values(compare, name == "eq") if name in ("eq", "ne") else compare)
-    # (__hash__ stays identity: tensor.py sets it, as torch's)
+        setattr(cls, f"__{name}__", compare)  # Tensor == Tensor too, elementwise (torch)
+    # (__hash__ stays identity: tensor.py sets it, as torch's; sets and dicts check identity first, so they
+    # still find tensors, while `t in a_list` compares elementwise, as in torch: look nodes up by identity)
 
 
 install_methods(Tensor)

@@ -101,6 +101,11 @@ class Tensor:
     Tensor(data, requires_grad=False, dtype=None, name=None). Leaves that require grad (Parameters)
     receive their gradient in `.grad`; `name` labels the node in drawings and error messages; `step` is
     the Unroll step it was made in (None outside any). Operators and methods are the ops of ops.py.
+
+    Comparisons (`== != < <= > >=`) are elementwise, as torch's, also between two tensors: they return a
+    boolean tensor that requires no grad. Hashing stays identity, so sets and dicts find a tensor by
+    identity, but `t in a_list`, `a_list.index(t)` and `a_list.remove(t)` compare values (ambiguous for
+    more than one element, and wrong for equal scalars), as in torch: use a set, a dict or `is`.
     """
     __slots__ = ("data", "_grad", "requires_grad", "name", "step", "parents", "op",
                  "_backward", "_retains_grad", "_epoch", "_versions", "_id", "__weakref__")

@@ -27,7 +27,7 @@ from .outputs import check_distinct, check_output_file, make_folder_for, save_fi
 GATE_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4}  # blocks of hidden-size columns in a cell's weights
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays or Tensors (elementwise ==): compare by identity
 class History:
     """What a training run measured: the loss after every update, wall time, tokens processed."""
     losses: list = field(default_factory=list)

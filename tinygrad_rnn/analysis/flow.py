@@ -19,7 +19,7 @@ VANISHING_BELOW = 0.9
 EXPLODING_ABOVE = 1.1
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays or Tensors (elementwise ==): compare by identity
 class GradientFlow:
     """Aligned arrays over the gaps t − k = 1 … T−1, plus the fitted rate and the verdict."""
     gaps: np.ndarray            # 1 … T−1

@@ -65,7 +65,7 @@ class Site:
         return total
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays or Tensors (elementwise ==): compare by identity
 class LocalJacobians:
     """D and the sites of the requested parameters for the steps `steps` (aligned on axis 0)."""
     steps: np.ndarray      # the step numbers k (1 … T)

@@ -24,7 +24,7 @@ from ..ops import affine, concat
 from ..tensor import Tensor, no_grad
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays or Tensors (elementwise ==): compare by identity
 class Recording:
     """One recorded forward of a recurrent model, ready to be differentiated step by step."""
     model: object             # float64 twin (its parameters do not require grad)

@@ -181,7 +181,7 @@ def truncated_gradcheck(model, xs, targets, k=None, eps=1e-6, atol=1e-5, rtol=1e
     return True
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays or Tensors (elementwise ==): compare by identity
 class TruncationBias:
     """Full minus truncated BPTT gradient of one parameter, per copy step j (arrays aligned on steps)."""
     k: int                   # steps per segment (None for the other schemes)

@@ -26,7 +26,7 @@ from .lengths import IGNORE, alive_masks, checked_lengths, keep_ended, masked_ta
 from .linear import _check_torch_shape, _numpy, _torch_dtype
 from .module import Module
 
-@dataclass
+@dataclass(eq=False)  # holds arrays or Tensors (elementwise ==): compare by identity
 class RNNOutput:
     """What one forward recorded: enough for the analysis tools to recompute anything after backward."""
     logits: list              # y(1..T) before softmax, Tensors

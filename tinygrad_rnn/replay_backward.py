@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import autograd, batched, lazy, ops, recording, unroll
+from . import autograd, batched, lazy, ops, recording
 from .lazy import OuterSum
 from .ops import unbroadcast
+from .refills import captured
 
 _ndarray = np.ndarray
 
@@ -35,9 +36,11 @@ class Schedule:
         self.grads = [None] * len(self.order)
         self.arguments = argument_arrays
         self.transposes = {}   # id(w) -> (w, contiguous wᵀ buffer), refreshed at the start of every run
-        self.leaf_parts = {}   # slot of a leaf -> its contributions in sweep order (joined in `_leaf`)
-        self.copies = []       # (copy node, slot): their gradients are stored as eager stores them
-        self.retained = []     # (node, slot): other nodes that keep .grad (retain_grad(), leaves)
+        self.snapshots = []    # (leaf array, its snapshot buffer): copied at the start of every run
+        self.inflow = self._inflow()
+        self.leaf_parts = {}   # slot of a leaf -> its direct contributions in sweep order (see _leaf)
+        self.copies = []       # (copy node, slot), in sweep order: their gradients are stored at the end
+        self.retained = []     # (node, slot): the other nodes that keep .grad (retain_grad(), leaves)
         self.steps = []
         backwards = dict(zip(plan.computed, plan.backwards))
         batches_seen = set()
@@ -60,35 +63,66 @@ class Schedule:
                 step = kernel(self, node, i, backward) if kernel is not None else None
                 self.steps.append(step or self._generic(node, i, backward))
 
+    def _inflow(self):
+        """For every slot, how many edges may bring it a gradient; and the leaves that only copies feed."""
+        count = [0] * len(self.order)
+        self.fed_by_copies = {}  # slot of a leaf -> [slots of its copies], while only copies feed it
+        direct = set()
+        for node in self.order:
+            for parent in node.parents:
+                j = self.slot.get(parent)
+                if j is None or not parent.requires_grad:
+                    continue
+                count[j] += 1
+                if parent.parents:
+                    continue
+                if node.op is not None and node.op.is_copy:
+                    self.fed_by_copies.setdefault(j, []).append(self.slot[node])
+                else:
+                    direct.add(j)
+        for j in direct:
+            self.fed_by_copies.pop(j, None)
+        for copies in self.fed_by_copies.values():
+            copies.reverse()  # sweep order
+        return count
+
     # --- where gradients go ---------------------------------------------------------------------------
-    def _adder(self, parent):
-        """add(g): g into parent's slot as the sweep sums it (None when parent takes no gradient)."""
+    def target(self, parent):
+        """Where a gradient for `parent` goes: None (it takes none), or (slot, add) — add None when the
+        slot has one incoming edge (the gradient is simply put there), else add(g) sums it in as the
+        sweep does, into a buffer of the slot's own when both are arrays of its shape and dtype."""
         j = self.slot.get(parent)
         if j is None or not parent.requires_grad:
             return None
-        grads = self.grads
         if not parent.parents:  # a leaf: collected, joined once at the end (see _leaf)
-            parts = self.leaf_parts.setdefault(j, [])
-            return parts.append
-        accumulate = lazy.accumulate
+            return j, self.leaf_parts.setdefault(j, []).append
+        if self.inflow[j] == 1:
+            return j, None
+        grads, accumulate = self.grads, lazy.accumulate
+        shape, dtype, buffer = parent.data.shape, parent.data.dtype, np.empty_like(parent.data)
 
         def add(g):
             old = grads[j]
             if old is None:
                 grads[j] = g
             elif type(old) is _ndarray and type(g) is _ndarray:
-                grads[j] = old + g
+                if old.shape == shape and g.shape == shape and old.dtype == dtype and g.dtype == dtype:
+                    grads[j] = np.add(old, g, out=buffer)  # (= old + g; the slot's own buffer)
+                else:
+                    grads[j] = old + g
             else:
                 grads[j] = accumulate(old, g)
-        return add
+        return j, add
 
     def _copy(self, node, i):
-        """A copy P(t): keeps ∂L/∂P(t) (stored at the end) and passes it on to P unchanged."""
+        """A copy P(t): keeps ∂L/∂P(t) (stored at the end) and passes it on to P unchanged — at the end
+        too when only copies feed P (see _leaf), else now."""
         self.copies.append((node, i))
-        add, grads = self._adder(node.parents[0]), self.grads
-        if add is None:
+        to = self.target(node.parents[0])
+        if to is None or to[0] in self.fed_by_copies:
             return
-        kept = lazy.kept
+        j, add = to
+        grads, kept = self.grads, lazy.kept
 
         def step():
             g = grads[i]
@@ -98,8 +132,7 @@ class Schedule:
 
     def _generic(self, node, i, backward):
         """Any op: its kept closure on the dense gradient, its results summed into the inputs' slots."""
-        adders = [self._adder(p) for p in node.parents]
-        pairs = [(k, add) for k, add in enumerate(adders) if add is not None]
+        targets = [(k, to) for k, to in enumerate(map(self.target, node.parents)) if to is not None]
         grads, dense = self.grads, lazy.dense
 
         def step():
@@ -107,37 +140,29 @@ class Schedule:
             if g is None:
                 return
             parent_grads = backward(dense(g))
-            for k, add in pairs:
+            for k, (j, add) in targets:
                 pg = parent_grads[k]
-                if pg is not None:
+                if pg is None:
+                    continue
+                if add is None:
+                    grads[j] = pg
+                else:
                     add(pg)
         return step
 
     def _batch(self, first, batch):
         """A step batch: one backward for all members (autograd._run_batch), the linear one as a kernel."""
         members = [ref() for ref in batch.members]
-        need_all = all(m is not None and m in self.slot for m in members)
         slots = [self.slot.get(m) for m in members]
         self.retained.extend((m, j) for m, j in zip(members, slots) if j is not None and m._retains_grad)
-        adders = [None if m is None else [self._adder(p) for p in m.parents] for m in members]
-        if need_all and first.op is batched.LINEAR:
-            step = _linear_batch(self, members, slots, adders, batch.backward)
+        targets = [None if m is None else [self.target(p) for p in m.parents] for m in members]
+        if None not in slots and first.op is batched.LINEAR:
+            step = _linear_batch(self, slots, targets, batch.backward)
             if step is not None:
                 self.steps.append(step)
                 return
         grads, dense = self.grads, lazy.dense
-
-        def step():
-            gs = [None if j is None else dense(grads[j]) for j in slots]
-            if all(g is None for g in gs):
-                return
-            for parent_grads, parent_adders in zip(batch.backward(gs), adders):
-                if parent_grads is None:
-                    continue
-                for pg, add in zip(parent_grads, parent_adders):
-                    if pg is not None and add is not None:
-                        add(pg)
-        self.steps.append(step)
+        self.steps.append(lambda: _run_batch(grads, slots, targets, batch.backward, dense))
 
     def transposed(self, w):
         """A contiguous wᵀ buffer, refilled from w at the start of every run (lazy.transposed's value)."""
@@ -147,23 +172,26 @@ class Schedule:
         return hit[1]
 
     def factor_left(self, x, how):
-        """The left factor of ∂L/∂w of x @ w as lazy.weight_grad keeps it: a leaf's array is snapshotted
-        there; here an argument's view needs none (only the next call refills it), another leaf's is copied
-        into a buffer of its own every run."""
-        if how != lazy.FACTORS_SNAPSHOT or any(np.shares_memory(x, a) for a in self.arguments):
-            return x, None
-        snapshot = np.empty_like(x)
-        return snapshot, (x, snapshot)
+        """The left factor of ∂L/∂w of x @ w as lazy.weight_grad keeps it (a 2-D array): a leaf's array is
+        snapshotted there; here an argument's view needs none (only the next call refills it), another
+        leaf's is copied into a buffer of its own at the start of every run."""
+        if how == lazy.FACTORS_SNAPSHOT and not any(np.shares_memory(x, a) for a in self.arguments):
+            snapshot = np.empty_like(x)
+            self.snapshots.append((x, snapshot))
+            x = snapshot
+        return x[None, :] if x.ndim == 1 else x
 
     # --- running ------------------------------------------------------------------------------------
     def run(self):
         grads = self.grads
         for i in range(len(grads)):
             grads[i] = None
-        for j in self.leaf_parts:
-            self.leaf_parts[j].clear()
+        for parts in self.leaf_parts.values():
+            parts.clear()
         for w, wt in self.transposes.values():
             np.copyto(wt, w.T)
+        for x, snapshot in self.snapshots:
+            np.copyto(snapshot, x)
         grads[self.slot[self.root]] = np.ones_like(self.root.data)
         with recording.gc_paused(), lazy.transposes():
             for step in self.steps:
@@ -171,18 +199,17 @@ class Schedule:
         self._store()
 
     def _store(self):
-        """backward_along's storing, in its order: copies first (as the sweep met them), then the rest."""
+        """backward_along's storing: the copies' gradients (as the sweep kept them), then the others'."""
         grads, stored = self.grads, lazy.stored
         for node, i in self.copies:
             g = grads[i]
-            if g is None:
-                node._grad = None
-            elif type(g) is OuterSum:
+            if type(g) is OuterSum:
                 g.owned = False
                 node._grad = g
             else:
                 node._grad = None
-                node._grad = stored(g, node)
+                if g is not None:
+                    node._grad = stored(g, node)
         stacks = {}
         for node, i in self.retained:
             g = self._leaf(i) if not node.parents else grads[i]
@@ -196,9 +223,12 @@ class Schedule:
             node._grad = lazy.formed(node._grad, node.data.dtype, stacks)
 
     def _leaf(self, j):
-        """A leaf's gradient, summed from its contributions in sweep order as the sweep sums it: factors
+        """A leaf's gradient, its contributions summed in sweep order as the sweep sums them: factors
         joined into one OuterSum (what T merges give), arrays added left to right, else one by one."""
-        parts = self.leaf_parts.get(j)
+        copies = self.fed_by_copies.get(j)
+        grads = self.grads
+        parts = self.leaf_parts.get(j, []) if copies is None else [grads[i] for i in copies
+                                                                     if grads[i] is not None]
         if not parts:
             return None
         if len(parts) == 1:
@@ -217,20 +247,40 @@ class Schedule:
         return total
 
 
+def _run_batch(grads, slots, targets, backward, dense):
+    """A step batch's kept closure on its members' gradients, as autograd._run_batch runs it."""
+    gs = [None if j is None else dense(grads[j]) for j in slots]
+    if all(g is None for g in gs):
+        return
+    for parent_grads, member_targets in zip(backward(gs), targets):
+        if parent_grads is None:
+            continue
+        for pg, to in zip(parent_grads, member_targets):
+            if pg is not None and to is not None:
+                j, add = to
+                if add is None:
+                    grads[j] = pg
+                else:
+                    add(pg)
+
+
 # --- kernels: (schedule, node, slot, kept closure) -> step, or None for the generic step --------------
 
-def _captured(backward):
-    from .refills import captured
-    return captured(backward)
+def _put(grads, to, g):
+    j, add = to
+    if add is None:
+        grads[j] = g
+    else:
+        add(g)
 
 
 def _elementwise(formula):
     """tanh / sigmoid: the eager closure's expression, each operation into a buffer of the node's own."""
     def kernel(schedule, node, i, backward):
-        add = schedule._adder(node.parents[0])
-        y = node.data
-        if add is None or not node.parents[0].data.dtype == y.dtype:
+        to, y = schedule.target(node.parents[0]), node.data
+        if to is None or node.parents[0].data.dtype != y.dtype:
             return None
+        j, add = to
         grads, out, tmp = schedule.grads, np.empty_like(y), np.empty_like(y)
         eager = schedule._generic(node, i, backward)
 
@@ -239,7 +289,10 @@ def _elementwise(formula):
             if type(g) is not _ndarray or g.dtype != y.dtype or g.shape != y.shape:
                 return eager()  # (factors, another dtype: the closure, as the sweep runs it)
             formula(g, y, out, tmp)
-            add(out)
+            if add is None:
+                grads[j] = out
+            else:
+                add(out)
         return step
     return kernel
 
@@ -256,50 +309,41 @@ def _sigmoid_backward(g, y, out, tmp):  # ops.sigmoid: g * y * (1 - y)
     np.multiply(out, tmp, out=out)
 
 
-class _Factor:
-    """∂L/∂w of one x @ w as factors, made once and handed out again while g is the same buffer."""
-    __slots__ = ("left", "snapshot", "how", "g", "made")
+def _factors(lefts, hows):
+    """make(g) -> [OuterSum per left factor, with g as the right one] as lazy.weight_grad makes them
+    (a value of the graph with its version guard); the same objects again while g is the same array."""
+    cache = [None, None]
 
-    def __init__(self, left, snapshot, how):
-        self.left, self.snapshot, self.how, self.g, self.made = left, snapshot, how, None, None
-
-    def __call__(self, g):
-        if self.snapshot is not None:
-            np.copyto(self.snapshot[1], self.snapshot[0])
-        if g is not self.g:
-            left, right = self.left, g
-            if left.ndim == 1:
-                left, right = left[None, :], g[None, :]
-            guards = [self.how] if isinstance(self.how, tuple) else []
-            self.made, self.g = OuterSum([left], [right], False, guards), g
-        self.made.owned = False
-        return self.made
+    def make(g):
+        if g is not cache[0]:
+            right = g[None, :] if g.ndim == 1 else g
+            cache[:] = g, [OuterSum([left], [right], False, [how] if isinstance(how, tuple) else [])
+                           for left, how in zip(lefts, hows)]
+        return cache[1]
+    return make
 
 
 def _affine(schedule, node, i, backward):
     """ops.affine's backward: per term g·wᵀ (into a buffer) and ∂w (factors, or lazy.weight_grad), bias."""
-    kept = _captured(backward)
+    kept = captured(backward)
     saved, bias_shape = kept.get("saved"), kept.get("bias_shape")
-    if saved is None:
+    y, parents = node.data, node.parents
+    if saved is None or any(x.dtype != y.dtype or w.dtype != y.dtype for x, w, *_ in saved):
         return None
-    y = node.data
-    terms = []
-    parents = node.parents
+    inputs, weights, lefts, hows, dense_weights = [], [], [], [], []
     for k, (x, w, need_x, need_w, how) in enumerate(saved):
-        add_x = schedule._adder(parents[2 * k]) if need_x else None
-        add_w = schedule._adder(parents[2 * k + 1]) if need_w else None
-        if x.dtype != y.dtype or w.dtype != y.dtype:
-            return None
-        wt = schedule.transposed(w) if add_x is not None else None
-        gx = np.empty(y.shape[:-1] + (w.shape[0],), y.dtype) if add_x is not None else None
-        if add_w is not None and how != lazy.DENSE:
-            factor = _Factor(*schedule.factor_left(x, how), how)
-        elif add_w is not None:
-            factor = lambda g, x=x: lazy.weight_grad(x, g, lazy.DENSE)  # noqa: E731
-        else:
-            factor = None
-        terms.append((add_x, wt, gx, add_w, factor))
-    add_b = schedule._adder(parents[-1]) if bias_shape is not None else None
+        to_x = schedule.target(parents[2 * k]) if need_x else None
+        to_w = schedule.target(parents[2 * k + 1]) if need_w else None
+        if to_x is not None:
+            inputs.append((schedule.transposed(w), np.empty(y.shape[:-1] + (w.shape[0],), y.dtype), *to_x))
+        if to_w is not None and how != lazy.DENSE:
+            weights.append(to_w)
+            lefts.append(schedule.factor_left(x, how))
+            hows.append(how)
+        elif to_w is not None:
+            dense_weights.append((x, to_w))
+    factors = _factors(lefts, hows)
+    to_b = schedule.target(parents[-1]) if bias_shape is not None else None
     grads, dot = schedule.grads, np.dot
     eager = schedule._generic(node, i, backward)
 
@@ -307,65 +351,66 @@ def _affine(schedule, node, i, backward):
         g = grads[i]
         if type(g) is not _ndarray or g.dtype != y.dtype or g.shape != y.shape:
             return eager()
-        for add_x, wt, gx, add_w, factor in terms:
-            if add_x is not None:
-                dot(g, wt, out=gx)
-                add_x(gx)
-            if add_w is not None:
-                add_w(factor(g))
-        if add_b is not None:
-            add_b(unbroadcast(g, bias_shape))
+        for wt, gx, j, add in inputs:      # ∂x = g·wᵀ (ops.affine: g.dot(transposed(w)))
+            dot(g, wt, out=gx)
+            if add is None:
+                grads[j] = gx
+            else:
+                add(gx)
+        for (j, add), factor in zip(weights, factors(g)):
+            if add is None:
+                grads[j] = factor
+            else:
+                add(factor)
+        for x, to in dense_weights:
+            _put(grads, to, lazy.weight_grad(x, g, lazy.DENSE))
+        if to_b is not None:
+            _put(grads, to_b, unbroadcast(g, bias_shape))
     return step
 
 
-def _linear_batch(schedule, members, slots, adders, backward):
+def _linear_batch(schedule, slots, targets, backward):
     """batched.linear_steps' backward: stack the gradients, one GEMM for every ∂x(t), the bias sums, the
     weight's factors per step — into buffers, or None for the generic step."""
-    kept = _captured(backward)
+    kept = captured(backward)
     Y, w, rows, hows, bias_shape = (kept.get(k) for k in ("Y", "w", "rows", "hows", "bias_shape"))
-    if Y is None or w is None or rows is None or w.dtype != Y.dtype:
+    if Y is None or w is None or rows is None or w.dtype != Y.dtype or _any_dense(hows):
         return None
     if bias_shape is not None and bias_shape != Y.shape[-1:]:
         return None
-    T = len(members)
+    T = len(slots)
     gY, wt = np.empty_like(Y), schedule.transposed(w)
     gX = np.empty(Y.shape[:-1] + (w.shape[0],), Y.dtype)
     g_rows = gY.reshape(T, -1, gY.shape[-1])
-    g_row_views = list(g_rows)  # (the same view objects every run: the factors made from them are reused)
     g_bias = np.empty((T, gY.shape[-1]), Y.dtype) if bias_shape is not None else None
-    factors = [_Factor(*schedule.factor_left(r, how), how) if how != lazy.DENSE else None
-               for r, how in zip(rows, hows)]
-    grads, eager_backward = schedule.grads, backward
-    dense = lazy.dense
-
-    def eager(gs):  # a member without a gradient, another dtype: the closure, as the sweep runs it
-        for parent_grads, parent_adders in zip(eager_backward(gs), adders):
-            if parent_grads is not None:
-                for pg, add in zip(parent_grads, parent_adders):
-                    if pg is not None and add is not None:
-                        add(pg)
+    # every output is a view of these buffers made now, so the factors are made once (see _factors)
+    lefts = [schedule.factor_left(r, how) for r, how in zip(rows, hows)]
+    factors = [_factors([left], [how])(g)[0] for left, how, g in zip(lefts, hows, g_rows)]
+    outputs = [(gX[t], factors[t], None if g_bias is None else g_bias[t]) for t in range(T)]
+    grads, dense = schedule.grads, lazy.dense
 
     def step():
         gs = [dense(grads[j]) for j in slots]
-        if any(g is None or g.dtype != Y.dtype for g in gs):
-            if not all(g is None for g in gs):
-                eager(gs)
-            return
+        if any(g is None or g.dtype != Y.dtype for g in gs):  # (the closure, as the sweep runs it)
+            return _run_batch(grads, slots, targets, backward, dense)
         np.stack(gs, out=gY)
         np.matmul(gY, wt, out=gX)                 # as the closure: gY @ transposed(w)
         if g_bias is not None:
             np.sum(g_rows, axis=1, out=g_bias)
-        for t, (add_x, add_w, *add_b) in enumerate(adders):
-            if add_x is not None:
-                add_x(gX[t])
-            if add_w is not None:
-                factor, g_t = factors[t], g_row_views[t]
-                add_w(factor(g_t) if factor is not None else lazy.weight_grad(rows[t], g_t, hows[t]))
-            if add_b and add_b[0] is not None:
-                add_b[0](g_bias[t])
+        for member_targets, member_outputs in zip(targets, outputs):
+            for to, g in zip(member_targets, member_outputs):
+                if to is not None:
+                    j, add = to
+                    if add is None:
+                        grads[j] = g
+                    else:
+                        add(g)
     return step
+
+
+def _any_dense(hows):
+    return hows is None or any(how == lazy.DENSE for how in hows)
 
 
 _KERNELS = {id(ops.TANH): _elementwise(_tanh_backward), id(ops.SIGMOID): _elementwise(_sigmoid_backward),
             id(ops.AFFINE): _affine}
-assert unroll.COPY.is_copy  # (copies are recognised by their identity backward, as the sweep does)

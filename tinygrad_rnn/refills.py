@@ -65,11 +65,12 @@ def _affine(node, plan):
     (x0, w0), rest = arrays[0], arrays[1:]
     b = None if bias is None else bias.data
     need((b is None) == (bias_shape is None), node, "its closure is not affine's")
+    term = np.empty_like(y)  # xᵢwᵢ, into a buffer of its own instead of a new array every call
 
     def refill():  # as ops.affine: y = x₁w₁; y += xᵢwᵢ; y += bias
         np.dot(x0, w0, out=y)
         for x, w in rest:
-            np.add(y, x.dot(w), out=y)
+            np.add(y, np.dot(x, w, out=term), out=y)
         if b is not None:
             np.add(y, b, out=y)
     return refill

@@ -39,6 +39,8 @@ class Schedule:
         self.snapshots = []    # (leaf array, its snapshot buffer): copied at the start of every run
         self.inflow = self._inflow()
         self.leaf_parts = {}   # slot of a leaf -> its direct contributions in sweep order (see _leaf)
+        self.gathered = {}     # slot of a leaf fed by copies -> (rows, their running sums), see dense_target
+        self.rows = {}         # slot of a copy -> its row of its leaf's `gathered` rows
         self.copies = []       # (copy node, slot), in sweep order: their gradients are stored at the end
         self.retained = []     # (node, slot): the other nodes that keep .grad (retain_grad(), leaves)
         self.steps = []
@@ -82,8 +84,10 @@ class Schedule:
                     direct.add(j)
         for j in direct:
             self.fed_by_copies.pop(j, None)
+        self.position = {}  # slot of a copy -> its place among its leaf's copies, in sweep order
         for copies in self.fed_by_copies.values():
             copies.reverse()  # sweep order
+            self.position.update((i, k) for k, i in enumerate(copies))
         return count
 
     # --- where gradients go ---------------------------------------------------------------------------
@@ -113,6 +117,30 @@ class Schedule:
             else:
                 grads[j] = accumulate(old, g)
         return j, add
+
+    def dense_target(self, parent):
+        """target(parent) for a kernel that gives an array of parent's shape (a bias): when parent is a copy
+        of a leaf that only copies feed, its gradients are gathered as rows of one array in sweep order, so
+        the copy keeps its row (no copy of its own to make at the end) and the leaf's sum is one
+        np.add.accumulate over the rows (the same additions in the same order as the sweep's)."""
+        to = self.target(parent)
+        j = None if to is None or not parent.parents else self.slot.get(parent.parents[0])
+        if to is None or to[1] is not None or j not in self.fed_by_copies:
+            return to
+        i, copies = to[0], self.fed_by_copies[j]
+        leaf = parent.parents[0]
+        if j not in self.gathered:
+            rows = np.empty((len(copies),) + leaf.data.shape, leaf.data.dtype)
+            self.gathered[j] = (rows, np.empty_like(rows))
+        row = self.rows[i] = self.gathered[j][0][self.position[i]]
+        grads, shape, dtype = self.grads, row.shape, row.dtype
+
+        def put(g):
+            if type(g) is _ndarray and g.shape == shape and g.dtype == dtype:
+                np.copyto(row, g)
+                g = row
+            grads[i] = g
+        return i, put
 
     def _copy(self, node, i):
         """A copy P(t): keeps ∂L/∂P(t) (stored at the end) and passes it on to P unchanged — at the end
@@ -155,8 +183,10 @@ class Schedule:
         members = [ref() for ref in batch.members]
         slots = [self.slot.get(m) for m in members]
         self.retained.extend((m, j) for m, j in zip(members, slots) if j is not None and m._retains_grad)
-        targets = [None if m is None else [self.target(p) for p in m.parents] for m in members]
-        if None not in slots and first.op is batched.LINEAR:
+        linear = first.op is batched.LINEAR  # (its third input is the bias: an array of its shape)
+        targets = [None if m is None else [(self.dense_target if linear and k == 2 else self.target)(p)
+                                           for k, p in enumerate(m.parents)] for m in members]
+        if None not in slots and linear:
             step = _linear_batch(self, slots, targets, batch.backward)
             if step is not None:
                 self.steps.append(step)
@@ -200,11 +230,13 @@ class Schedule:
 
     def _store(self):
         """backward_along's storing: the copies' gradients (as the sweep kept them), then the others'."""
-        grads, stored = self.grads, lazy.stored
+        grads, stored, rows = self.grads, lazy.stored, self.rows
         for node, i in self.copies:
             g = grads[i]
             if type(g) is OuterSum:
                 g.owned = False
+                node._grad = g
+            elif g is not None and g is rows.get(i):  # its own row already (see dense_target)
                 node._grad = g
             else:
                 node._grad = None
@@ -227,6 +259,10 @@ class Schedule:
         joined into one OuterSum (what T merges give), arrays added left to right, else one by one."""
         copies = self.fed_by_copies.get(j)
         grads = self.grads
+        if j in self.gathered:
+            rows, sums = self.gathered[j]
+            if all(grads[i] is self.rows.get(i) for i in copies):
+                return rows[0] if len(copies) == 1 else np.add.accumulate(rows, axis=0, out=sums)[-1]
         parts = self.leaf_parts.get(j, []) if copies is None else [grads[i] for i in copies
                                                                      if grads[i] is not None]
         if not parts:
@@ -343,7 +379,8 @@ def _affine(schedule, node, i, backward):
         elif to_w is not None:
             dense_weights.append((x, to_w))
     factors = _factors(lefts, hows)
-    to_b = schedule.target(parents[-1]) if bias_shape is not None else None
+    to_b = schedule.dense_target(parents[-1]) if bias_shape is not None else None
+    bias_view = [None, None]  # (g, unbroadcast(g)) while that is a view of g (the same buffer every run)
     grads, dot = schedule.grads, np.dot
     eager = schedule._generic(node, i, backward)
 
@@ -365,7 +402,13 @@ def _affine(schedule, node, i, backward):
         for x, to in dense_weights:
             _put(grads, to, lazy.weight_grad(x, g, lazy.DENSE))
         if to_b is not None:
-            _put(grads, to_b, unbroadcast(g, bias_shape))
+            if g is bias_view[0]:
+                gb = bias_view[1]
+            else:
+                gb = unbroadcast(g, bias_shape)
+                if gb is g or gb.base is g:
+                    bias_view[:] = g, gb
+            _put(grads, to_b, gb)
     return step
 
 

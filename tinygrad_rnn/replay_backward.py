@@ -44,7 +44,8 @@ class Schedule:
         self.copies = []       # (copy node, slot), in sweep order: their gradients are stored at the end
         self.retained = []     # (node, slot): the other nodes that keep .grad (retain_grad(), leaves)
         self.steps = []
-        backwards = dict(zip(plan.computed, plan.backwards))
+        self.fused = set()     # affine nodes whose backward runs inside their tanh/sigmoid's step
+        backwards = self.backwards = dict(zip(plan.computed, plan.backwards))
         batches_seen = set()
         for node in reversed(self.order):
             i = self.slot[node]
@@ -58,7 +59,7 @@ class Schedule:
                 if id(backward) not in batches_seen:
                     batches_seen.add(id(backward))
                     self._batch(node, backward)
-            else:
+            elif node not in self.fused:
                 if node._retains_grad:
                     self.retained.append((node, i))
                 kernel = _KERNELS.get(id(node.op))
@@ -194,6 +195,15 @@ class Schedule:
         grads, dense = self.grads, lazy.dense
         self.steps.append(lambda: _run_batch(grads, slots, targets, batch.backward, dense))
 
+    def fusable(self, node, parent):
+        """parent's kept affine closure when its backward may run inside node's step: parent is an affine
+        node made just before node (no step between them in the sweep) whose gradient comes from node
+        alone and which keeps no .grad; else None."""
+        if (parent.op is not ops.AFFINE or self.slot.get(parent) != self.slot[node] - 1
+                or self.inflow[self.slot[parent]] != 1 or parent._retains_grad):
+            return None
+        return self.backwards.get(parent)
+
     def transposed(self, w):
         """A contiguous wᵀ buffer, refilled from w at the start of every run (lazy.transposed's value)."""
         hit = self.transposes.get(id(w))
@@ -310,26 +320,57 @@ def _put(grads, to, g):
         add(g)
 
 
+def _checked(schedule, node, i, backward, apply):
+    """The step of a kernel: apply(g) when g is an array of the node's shape and dtype (what the kernels
+    are made for), else the closure, as the sweep runs it (factors, another dtype)."""
+    grads, shape, dtype = schedule.grads, node.data.shape, node.data.dtype
+    eager = schedule._generic(node, i, backward)
+
+    def step():
+        g = grads[i]
+        if type(g) is _ndarray and g.shape == shape and g.dtype == dtype:
+            apply(g)
+        else:
+            eager()
+    return step
+
+
 def _elementwise(formula):
-    """tanh / sigmoid: the eager closure's expression, each operation into a buffer of the node's own."""
+    """tanh / sigmoid: the eager closure's expression, each operation into a buffer of the node's own.
+    When its input is an affine node made just before it and used by it alone (a(t) → s(t) of an RNN),
+    the two run as one step: the affine part gets this buffer, the same array every run."""
     def kernel(schedule, node, i, backward):
-        to, y = schedule.target(node.parents[0]), node.data
-        if to is None or node.parents[0].data.dtype != y.dtype:
+        parent, y = node.parents[0], node.data
+        to = schedule.target(parent)
+        if to is None or parent.data.dtype != y.dtype or parent.data.shape != y.shape:
             return None
         j, add = to
         grads, out, tmp = schedule.grads, np.empty_like(y), np.empty_like(y)
-        eager = schedule._generic(node, i, backward)
+        fused = schedule.fusable(node, parent)
+        then = None if fused is None else _affine_apply(schedule, parent, fused, out)
+        if then is not None:
+            schedule.fused.add(parent)
+            eager_parent = schedule._generic(parent, j, fused)
+            eager = schedule._generic(node, i, backward)
+            shape, dtype = y.shape, y.dtype
 
-        def step():
-            g = grads[i]
-            if type(g) is not _ndarray or g.dtype != y.dtype or g.shape != y.shape:
-                return eager()  # (factors, another dtype: the closure, as the sweep runs it)
+            def step():
+                g = grads[i]
+                if type(g) is _ndarray and g.shape == shape and g.dtype == dtype:
+                    formula(g, y, out, tmp)
+                    then(out)  # (the affine's gradient is this buffer: no slot to go through)
+                else:
+                    eager()
+                    eager_parent()
+            return step
+
+        def apply(g):
             formula(g, y, out, tmp)
             if add is None:
                 grads[j] = out
             else:
                 add(out)
-        return step
+        return _checked(schedule, node, i, backward, apply)
     return kernel
 
 
@@ -345,28 +386,26 @@ def _sigmoid_backward(g, y, out, tmp):  # ops.sigmoid: g * y * (1 - y)
     np.multiply(out, tmp, out=out)
 
 
-def _factors(lefts, hows):
-    """make(g) -> [OuterSum per left factor, with g as the right one] as lazy.weight_grad makes them
-    (a value of the graph with its version guard); the same objects again while g is the same array."""
-    cache = [None, None]
-
-    def make(g):
-        if g is not cache[0]:
-            right = g[None, :] if g.ndim == 1 else g
-            cache[:] = g, [OuterSum([left], [right], False, [how] if isinstance(how, tuple) else [])
-                           for left, how in zip(lefts, hows)]
-        return cache[1]
-    return make
+def _factor(left, g, how):
+    """∂L/∂w of x @ w with left factor `left` (2-D) and gradient g, as lazy.weight_grad keeps it."""
+    return OuterSum([left], [g[None, :] if g.ndim == 1 else g], False, [how] if isinstance(how, tuple) else [])
 
 
 def _affine(schedule, node, i, backward):
-    """ops.affine's backward: per term g·wᵀ (into a buffer) and ∂w (factors, or lazy.weight_grad), bias."""
+    apply = _affine_apply(schedule, node, backward)
+    return None if apply is None else _checked(schedule, node, i, backward, apply)
+
+
+def _affine_apply(schedule, node, backward, g_buffer=None):
+    """ops.affine's backward as apply(g): per term g·wᵀ (into a buffer) and ∂w (factors, or
+    lazy.weight_grad), and the bias. With g_buffer (g is always that array) the factors and the bias view
+    are made once here; else they are made again whenever g is another array than last time."""
     kept = captured(backward)
     saved, bias_shape = kept.get("saved"), kept.get("bias_shape")
     y, parents = node.data, node.parents
     if saved is None or any(x.dtype != y.dtype or w.dtype != y.dtype for x, w, *_ in saved):
         return None
-    inputs, weights, lefts, hows, dense_weights = [], [], [], [], []
+    inputs, weights, lefts, dense_weights = [], [], [], []
     for k, (x, w, need_x, need_w, how) in enumerate(saved):
         to_x = schedule.target(parents[2 * k]) if need_x else None
         to_w = schedule.target(parents[2 * k + 1]) if need_w else None
@@ -374,27 +413,30 @@ def _affine(schedule, node, i, backward):
             inputs.append((schedule.transposed(w), np.empty(y.shape[:-1] + (w.shape[0],), y.dtype), *to_x))
         if to_w is not None and how != lazy.DENSE:
             weights.append(to_w)
-            lefts.append(schedule.factor_left(x, how))
-            hows.append(how)
+            lefts.append((schedule.factor_left(x, how), how))
         elif to_w is not None:
             dense_weights.append((x, to_w))
-    factors = _factors(lefts, hows)
     to_b = schedule.dense_target(parents[-1]) if bias_shape is not None else None
-    bias_view = [None, None]  # (g, unbroadcast(g)) while that is a view of g (the same buffer every run)
-    grads, dot = schedule.grads, np.dot
-    eager = schedule._generic(node, i, backward)
+    made = [None, None, None]  # (g, its factors, its bias gradient when that is a view of g)
 
-    def step():
-        g = grads[i]
-        if type(g) is not _ndarray or g.dtype != y.dtype or g.shape != y.shape:
-            return eager()
+    def remake(g):
+        gb = None if to_b is None else unbroadcast(g, bias_shape)
+        made[:] = g, [(to, _factor(left, g, how)) for to, (left, how) in zip(weights, lefts)], \
+            gb if gb is not None and (gb is g or gb.base is g) else None
+    if g_buffer is not None:
+        remake(g_buffer)
+    grads, dot = schedule.grads, np.dot
+
+    def apply(g):
+        if g is not made[0]:
+            remake(g)
         for wt, gx, j, add in inputs:      # ∂x = g·wᵀ (ops.affine: g.dot(transposed(w)))
             dot(g, wt, out=gx)
             if add is None:
                 grads[j] = gx
             else:
                 add(gx)
-        for (j, add), factor in zip(weights, factors(g)):
+        for (j, add), factor in made[1]:
             if add is None:
                 grads[j] = factor
             else:
@@ -402,14 +444,9 @@ def _affine(schedule, node, i, backward):
         for x, to in dense_weights:
             _put(grads, to, lazy.weight_grad(x, g, lazy.DENSE))
         if to_b is not None:
-            if g is bias_view[0]:
-                gb = bias_view[1]
-            else:
-                gb = unbroadcast(g, bias_shape)
-                if gb is g or gb.base is g:
-                    bias_view[:] = g, gb
-            _put(grads, to_b, gb)
-    return step
+            gb = made[2]
+            _put(grads, to_b, unbroadcast(g, bias_shape) if gb is None else gb)
+    return apply
 
 
 def _linear_batch(schedule, slots, targets, backward):
@@ -426,9 +463,9 @@ def _linear_batch(schedule, slots, targets, backward):
     gX = np.empty(Y.shape[:-1] + (w.shape[0],), Y.dtype)
     g_rows = gY.reshape(T, -1, gY.shape[-1])
     g_bias = np.empty((T, gY.shape[-1]), Y.dtype) if bias_shape is not None else None
-    # every output is a view of these buffers made now, so the factors are made once (see _factors)
+    # every output is a view of these buffers made now, so the factors are made once
     lefts = [schedule.factor_left(r, how) for r, how in zip(rows, hows)]
-    factors = [_factors([left], [how])(g)[0] for left, how, g in zip(lefts, hows, g_rows)]
+    factors = [_factor(left, g, how) for left, how, g in zip(lefts, hows, g_rows)]
     outputs = [(gX[t], factors[t], None if g_bias is None else g_bias[t]) for t in range(T)]
     grads, dense = schedule.grads, lazy.dense
 

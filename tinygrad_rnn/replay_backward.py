@@ -69,6 +69,8 @@ class Schedule:
                 step = kernel(self, node, i, backward) if kernel is not None else None
                 self.steps.append(step or self.generic(node, i, backward))
         self.other_copies = [(n, i) for n, i in self.copies if i not in self.kept_by_kernels]
+        # what each step is: a kernel's name ("affine+tanh", "linear batch", ...) or "closure", "copy"
+        self.kinds = [getattr(step, "kind", "closure") for step in self.steps]
 
     def _count_edges(self):
         """How many edges may bring each slot a gradient; the slots an input reaches twice from one node;
@@ -175,6 +177,7 @@ class Schedule:
             g = grads[i]
             if g is not None:
                 add(kept(g) if type(g) is OuterSum else g)
+        step.kind = "copy"
         self.steps.append(step)
 
     def generic(self, node, i, backward, targets=None):

@@ -42,9 +42,9 @@ def run_batch(grads, slots, targets, backward, dense=lazy.dense):
                 _put(grads, to, pg)
 
 
-def _checked(schedule, node, i, eager, apply):
+def _checked(schedule, node, i, eager, apply, kind):
     """The step of a kernel: apply(g) when g is an array of the node's shape and dtype (what the kernels
-    are made for), else eager() (the closure)."""
+    are made for), else eager() (the closure). `kind` names it (Schedule.kinds)."""
     grads, shape, dtype = schedule.grads, node.data.shape, node.data.dtype
 
     def step():
@@ -54,6 +54,7 @@ def _checked(schedule, node, i, eager, apply):
         else:
             schedule.dirty = True
             eager()
+    step.kind = kind
     return step
 
 
@@ -94,7 +95,7 @@ def _elementwise(formula):
                     grads[j] = out
                 else:
                     add(out)
-            return _checked(schedule, node, i, eager, apply)
+            return _checked(schedule, node, i, eager, apply, str(node.op))
         schedule.fused.add(parent)
         apply_parent, parent_targets = then
         eager_parent = schedule.generic(parent, j, parent_backward, parent_targets)
@@ -106,7 +107,7 @@ def _elementwise(formula):
         def apply(g):
             formula(g, y, out, tmp, one)
             apply_parent(out)  # (the affine's gradient is this buffer: no slot to go through)
-        return _checked(schedule, node, i, both, apply)
+        return _checked(schedule, node, i, both, apply, f"affine+{node.op}")
     return kernel
 
 
@@ -122,7 +123,7 @@ def _affine(schedule, node, i, backward):
     if made is None:
         return None
     apply, targets = made
-    return _checked(schedule, node, i, schedule.generic(node, i, backward, targets), apply)
+    return _checked(schedule, node, i, schedule.generic(node, i, backward, targets), apply, "affine")
 
 
 def _affine_apply(schedule, node, backward, g_buffer=None):
@@ -244,6 +245,7 @@ def linear_batch(schedule, members, slots, targets, backward):
                 keeper._grad = value
         for add, value in adds:
             add(value)
+    step.kind = "linear batch"
     return step
 
 

@@ -49,6 +49,9 @@ class Schedule:
         self.retained = []     # (node, slot): the other nodes that keep .grad (retain_grad(), leaves)
         self.fused = set()     # affine nodes whose backward runs inside their tanh/sigmoid's step
         self.dirty = False     # a kernel fell back to its closure this run: store every copy at the end
+        self.remade = 0        # factors made again by kernels (then a parameter's are joined again)
+        self.joined = {}       # slot of a leaf -> (remade, its factors joined: see _joined)
+        self._arenas = self._count_arenas()
         self.steps = []
         batches_seen = set()
         for node in reversed(self.order):
@@ -69,8 +72,30 @@ class Schedule:
                 step = kernel(self, node, i, backward) if kernel is not None else None
                 self.steps.append(step or self.generic(node, i, backward))
         self.other_copies = [(n, i) for n, i in self.copies if i not in self.kept_by_kernels]
+        kept = self.kept_by_kernels  # leaves whose copies' gradients the kernels keep: rows, or factors
+        self.rows_kept = {j for j, c in self.fed_by_copies.items() if all(i in kept and i in self.rows for i in c)}
+        self.factors_kept = {j for j, c in self.fed_by_copies.items() if all(i in kept for i in c)} - self.rows_kept
         # what each step is: a kernel's name ("affine+tanh", "linear batch", ...) or "closure", "copy"
         self.kinds = [getattr(step, "kind", "closure") for step in self.steps]
+
+    def _count_arenas(self):
+        """{(shape, dtype): [rows, next free]}: one array for the gradient buffers of all tanh / sigmoid nodes
+        of a shape, rows handed out in sweep order (row_for) — so the copies' right factors of ∂L/∂W, ∂L/∂U
+        (δ_T … δ_1) are already one contiguous array where the parameter's gradient is formed."""
+        count = {}
+        for node in self.order:
+            if node.parents and node.op in ("tanh", "sigmoid"):
+                key = (node.data.shape, node.data.dtype.str)
+                count[key] = count.get(key, 0) + 1
+        return {key: [np.empty((n,) + key[0], key[1]), 0] for key, n in count.items()}
+
+    def row_for(self, y):
+        """A buffer like y: the next row of its arena (see _count_arenas), or a new array."""
+        arena = self._arenas.get((y.shape, y.dtype.str))
+        if arena is None or arena[1] == len(arena[0]):
+            return np.empty_like(y)
+        arena[1] += 1
+        return arena[0][arena[1] - 1]
 
     def _count_edges(self):
         """How many edges may bring each slot a gradient; the slots an input reaches twice from one node;
@@ -293,8 +318,14 @@ class Schedule:
         copies, grads = self.fed_by_copies.get(j), self.grads
         if j in self.gathered:
             rows, sums = self.gathered[j]
-            if all(grads[i] is self.rows.get(i) for i in copies):
+            if (not self.dirty and j in self.rows_kept) or all(grads[i] is self.rows.get(i) for i in copies):
                 return rows[0] if len(copies) == 1 else np.add.accumulate(rows, axis=0, out=sums)[-1]
+        if copies is not None and j in self.factors_kept and not self.dirty:
+            joined = self.joined.get(j)
+            if joined is None or joined[0] != self.remade:
+                joined = self.joined[j] = (self.remade, _Joined([grads[i] for i in copies]))
+            if joined[1].ok:
+                return joined[1].outer()
         parts = self.leaf_parts.get(j, []) if copies is None else [grads[i] for i in copies
                                                                      if grads[i] is not None]
         if not parts:
@@ -313,3 +344,49 @@ class Schedule:
         for p in parts:
             total = lazy.accumulate(total, p)
         return total
+
+
+class _Joined:
+    """A parameter's copies' factors (OuterSum each, in sweep order) joined as the T merges of the sweep
+    join them, kept while the kernels hand out the same factors. When the right factors are consecutive rows
+    of one array (the arena of Schedule.row_for) and fit lazy's one chunk, the join is one left factor
+    (concatenated into a buffer of its own each run) and that array: the one GEMM eager's OuterSum.value
+    makes, on the same operands, without stacking the right factors again."""
+
+    def __init__(self, parts):
+        self.ok = all(type(p) is OuterSum for p in parts)
+        if not self.ok:
+            return
+        self.lefts = [a for p in parts for a in p.lefts]
+        self.rights = [b for p in parts for b in p.rights]
+        self.guards = [h for p in parts for h in p.guards]
+        self.right = _consecutive(self.rights)
+        if self.right is not None and sum(r.nbytes for r in self.rights[:-1]) < lazy.CHUNK_BYTES:
+            self.left = np.empty((self.right.shape[0], self.lefts[0].shape[1]), self.lefts[0].dtype)
+            if any(a.dtype != self.left.dtype or a.shape[1] != self.left.shape[1] for a in self.lefts):
+                self.right = None
+        else:
+            self.right = None
+
+    def outer(self):
+        if self.right is None:
+            return OuterSum(self.lefts, self.rights, False, self.guards)
+        np.concatenate(self.lefts, out=self.left)
+        return OuterSum([self.left], [self.right], False, self.guards)
+
+
+def _consecutive(arrays):
+    """The one C-contiguous array (rows, columns) that `arrays` (2-D, C-contiguous) are the consecutive
+    pieces of, in order, as a view; else None."""
+    first = arrays[0]
+    base = first.base
+    if base is None or not base.flags.c_contiguous or any(
+            a.base is not base or not a.flags.c_contiguous or a.shape[1:] != first.shape[1:]
+            or a.dtype != first.dtype for a in arrays):
+        return None
+    start = first.__array_interface__["data"][0]
+    offset, size = start - base.__array_interface__["data"][0], first.nbytes
+    if any(a.__array_interface__["data"][0] != start + k * size or a.nbytes != size for k, a in enumerate(arrays)):
+        return None
+    flat = base.reshape(-1)[offset // base.itemsize:offset // base.itemsize + len(arrays) * first.size]
+    return flat.reshape(-1, first.shape[1])

@@ -84,7 +84,7 @@ def _elementwise(formula):
         if targets[0] is None:
             return None
         (j, add), grads = targets[0], schedule.grads
-        out, tmp, one = np.empty_like(y), np.empty_like(y), np.ones((), y.dtype)
+        out, tmp, one = schedule.row_for(y), np.empty_like(y), np.ones((), y.dtype)
         eager = schedule.generic(node, i, backward, targets)
         parent_backward = schedule.fusable(node, parent) if add is None and parent.op is ops.AFFINE else None
         then = None if parent_backward is None else _affine_apply(schedule, parent, parent_backward, out)
@@ -151,6 +151,7 @@ def _affine_apply(schedule, node, backward, g_buffer=None):
     made = [None, None, None]  # (g, [(target, keeper, factor)], the bias gradient when a view of g)
 
     def remake(g):
+        schedule.remade += 1  # (new factors: a parameter's joined ones are joined again, see Schedule._leaf)
         gb = None if to_b is None else unbroadcast(g, bias_shape)
         made[:] = (g, [(to, keeper, _factor(left, g, how)) for to, keeper, left, how in weights],
                    gb if gb is not None and (gb is g or gb.base is g) else None)

@@ -154,7 +154,7 @@ def _affine_apply(schedule, node, backward, g_buffer=None):
         schedule.remade += 1  # (new factors: a parameter's joined ones are joined again, see Schedule._leaf)
         gb = None if to_b is None else unbroadcast(g, bias_shape)
         made[:] = (g, [(to, keeper, _factor(left, g, how)) for to, keeper, left, how in weights],
-                   gb if gb is not None and (gb is g or gb.base is g) else None)
+                   gb if gb is not None and np.shares_memory(gb, g) else None)  # (a view stays valid)
     if g_buffer is not None:
         remake(g_buffer)
     grads, dot, copyto = schedule.grads, np.dot, np.copyto

@@ -41,6 +41,7 @@ class Schedule:
         self.snapshots = []    # (leaf array, its snapshot buffer): copied at the start of every run
         self._count_edges()
         self.arrived = [0] * len(self.order)  # edges given a target so far (in the order the steps run)
+        self._targets = {}     # node -> its inputs' targets (see targets)
         self.leaf_parts = {}   # slot of a leaf -> its direct contributions in sweep order (see _leaf)
         self.gathered = {}     # slot of a leaf fed by copies -> (rows, their running sums), see gathering
         self.rows = {}         # slot of a copy -> its row of its leaf's gathered rows
@@ -129,8 +130,12 @@ class Schedule:
     def targets(self, node):
         """For each of node's inputs, where its gradient goes: None (it takes none), or (slot, add) with add
         None when this is the first gradient to reach the slot (it is simply put there), else add(g),
-        which sums it in as the sweep does. Call once per node, as its step will run (arrival order)."""
-        return [self._target(p) for p in node.parents]
+        which sums it in as the sweep does. Decided at the first call for a node, as its step will run
+        (arrival order); later calls for it (a kernel's closure fallback) get the same."""
+        made = self._targets.get(node)
+        if made is None:
+            made = self._targets[node] = [self._target(p) for p in node.parents]
+        return made
 
     def _target(self, parent):
         j = self.slot.get(parent)
@@ -155,6 +160,16 @@ class Schedule:
                     grads[j] = old + g
             else:
                 grads[j] = accumulate(old, g)
+
+        def own(g):  # add(g) for a g known to be an array of the slot's shape and dtype (a kernel's buffer)
+            old = grads[j]
+            if old is None:
+                grads[j] = g
+            elif type(old) is _ndarray and old.shape == shape and old.dtype == dtype:
+                grads[j] = np.add(old, g, out=buffer)
+            else:
+                add(g)
+        add.own = own
         return j, add
 
     def keeper(self, to):

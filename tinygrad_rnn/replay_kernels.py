@@ -100,14 +100,19 @@ def _elementwise(formula):
         apply_parent, parent_targets = then
         eager_parent = schedule.generic(parent, j, parent_backward, parent_targets)
 
-        def both():
-            eager()
-            eager_parent()
+        shape, dtype = y.shape, y.dtype
 
-        def apply(g):
-            formula(g, y, out, tmp, one)
-            apply_parent(out)  # (the affine's gradient is this buffer: no slot to go through)
-        return _checked(schedule, node, i, both, apply, f"affine+{node.op}")
+        def step():  # (_checked's step, written out: this is the per-time-step hot path)
+            g = grads[i]
+            if type(g) is _ndarray and g.shape == shape and g.dtype == dtype:
+                formula(g, y, out, tmp, one)
+                apply_parent(out)  # (the affine's gradient is this buffer: no slot to go through)
+            else:
+                schedule.dirty = True
+                eager()
+                eager_parent()
+        step.kind = f"affine+{node.op}"
+        return step
     return kernel
 
 
@@ -133,14 +138,16 @@ def _affine_apply(schedule, node, backward, g_buffer=None):
     kept = captured(backward)
     saved, bias_shape = kept.get("saved"), kept.get("bias_shape")
     y, parents = node.data, node.parents
-    if saved is None or any(x.dtype != y.dtype or w.dtype != y.dtype for x, w, *_ in saved):
+    if saved is None or any(x.dtype != y.dtype or w.dtype != y.dtype or x.shape != y.shape[:-1] + w.shape[:1]
+                            for x, w, *_ in saved):
         return None
     targets = schedule.targets(node)
     inputs, weights, dense_weights = [], [], []
     for k, (x, w, need_x, need_w, how) in enumerate(saved):
         to_x, to_w = (targets[2 * k] if need_x else None), (targets[2 * k + 1] if need_w else None)
-        if to_x is not None:
-            inputs.append((schedule.transposed(w), np.empty(y.shape[:-1] + (w.shape[0],), y.dtype), *to_x))
+        if to_x is not None:  # (g·wᵀ goes into a buffer of x's shape and dtype: add.own may take it)
+            j, add = to_x
+            inputs.append((schedule.transposed(w), np.empty(x.shape, y.dtype), j, None if add is None else add.own))
         if to_w is not None and how != lazy.DENSE:
             weights.append((to_w, schedule.keeper(to_w), schedule.factor_left(x, how), how))
         elif to_w is not None:

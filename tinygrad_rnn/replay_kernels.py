@@ -182,18 +182,21 @@ def _affine_apply(schedule, node, backward, g_buffer=None):
                     keeper._grad = factor
             else:
                 add(factor)
-        for x, to in dense_weights:
-            _put(grads, to, lazy.weight_grad(x, g, lazy.DENSE))
+        if dense_weights:
+            for x, to in dense_weights:
+                _put(grads, to, lazy.weight_grad(x, g, lazy.DENSE))
         if to_b is not None:
             gb = made[2]
             if gb is None:
                 gb = unbroadcast(g, bias_shape)
-            if row is not None and gb.shape == row.shape:  # the copy's own row (Schedule.gathering)
+            if row is None:
+                _put(grads, to_b, gb)
+            elif gb.shape == row.shape:  # the copy's own row (Schedule.gathering)
                 copyto(row, gb)
                 grads[to_b[0]] = row
                 if row_keeper is not None:
                     row_keeper._grad = row
-            else:
+            else:  # (not the row the copy was to keep: the end stores it the eager way)
                 schedule.dirty = True
                 _put(grads, to_b, gb)
     return apply, targets

@@ -368,9 +368,9 @@ def test_the_vanilla_cell_runs_as_kernels_one_step_per_time_step(nonlinearity):
     from collections import Counter
     _, replayed, _ = recorded(nonlinearity=nonlinearity)
     kinds = Counter(replayed._plan.schedule.kinds)
-    # a(t) → s(t) as one step per time step, the output layer as one, and closures only for the loss side
-    # (cross-entropy of all steps, the stack of L(t), the sum); the copies cost no step
-    assert kinds == {f"affine+{nonlinearity}": 6, "linear batch": 1, "closure": 3}
+    # a(t) → s(t) as one step per time step, the output layer and the loss of all steps as one each, and
+    # closures only for the stack of L(t) and the sum; the copies cost no step
+    assert kinds == {f"affine+{nonlinearity}": 6, "linear batch": 1, "cross-entropy batch": 1, "closure": 2}
 
 
 @pytest.mark.parametrize("B", [1, 3])
@@ -378,6 +378,7 @@ def test_without_kernels_the_schedule_runs_the_closures_bit_for_bit(monkeypatch,
     from tinygrad_rnn import replay_backward
     monkeypatch.setattr(replay_backward, "KERNELS", {})
     monkeypatch.setattr(replay_backward, "linear_batch", lambda *args: None)
+    monkeypatch.setattr(replay_backward, "cross_entropy_batch", lambda *args: None)
     eager_model, replayed, (xs, targets) = recorded(B=B)
     assert set(replayed._plan.schedule.kinds) == {"closure"}
     assert_same_step(eager_step(eager_model, xs, targets), replay_step(replayed, xs, targets))

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import autograd, batched, lazy, recording
 from .lazy import OuterSum
-from .replay_kernels import KERNELS, linear_batch, run_batch
+from .replay_kernels import KERNELS, cross_entropy_batch, linear_batch, run_batch
 
 _ndarray = np.ndarray
 
@@ -42,6 +42,7 @@ class Schedule:
         self._count_edges()
         self.arrived = [0] * len(self.order)  # edges given a target so far (in the order the steps run)
         self._targets = {}     # node -> its inputs' targets (see targets)
+        self.stacked = {}      # tuple of slots -> (kernel step, its array whose rows it puts there, in order)
         self.leaf_parts = {}   # slot of a leaf -> its direct contributions in sweep order (see _leaf)
         self.gathered = {}     # slot of a leaf fed by copies -> (rows, their running sums), see gathering
         self.rows = {}         # slot of a copy -> its row of its leaf's gathered rows
@@ -250,6 +251,8 @@ class Schedule:
         step = None
         if None not in slots and first.op is batched.LINEAR:
             step = linear_batch(self, members, slots, targets, batch.backward)
+        elif None not in slots and first.op is batched.CROSS_ENTROPY:
+            step = cross_entropy_batch(self, members, slots, targets, batch.backward)
         grads, dense = self.grads, lazy.dense
         self.steps.append(step or (lambda: run_batch(grads, slots, targets, batch.backward, dense)))
 

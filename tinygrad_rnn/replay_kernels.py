@@ -238,18 +238,28 @@ def linear_batch(schedule, members, slots, targets, backward):
                                           for t, (_, row) in enumerate(copied)):
             copied = [(g_bias[::-1], gathered)]  # then one copy for all
     grads, dense = schedule.grads, lazy.dense
+    # when the loss kernel put its rows in these slots, they are np.stack(gs) already (the same values)
+    source, stacked = schedule.stacked.get(tuple(slots), (None, None))
+    if stacked is not None and (stacked.shape != gY.shape or stacked.dtype != gY.dtype):
+        source = None
 
     def step():
-        gs = [dense(grads[j]) for j in slots]
-        if any(type(g) is not _ndarray or g.dtype != Y.dtype for g in gs):  # (the closure, as the sweep)
-            schedule.dirty = True
-            return run_batch(grads, slots, targets, backward, dense)
-        np.stack(gs, out=gY)
-        np.matmul(gY, wt, out=gX)                 # as the closure: gY @ transposed(w)
-        if g_bias is not None:
-            np.sum(g_rows, axis=1, out=g_bias)
-        for source, row in copied:
-            np.copyto(row, source)
+        if source is not None and source.fast:
+            np.matmul(stacked, wt, out=gX)
+            if g_bias is not None:
+                np.sum(stacked.reshape(g_rows.shape), axis=1, out=g_bias)
+            np.copyto(gY, stacked)  # (the right factors of ∂L/∂V(t) are gY's rows)
+        else:
+            gs = [dense(grads[j]) for j in slots]
+            if any(type(g) is not _ndarray or g.dtype != Y.dtype for g in gs):  # (the closure, as the sweep)
+                schedule.dirty = True
+                return run_batch(grads, slots, targets, backward, dense)
+            np.stack(gs, out=gY)
+            np.matmul(gY, wt, out=gX)                 # as the closure: gY @ transposed(w)
+            if g_bias is not None:
+                np.sum(g_rows, axis=1, out=g_bias)
+        for source_rows, row in copied:
+            np.copyto(row, source_rows)
         for j, value, keeper in puts:
             grads[j] = value
             if keeper is not None:
@@ -257,6 +267,39 @@ def linear_batch(schedule, members, slots, targets, backward):
         for add, value in adds:
             add(value)
     step.kind = "linear batch"
+    return step
+
+
+# --- the all-steps cross-entropy (batched.cross_entropy_steps) ------------------------------------------------
+
+def cross_entropy_batch(schedule, members, slots, targets, backward):
+    """batched.cross_entropy_steps' backward: p − onehot scaled by each step's gradient, into one array whose
+    rows go to the logits' slots (and, stacked already, to the linear batch that made the logits)."""
+    kept = captured(backward)
+    p_minus_onehot, T, shape = kept.get("p_minus_onehot"), kept.get("T"), kept.get("shape")
+    e = captured(p_minus_onehot).get("e") if p_minus_onehot is not None else None
+    if e is None or T != len(members) or shape is None or any(
+            to is None or to[1] is not None for member_targets in targets for to in member_targets):
+        return None
+    dZ = np.empty(shape, e.dtype)
+    dZ3 = dZ.reshape(T, -1, shape[-1])
+    puts = [(to[0], dZ[t]) for t, member_targets in enumerate(targets) for to in member_targets]
+    grads = schedule.grads
+
+    def step():
+        gs = [grads[j] for j in slots]
+        if any(g is None or type(g) is OuterSum for g in gs):  # (the closure, as the sweep runs it)
+            step.fast = False
+            schedule.dirty = True
+            return run_batch(grads, slots, targets, backward)
+        scale = np.array(gs, dtype=e.dtype)        # as the closure: np.array([g, ...]), then dZ * scale
+        np.multiply(p_minus_onehot().reshape(dZ3.shape), scale[:, None, None], out=dZ3)
+        for j, value in puts:
+            grads[j] = value
+        step.fast = True
+    step.fast, step.kind = False, "cross-entropy batch"
+    if len(puts) == T and all(schedule.inflow[j] == 1 for j, _ in puts):  # (nothing else adds to them)
+        schedule.stacked[tuple(to[0] for to, in targets)] = (step, dZ)
     return step
 
 

@@ -296,11 +296,12 @@ def test_no_grad_and_values_changed_in_place_record_again():
     assert np.array_equal(L1.data, L.data)
 
 
-def test_replay_allocates_nothing_that_grows_with_the_number_of_calls():
-    model = nn.RNN(N, D, K, seed=1, dtype=np.float64, cell="lstm")
+@pytest.mark.parametrize("cell, B", [("lstm", 3), ("rnn", 1)])
+def test_replay_allocates_nothing_that_grows_with_the_number_of_calls(cell, B):
+    model = nn.RNN(N, D, K, seed=1, dtype=np.float64, cell=cell)
     replayed = Replay(model.loss)
     rng = np.random.default_rng(6)
-    batches = [data(rng) for _ in range(4)]
+    batches = [data(rng, B=B) for _ in range(4)]
     for xs, targets in batches:
         replayed(xs, targets)
     tracemalloc.start()
@@ -333,3 +334,102 @@ def test_the_benchmarks_replayed_row_is_the_eager_row_bit_for_bit():
         for _ in range(3):
             (l1, g1), (l2, g2) = eager(), replayed()
             assert l1 == l2 and all(np.array_equal(g1[k], g2[k]) for k in g1)
+
+
+# --- the compiled backward (replay_backward.Schedule, replay_kernels) ---------------------------------------
+
+def recorded(cell="rnn", nonlinearity="tanh", B=3, dtype=np.float64):
+    """An eager model and a replayed twin that has recorded once, with the data of the next step."""
+    eager_model, replay_model = [nn.RNN(N, D, K, nonlinearity=nonlinearity, seed=1, dtype=dtype, cell=cell)
+                                 for _ in range(2)]
+    replayed = Replay(replay_model.loss)
+    rng = np.random.default_rng(8)
+    (xs, targets), after = data(rng, B=B), data(rng, B=B)
+    replayed(xs.astype(dtype), targets)
+    return eager_model, replayed, (after[0].astype(dtype), after[1])
+
+
+def eager_step(model, xs, targets):
+    for p in model.parameters():
+        p.grad = None
+    L, out = model.loss(xs, targets)
+    L.backward()
+    return L, out
+
+
+def replay_step(replayed, xs, targets):
+    for p in replayed.fn.__self__.parameters():
+        p.grad = None
+    return replayed(xs, targets)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "sigmoid"])
+def test_the_vanilla_cell_runs_as_kernels_one_step_per_time_step(nonlinearity):
+    from collections import Counter
+    _, replayed, _ = recorded(nonlinearity=nonlinearity)
+    kinds = Counter(replayed._plan.schedule.kinds)
+    # a(t) → s(t) as one step per time step, the output layer and the loss of all steps as one each, and
+    # closures only for the stack of L(t) and the sum; the copies cost no step
+    assert kinds == {f"affine+{nonlinearity}": 6, "linear batch": 1, "cross-entropy batch": 1, "closure": 2}
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_without_kernels_the_schedule_runs_the_closures_bit_for_bit(monkeypatch, B):
+    from tinygrad_rnn import replay_backward
+    monkeypatch.setattr(replay_backward, "KERNELS", {})
+    monkeypatch.setattr(replay_backward, "linear_batch", lambda *args: None)
+    monkeypatch.setattr(replay_backward, "cross_entropy_batch", lambda *args: None)
+    eager_model, replayed, (xs, targets) = recorded(B=B)
+    assert set(replayed._plan.schedule.kinds) == {"closure"}
+    assert_same_step(eager_step(eager_model, xs, targets), replay_step(replayed, xs, targets))
+
+
+class Marked(np.ndarray):
+    """An ndarray subclass: equal values, but not what a kernel is made for (its check sends it to the closure)."""
+
+
+def test_a_gradient_a_kernel_is_not_made_for_runs_its_closure_bit_for_bit():
+    eager_model, replayed, (xs, targets) = recorded()
+    schedule = replayed._plan.schedule
+    last_state = schedule.slot[replayed._plan.result[1].states[-1]]
+    at = schedule.kinds.index("linear batch") + 1  # right after the output layer gave ∂L/∂s(T)
+    steps = schedule.steps
+
+    def mark():
+        schedule.grads[last_state] = schedule.grads[last_state].view(Marked)
+    schedule.steps = steps[:at] + [mark] + steps[at:]
+    try:
+        assert_same_step(eager_step(eager_model, xs, targets), replay_step(replayed, xs, targets))
+        assert schedule.dirty  # (so every copy's gradient was stored the eager way)
+    finally:
+        schedule.steps = steps
+    assert_same_step(eager_step(eager_model, xs, targets), replay_step(replayed, xs, targets))
+    assert not schedule.dirty
+
+
+def test_a_backward_that_fails_halfway_leaves_no_gradient_of_its_own():
+    _, replayed, (xs, targets) = recorded()
+    schedule, out = replayed._plan.schedule, replayed._plan.result[1]
+    W = out.model.W
+    before = W.grad.copy()
+    steps = schedule.steps
+
+    def fail():
+        raise FloatingPointError("a failure halfway through the sweep")
+    schedule.steps = steps[:len(steps) // 2] + [fail] + steps[len(steps) // 2:]
+    try:
+        with pytest.raises(FloatingPointError):
+            replayed(xs, targets)
+    finally:
+        schedule.steps = steps
+    assert all(c.grad is None for c in out.tape.copies(W))  # as after a failed eager backward
+    assert np.array_equal(W.grad, before)  # the parameters' .grad untouched
+    L, _ = replay_step(replayed, xs, targets)  # and the next call replays as usual
+    assert replayed.last_fallback is None and all(c.grad is not None for c in out.tape.copies(W))
+
+
+def test_a_replay_matches_eager_at_batch_one_in_float32():
+    """The benchmark's shape and dtype: B = 1, float32 (BLAS's single-precision kernels, same bits too)."""
+    eager_model, replayed, (xs, targets) = recorded(B=1, dtype=np.float32)
+    assert_same_step(eager_step(eager_model, xs, targets), replay_step(replayed, xs, targets))
+    assert replayed.last_fallback is None

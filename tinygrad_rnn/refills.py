@@ -9,6 +9,8 @@ and hands integer arrays it keeps (targets, index arrays) to the plan, which fin
 Rules are looked up by the Op object itself (`id(op)`): ops sharing a name (three cross-entropies, two pows)
 stay apart.
 """
+from functools import partial
+
 import numpy as np
 
 from . import batched, ops, recording, unroll
@@ -65,13 +67,24 @@ def _affine(node, plan):
     (x0, w0), rest = arrays[0], arrays[1:]
     b = None if bias is None else bias.data
     need((b is None) == (bias_shape is None), node, "its closure is not affine's")
+    term = np.empty_like(y)  # xᵢwᵢ, into a buffer of its own instead of a new array every call
+
+    dot, add = np.dot, np.add
+    if len(rest) == 1 and b is not None:  # an RNN cell's x U + s W + b: the loop written out
+        (x1, w1), = rest
+
+        def refill():
+            dot(x0, w0, out=y)
+            add(y, dot(x1, w1, out=term), out=y)
+            add(y, b, out=y)
+        return refill
 
     def refill():  # as ops.affine: y = x₁w₁; y += xᵢwᵢ; y += bias
-        np.dot(x0, w0, out=y)
+        dot(x0, w0, out=y)
         for x, w in rest:
-            np.add(y, x.dot(w), out=y)
+            add(y, dot(x, w, out=term), out=y)
         if b is not None:
-            np.add(y, b, out=y)
+            add(y, b, out=y)
     return refill
 
 
@@ -82,7 +95,7 @@ def _unary(kernel):
         kept = captured(node._backward)
         need(all(v is x or v is y for v in kept.values() if isinstance(v, np.ndarray)), node,
               "its closure reads other arrays than its input's and its own")
-        return lambda: kernel(x, y)
+        return kernel(x, y)
     return rule
 
 
@@ -94,7 +107,7 @@ def _binary(ufunc):
         kept = captured(node._backward)
         need(all(v is a or v is b for v in kept.values() if isinstance(v, np.ndarray)), node,
               "its closure reads other arrays than its inputs'")
-        return lambda: ufunc(a, b, out=y)
+        return partial(ufunc, a, b, out=y)  # (a partial of a ufunc: no Python frame per call)
     return rule
 
 
@@ -150,20 +163,22 @@ def _copy(node, plan):
     return None
 
 
+# the unary refills: (x, y) -> a zero-argument refill of y from x (a ufunc's partial has no Python frame)
+
 def _tanh(x, y):
-    np.tanh(x, out=y)
+    return partial(np.tanh, x, out=y)
 
 
 def _sigmoid(x, y):
-    np.copyto(y, ops.logistic(x))
+    return lambda: np.copyto(y, ops.logistic(x))
 
 
 def _relu(x, y):
-    np.maximum(x, 0, out=y)
+    return partial(np.maximum, x, 0, out=y)
 
 
 def _neg(x, y):
-    np.negative(x, out=y)
+    return partial(np.negative, x, out=y)
 
 
 # --- step batches (one numpy call for all members) -----------------------------------------------------

@@ -48,6 +48,7 @@ import numpy as np
 from . import autograd, recording, unroll
 from .nn.module import Module
 from .refills import NotReplayable, batch_rules, need, rules
+from .replay_backward import Schedule
 from .tensor import Tensor, topological_order
 
 
@@ -296,6 +297,7 @@ class Replay:
             return result
         grad = np.ones_like(loss.data)
         autograd.backward_along(plan.order, loss, grad)
+        plan.schedule = Schedule(plan, [b for b in buffers if isinstance(b, np.ndarray)])
         self._plan, self._key, self._buffers = plan, key, buffers
         self.last_fallback = reason
         return result
@@ -368,10 +370,7 @@ class Replay:
         with recording.gc_paused():
             for refill in plan.refills:
                 refill()
-            epoch = recording.inplace_epoch
-            for node, backward in zip(plan.computed, plan.backwards):  # as new nodes of an eager forward
-                node._backward, node._epoch, node._grad = backward, epoch, None
-            autograd.backward_along(plan.order, plan.root, np.ones_like(plan.root.data))
+            plan.schedule.run()  # the kept backward, compiled (replay_backward.py)
         return plan.result
 
 

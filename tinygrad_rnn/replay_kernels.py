@@ -1,0 +1,308 @@
+"""Kernels of the replayed backward (replay_backward.Schedule): the hot ops' backwards into buffers made once.
+
+A kernel takes (schedule, node, slot, kept closure) and returns the node's step, or None (the schedule then
+runs the closure). Each is its op's backward written again with out= — the same numpy operations on the same
+operands in the same order, so the gradients are the eager ones bit for bit — and falls back to the closure
+whenever a gradient is not what it was made for (factors, another dtype or shape):
+    tanh, sigmoid   g·(1 − y·y), g·y·(1 − y) (ops.tanh, ops.sigmoid); with the affine node made just
+                    before them (a(t) → s(t)) as one step
+    affine          per term g·wᵀ, the weight's factors (lazy.weight_grad), the bias (ops.unbroadcast)
+    linear batch    batched.linear_steps: stack, one GEMM for every ∂x(t), bias sums, factors per step
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import autograd, lazy, ops
+from .lazy import OuterSum
+from .ops import unbroadcast
+from .refills import captured
+
+_ndarray = np.ndarray
+
+
+def _put(grads, to, g):
+    j, add = to
+    if add is None:
+        grads[j] = g
+    else:
+        add(g)
+
+
+def run_batch(grads, slots, targets, backward, dense=lazy.dense):
+    """A step batch's kept closure on its members' gradients, as autograd._run_batch runs it."""
+    gs = [None if j is None else dense(grads[j]) for j in slots]
+    if all(g is None for g in gs):
+        return
+    for parent_grads, member_targets in zip(backward(gs), targets):
+        if parent_grads is None:
+            continue
+        for pg, to in zip(parent_grads, member_targets):
+            if pg is not None and to is not None:
+                _put(grads, to, pg)
+
+
+def _checked(schedule, node, i, eager, apply, kind):
+    """The step of a kernel: apply(g) when g is an array of the node's shape and dtype (what the kernels
+    are made for), else eager() (the closure). `kind` names it (Schedule.kinds)."""
+    grads, shape, dtype = schedule.grads, node.data.shape, node.data.dtype
+
+    def step():
+        g = grads[i]
+        if type(g) is _ndarray and g.shape == shape and g.dtype == dtype:
+            apply(g)
+        else:
+            schedule.dirty = True
+            eager()
+    step.kind = kind
+    return step
+
+
+# --- tanh, sigmoid ------------------------------------------------------------------------------------
+
+def _tanh_backward(g, y, out, tmp, one):  # ops.tanh: g * (1 - y * y)
+    np.multiply(y, y, out=tmp)
+    np.subtract(one, tmp, out=tmp)  # (a 0-d array 1 of y's dtype: what numpy makes of the Python 1)
+    np.multiply(g, tmp, out=out)
+
+
+def _sigmoid_backward(g, y, out, tmp, one):  # ops.sigmoid: g * y * (1 - y)
+    np.multiply(g, y, out=out)
+    np.subtract(one, y, out=tmp)
+    np.multiply(out, tmp, out=out)
+
+
+def _elementwise(formula):
+    """tanh / sigmoid into buffers of the node's own. When its input is an affine node made just before it
+    and used by it alone (a(t) → s(t) of an RNN), both run as one step: the affine part then always gets
+    this node's buffer, so its factors are made once."""
+    def kernel(schedule, node, i, backward):
+        parent, y = node.parents[0], node.data
+        if parent.data.dtype != y.dtype or parent.data.shape != y.shape:
+            return None
+        targets = schedule.targets(node)
+        if targets[0] is None:
+            return None
+        (j, add), grads = targets[0], schedule.grads
+        out, tmp, one = schedule.row_for(y), np.empty_like(y), np.ones((), y.dtype)
+        eager = schedule.generic(node, i, backward, targets)
+        parent_backward = schedule.fusable(node, parent) if add is None and parent.op is ops.AFFINE else None
+        then = None if parent_backward is None else _affine_apply(schedule, parent, parent_backward, out)
+        if then is None:
+            def apply(g):
+                formula(g, y, out, tmp, one)
+                if add is None:
+                    grads[j] = out
+                else:
+                    add(out)
+            return _checked(schedule, node, i, eager, apply, str(node.op))
+        schedule.fused.add(parent)
+        apply_parent, parent_targets = then
+        eager_parent = schedule.generic(parent, j, parent_backward, parent_targets)
+
+        shape, dtype = y.shape, y.dtype
+
+        def step():  # (_checked's step, written out: this is the per-time-step hot path)
+            g = grads[i]
+            if type(g) is _ndarray and g.shape == shape and g.dtype == dtype:
+                formula(g, y, out, tmp, one)
+                apply_parent(out)  # (the affine's gradient is this buffer: no slot to go through)
+            else:
+                schedule.dirty = True
+                eager()
+                eager_parent()
+        step.kind = f"affine+{node.op}"
+        return step
+    return kernel
+
+
+# --- affine ---------------------------------------------------------------------------------------------
+
+def _factor(left, g, how):
+    """∂L/∂w of x @ w with left factor `left` (2-D) and gradient g, as lazy.weight_grad keeps it."""
+    return OuterSum([left], [g[None, :] if g.ndim == 1 else g], False, [how] if isinstance(how, tuple) else [])
+
+
+def _affine(schedule, node, i, backward):
+    made = _affine_apply(schedule, node, backward)
+    if made is None:
+        return None
+    apply, targets = made
+    return _checked(schedule, node, i, schedule.generic(node, i, backward, targets), apply, "affine")
+
+
+def _affine_apply(schedule, node, backward, g_buffer=None):
+    """ops.affine's backward as (apply(g), the node's targets): per term g·wᵀ into a buffer, ∂w as factors
+    (or lazy.weight_grad), the bias. With g_buffer (g is always that array) the factors and the bias view
+    are made once here, else again whenever g is another array than last time."""
+    kept = captured(backward)
+    saved, bias_shape = kept.get("saved"), kept.get("bias_shape")
+    y, parents = node.data, node.parents
+    if saved is None or any(x.dtype != y.dtype or w.dtype != y.dtype or x.shape != y.shape[:-1] + w.shape[:1]
+                            for x, w, *_ in saved):
+        return None
+    targets = schedule.targets(node)
+    inputs, weights, dense_weights = [], [], []
+    for k, (x, w, need_x, need_w, how) in enumerate(saved):
+        to_x, to_w = (targets[2 * k] if need_x else None), (targets[2 * k + 1] if need_w else None)
+        if to_x is not None:  # (g·wᵀ goes into a buffer of x's shape and dtype: add.own may take it)
+            j, add = to_x
+            inputs.append((schedule.transposed(w), np.empty(x.shape, y.dtype), j, None if add is None else add.own))
+        if to_w is not None and how != lazy.DENSE:
+            weights.append((to_w, schedule.keeper(to_w), schedule.factor_left(x, how), how))
+        elif to_w is not None:
+            dense_weights.append((x, to_w))
+    to_b = targets[-1] if bias_shape is not None else None
+    row = None if to_b is None else schedule.gathering(parents[-1], to_b, y.dtype)
+    row_keeper = None if row is None else schedule.keeper(to_b)
+    made = [None, None, None]  # (g, [(target, keeper, factor)], the bias gradient when a view of g)
+
+    def remake(g):
+        schedule.remade += 1  # (new factors: a parameter's joined ones are joined again, see Schedule._leaf)
+        gb = None if to_b is None else unbroadcast(g, bias_shape)
+        made[:] = (g, [(to, keeper, _factor(left, g, how)) for to, keeper, left, how in weights],
+                   gb if gb is not None and np.shares_memory(gb, g) else None)  # (a view stays valid)
+    if g_buffer is not None:
+        remake(g_buffer)
+    grads, dot, copyto = schedule.grads, np.dot, np.copyto
+
+    def apply(g):
+        if g is not made[0]:
+            remake(g)
+        for wt, gx, j, add in inputs:      # ∂x = g·wᵀ (ops.affine: g.dot(transposed(w)))
+            dot(g, wt, out=gx)
+            if add is None:
+                grads[j] = gx
+            else:
+                add(gx)
+        for (j, add), keeper, factor in made[1]:
+            if add is None:
+                grads[j] = factor
+                if keeper is not None:
+                    keeper._grad = factor
+            else:
+                add(factor)
+        if dense_weights:
+            for x, to in dense_weights:
+                _put(grads, to, lazy.weight_grad(x, g, lazy.DENSE))
+        if to_b is not None:
+            gb = made[2]
+            if gb is None:
+                gb = unbroadcast(g, bias_shape)
+            if row is None:
+                _put(grads, to_b, gb)
+            elif gb.shape == row.shape:  # the copy's own row (Schedule.gathering)
+                copyto(row, gb)
+                grads[to_b[0]] = row
+                if row_keeper is not None:
+                    row_keeper._grad = row
+            else:  # (not the row the copy was to keep: the end stores it the eager way)
+                schedule.dirty = True
+                _put(grads, to_b, gb)
+    return apply, targets
+
+
+# --- the all-steps linear (batched.linear_steps) -----------------------------------------------------------
+
+def linear_batch(schedule, members, slots, targets, backward):
+    """batched.linear_steps' backward: stack the members' gradients, one GEMM for every ∂x(t), the bias
+    sums, the weight's factors per step — into buffers; None for the generic step."""
+    kept = captured(backward)
+    Y, w, rows, hows, bias_shape = (kept.get(k) for k in ("Y", "w", "rows", "hows", "bias_shape"))
+    if Y is None or w is None or rows is None or w.dtype != Y.dtype or hows is None:
+        return None
+    if any(how == lazy.DENSE for how in hows) or (bias_shape is not None and bias_shape != Y.shape[-1:]):
+        return None
+    T = len(members)
+    gY, wt = np.empty_like(Y), schedule.transposed(w)
+    gX = np.empty(Y.shape[:-1] + (w.shape[0],), Y.dtype)
+    g_rows = gY.reshape(T, -1, gY.shape[-1])
+    g_bias = np.empty((T, gY.shape[-1]), Y.dtype) if bias_shape is not None else None
+    # every gradient is a view of these buffers, made now: what goes where is fixed
+    puts, adds = [], []  # (slot, value, copy to store it as .grad or None); (add, value)
+    for t, (member, member_targets) in enumerate(zip(members, targets)):
+        outputs = [gX[t], _factor(schedule.factor_left(rows[t], hows[t]), g_rows[t], hows[t])]
+        if g_bias is not None:
+            row = schedule.gathering(member.parents[2], member_targets[2], Y.dtype)
+            outputs.append(g_bias[t] if row is None else row)
+        for to, value in zip(member_targets, outputs):
+            if to is not None and to[1] is None:
+                puts.append((to[0], value, schedule.keeper(to)))
+            elif to is not None:
+                adds.append((to[1], value))
+    copied = [(g_bias[t], schedule.rows[targets[t][2][0]]) for t in range(T)
+              if g_bias is not None and targets[t][2] is not None and targets[t][2][0] in schedule.rows]
+    if len(copied) == T and T > 1 and all(row.base is copied[0][1].base for _, row in copied):
+        gathered = copied[0][1].base  # the bias copies' rows are all of it, in sweep order (last step first)?
+        if gathered.shape[0] == T and all(np.shares_memory(row, gathered[T - 1 - t])
+                                          for t, (_, row) in enumerate(copied)):
+            copied = [(g_bias[::-1], gathered)]  # then one copy for all
+    grads, dense = schedule.grads, lazy.dense
+    # when the loss kernel put its rows in these slots, they are np.stack(gs) already (the same values)
+    source, stacked = schedule.stacked.get(tuple(slots), (None, None))
+    if stacked is not None and (stacked.shape != gY.shape or stacked.dtype != gY.dtype):
+        source = None
+
+    def step():
+        if source is not None and source.fast:
+            np.matmul(stacked, wt, out=gX)
+            if g_bias is not None:
+                np.sum(stacked.reshape(g_rows.shape), axis=1, out=g_bias)
+            np.copyto(gY, stacked)  # (the right factors of ∂L/∂V(t) are gY's rows)
+        else:
+            gs = [dense(grads[j]) for j in slots]
+            if any(type(g) is not _ndarray or g.dtype != Y.dtype for g in gs):  # (the closure, as the sweep)
+                schedule.dirty = True
+                return run_batch(grads, slots, targets, backward, dense)
+            np.stack(gs, out=gY)
+            np.matmul(gY, wt, out=gX)                 # as the closure: gY @ transposed(w)
+            if g_bias is not None:
+                np.sum(g_rows, axis=1, out=g_bias)
+        for source_rows, row in copied:
+            np.copyto(row, source_rows)
+        for j, value, keeper in puts:
+            grads[j] = value
+            if keeper is not None:
+                keeper._grad = value
+        for add, value in adds:
+            add(value)
+    step.kind = "linear batch"
+    return step
+
+
+# --- the all-steps cross-entropy (batched.cross_entropy_steps) ------------------------------------------------
+
+def cross_entropy_batch(schedule, members, slots, targets, backward):
+    """batched.cross_entropy_steps' backward: p − onehot scaled by each step's gradient, into one array whose
+    rows go to the logits' slots (and, stacked already, to the linear batch that made the logits)."""
+    kept = captured(backward)
+    p_minus_onehot, T, shape = kept.get("p_minus_onehot"), kept.get("T"), kept.get("shape")
+    e = captured(p_minus_onehot).get("e") if p_minus_onehot is not None else None
+    if e is None or T != len(members) or shape is None or any(
+            to is None or to[1] is not None for member_targets in targets for to in member_targets):
+        return None
+    dZ = np.empty(shape, e.dtype)
+    dZ3 = dZ.reshape(T, -1, shape[-1])
+    puts = [(to[0], dZ[t]) for t, member_targets in enumerate(targets) for to in member_targets]
+    grads = schedule.grads
+
+    def step():
+        gs = [grads[j] for j in slots]
+        if any(g is None or type(g) is OuterSum for g in gs):  # (the closure, as the sweep runs it)
+            step.fast = False
+            schedule.dirty = True
+            return run_batch(grads, slots, targets, backward)
+        scale = np.array(gs, dtype=e.dtype)        # as the closure: np.array([g, ...]), then dZ * scale
+        np.multiply(p_minus_onehot().reshape(dZ3.shape), scale[:, None, None], out=dZ3)
+        for j, value in puts:
+            grads[j] = value
+        step.fast = True
+    step.fast, step.kind = False, "cross-entropy batch"
+    if len(puts) == T and all(schedule.inflow[j] == 1 for j, _ in puts):  # (nothing else adds to them)
+        schedule.stacked[tuple(to[0] for to, in targets)] = (step, dZ)
+    return step
+
+
+KERNELS = {id(ops.TANH): _elementwise(_tanh_backward), id(ops.SIGMOID): _elementwise(_sigmoid_backward),
+           id(ops.AFFINE): _affine}
+assert autograd.identity  # (copies, recognised by their identity backward, are the schedule's own)

@@ -35,7 +35,7 @@ class Schedule:
     def __init__(self, plan, argument_arrays):
         self.order, self.root = plan.order, plan.root
         self.slot = {node: i for i, node in enumerate(self.order)}
-        self.grads = [None] * len(self.order)
+        self.grads, self._nones = [None] * len(self.order), [None] * len(self.order)
         self.arguments = argument_arrays
         self.backwards = dict(zip(plan.computed, plan.backwards))
         self.transposes = {}   # id(w) -> (w, contiguous wᵀ buffer), refreshed at the start of every run
@@ -285,8 +285,7 @@ class Schedule:
     # --- running ------------------------------------------------------------------------------------
     def run(self):
         grads = self.grads
-        for i in range(len(grads)):
-            grads[i] = None
+        grads[:] = self._nones  # (the same list, emptied in one call: the steps hold it)
         for parts in self.leaf_parts.values():
             parts.clear()
         for w, wt in self.transposes.values():

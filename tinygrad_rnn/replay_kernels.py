@@ -303,6 +303,7 @@ def cross_entropy_batch(schedule, members, slots, targets, backward):
     return step
 
 
+ROW_OPS = {id(ops.TANH), id(ops.SIGMOID)}  # the kernels whose gradient buffers are arena rows (Schedule.row_for)
 KERNELS = {id(ops.TANH): _elementwise(_tanh_backward), id(ops.SIGMOID): _elementwise(_sigmoid_backward),
            id(ops.AFFINE): _affine}
 assert autograd.identity  # (copies, recognised by their identity backward, are the schedule's own)

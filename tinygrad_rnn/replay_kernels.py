@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import autograd, lazy, ops
+from . import lazy, ops
 from .lazy import OuterSum
 from .ops import unbroadcast
 from .refills import captured
@@ -233,7 +233,7 @@ def linear_batch(schedule, members, slots, targets, backward):
     copied = [(g_bias[t], schedule.rows[targets[t][2][0]]) for t in range(T)
               if g_bias is not None and targets[t][2] is not None and targets[t][2][0] in schedule.rows]
     if len(copied) == T and T > 1 and all(row.base is copied[0][1].base for _, row in copied):
-        gathered = copied[0][1].base  # the bias copies' rows are all of it, in sweep order (last step first)?
+        gathered = copied[0][1].base  # are the bias copies' rows all of it, in sweep order (last step first)?
         if gathered.shape[0] == T and all(np.shares_memory(row, gathered[T - 1 - t])
                                           for t, (_, row) in enumerate(copied)):
             copied = [(g_bias[::-1], gathered)]  # then one copy for all
@@ -306,4 +306,3 @@ def cross_entropy_batch(schedule, members, slots, targets, backward):
 ROW_OPS = {id(ops.TANH), id(ops.SIGMOID)}  # the kernels whose gradient buffers are arena rows (Schedule.row_for)
 KERNELS = {id(ops.TANH): _elementwise(_tanh_backward), id(ops.SIGMOID): _elementwise(_sigmoid_backward),
            id(ops.AFFINE): _affine}
-assert autograd.identity  # (copies, recognised by their identity backward, are the schedule's own)

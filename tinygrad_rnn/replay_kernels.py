@@ -8,6 +8,10 @@ whenever a gradient is not what it was made for (factors, another dtype or shape
                     before them (a(t) → s(t)) as one step
     affine          per term g·wᵀ, the weight's factors (lazy.weight_grad), the bias (ops.unbroadcast)
     linear batch    batched.linear_steps: stack, one GEMM for every ∂x(t), bias sums, factors per step
+    cross-entropy   batched.cross_entropy_steps: p − onehot scaled by each step's gradient, into one array
+    batch           (the linear batch that made the logits takes it as its stacked gradient)
+One caveat is kept explicit: a kernel hands a gradient buffer of its own to at most one slot, so a
+buffer never ends up as two nodes' .grad (what lazy.stored's copies guard against in the eager sweep).
 """
 from __future__ import annotations
 

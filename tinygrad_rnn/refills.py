@@ -36,6 +36,22 @@ def captured(fn) -> dict:
     return out
 
 
+def consecutive(arrays):
+    """The array that `arrays` (equal shapes and dtypes, C-contiguous) are the consecutive entries of, in
+    order — np.stack(arrays) without the copy, as a view of shape (len(arrays), *shape) — else None."""
+    first = arrays[0]
+    base = first.base
+    if base is None or not base.flags.c_contiguous or any(
+            a.base is not base or not a.flags.c_contiguous or a.shape != first.shape or a.dtype != first.dtype
+            for a in arrays):
+        return None
+    start, size = first.__array_interface__["data"][0], first.nbytes
+    if size == 0 or any(a.__array_interface__["data"][0] != start + k * size for k, a in enumerate(arrays)):
+        return None
+    offset = (start - base.__array_interface__["data"][0]) // base.itemsize
+    return base.reshape(-1)[offset:offset + len(arrays) * first.size].reshape((len(arrays),) + first.shape)
+
+
 def need(condition, node, what):
     if not condition:
         raise NotReplayable(f"{node.op}{recording.at_step(node)}: {what}")
@@ -135,6 +151,9 @@ def _stack(node, plan):
     need(axis is not None, node, "its closure is not stack's")
     _same_dtype(node)
     arrays, y = [p.data for p in node.parents], _own_array(node)
+    rows = consecutive(arrays) if axis == 0 else None
+    if rows is not None:  # (the L(t) of the all-steps loss are one array's entries: its copy is their stack)
+        return partial(np.copyto, y, rows)
     return lambda: np.stack(arrays, axis=axis, out=y)
 
 
@@ -198,8 +217,13 @@ def _linear_steps(members, plan):
     has_bias = len(first.parents) == 3
     bias = first.parents[2].data if has_bias else None
 
+    stacked = np.stack(xs)  # (a buffer for stack(xs), filled by one concatenate: the same values)
+    pieces, joined = [x.reshape(-1, x.shape[-1]) for x in xs], stacked.reshape(-1, stacked.shape[-1])
+    need(all(np.shares_memory(p, x) for p, x in zip(pieces, xs)), first, "its inputs are not arrays of rows")
+
     def refill():  # as batched.linear_steps: Y = stack(xs) @ w; Y += bias
-        np.matmul(np.stack(xs), w, out=Y)
+        np.concatenate(pieces, out=joined)
+        np.matmul(stacked, w, out=Y)
         if bias is not None:
             np.add(Y, bias, out=Y)
     return refill
@@ -220,9 +244,10 @@ def _cross_entropy_steps(members, plan):
     rows, targets = pick
     plan.integer_arrays.append(targets)
     T = len(members)
+    rows_of_logits = consecutive(logits)  # the linear batch's output, when it made them: no stack needed
 
     def refill():  # as batched.cross_entropy_steps, through the same ops.softmax_cross_entropy
-        Z = np.stack(logits)
+        Z = np.stack(logits) if rows_of_logits is None else rows_of_logits  # (the same values)
         row_losses, fresh = ops.softmax_cross_entropy(Z.reshape(-1, Z.shape[-1]), targets, rows)
         values = captured(fresh)
         np.copyto(e, values["e"])

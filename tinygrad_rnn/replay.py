@@ -10,13 +10,16 @@ Replay, and keeps what it recorded: the nodes in creation order and each node's 
 later call with the same key *replays* it: the new arguments are copied into the argument buffers the
 graph reads (x(t) are views of them), each computed node's value is recomputed **into its own array**
 by a refill kernel (the numpy call its eager op makes, with out=, so values are bit for bit the eager
-ones), and backward runs the kept closures over the kept order (autograd.backward_along: the same sweep,
-checks and gradient storing as L.backward(), with no topological sort and no node made). The closures
-stay valid because they capture the arrays they read, and those arrays are refilled in place; where a
-closure holds a value that is not a node's (cross-entropy's softmax, its targets), the op's rule here
-refreshes that too. The same Tensor objects come back, so `tape.copies(W)`, `tape.step_grads(W)`,
+ones), and backward runs the kept backward compiled at recording into a flat schedule
+(replay_backward.Schedule: the sweep's order and where each gradient goes fixed, the hot ops' backwards
+as kernels into buffers made once, replay_kernels.py; every other op's kept closure as the sweep runs it),
+with the same operations in the same order as L.backward(), no topological sort and no node made. The
+closures and kernels stay valid because they hold the arrays they read, and those arrays are refilled in
+place; where a closure holds a value that is not a node's (cross-entropy's softmax, its targets), the op's
+rule here refreshes that too. The same Tensor objects come back, so `tape.copies(W)`, `tape.step_grads(W)`,
 `W(t).grad`, the analysis and the drawings read a replayed step exactly as an eager one. Like CUDA
-graphs' static outputs, the result of one call is overwritten by the next call.
+graphs' static outputs, the result of one call — values and the per-copy gradients W(t).grad, b(t).grad —
+is overwritten by the next call (the Parameters' .grad are new arrays every call).
 
 How replay knows that replaying is right (else it records again, never a wrong answer; the reason is in
 `last_fallback`, None after a replay):

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import autograd, batched, lazy, recording
 from .lazy import OuterSum
-from .replay_kernels import KERNELS, cross_entropy_batch, linear_batch, run_batch
+from .refills import consecutive
+from .replay_kernels import KERNELS, ROW_OPS, cross_entropy_batch, linear_batch, run_batch
 
 _ndarray = np.ndarray
 
@@ -34,7 +35,7 @@ class Schedule:
     def __init__(self, plan, argument_arrays):
         self.order, self.root = plan.order, plan.root
         self.slot = {node: i for i, node in enumerate(self.order)}
-        self.grads = [None] * len(self.order)
+        self.grads, self._nones = [None] * len(self.order), [None] * len(self.order)
         self.arguments = argument_arrays
         self.backwards = dict(zip(plan.computed, plan.backwards))
         self.transposes = {}   # id(w) -> (w, contiguous wᵀ buffer), refreshed at the start of every run
@@ -86,7 +87,7 @@ class Schedule:
         (δ_T … δ_1) are already one contiguous array where the parameter's gradient is formed."""
         count = {}
         for node in self.order:
-            if node.parents and node.op in ("tanh", "sigmoid"):
+            if node.parents and id(node.op) in ROW_OPS:
                 key = (node.data.shape, node.data.dtype.str)
                 count[key] = count.get(key, 0) + 1
         return {key: [np.empty((n,) + key[0], key[1]), 0] for key, n in count.items()}
@@ -284,8 +285,7 @@ class Schedule:
     # --- running ------------------------------------------------------------------------------------
     def run(self):
         grads = self.grads
-        for i in range(len(grads)):
-            grads[i] = None
+        grads[:] = self._nones  # (the same list, emptied in one call: the steps hold it)
         for parts in self.leaf_parts.values():
             parts.clear()
         for w, wt in self.transposes.values():
@@ -378,7 +378,9 @@ class _Joined:
         self.lefts = [a for p in parts for a in p.lefts]
         self.rights = [b for p in parts for b in p.rights]
         self.guards = [h for p in parts for h in p.guards]
-        self.right = _consecutive(self.rights)
+        self.right = consecutive(self.rights)
+        if self.right is not None:
+            self.right = self.right.reshape(-1, self.right.shape[-1])
         if self.right is not None and sum(r.nbytes for r in self.rights[:-1]) < lazy.CHUNK_BYTES:
             self.left = np.empty((self.right.shape[0], self.lefts[0].shape[1]), self.lefts[0].dtype)
             if any(a.dtype != self.left.dtype or a.shape[1] != self.left.shape[1] for a in self.lefts):
@@ -391,20 +393,3 @@ class _Joined:
             return OuterSum(self.lefts, self.rights, False, self.guards)
         np.concatenate(self.lefts, out=self.left)
         return OuterSum([self.left], [self.right], False, self.guards)
-
-
-def _consecutive(arrays):
-    """The one C-contiguous array (rows, columns) that `arrays` (2-D, C-contiguous) are the consecutive
-    pieces of, in order, as a view; else None."""
-    first = arrays[0]
-    base = first.base
-    if base is None or not base.flags.c_contiguous or any(
-            a.base is not base or not a.flags.c_contiguous or a.shape[1:] != first.shape[1:]
-            or a.dtype != first.dtype for a in arrays):
-        return None
-    start = first.__array_interface__["data"][0]
-    offset, size = start - base.__array_interface__["data"][0], first.nbytes
-    if any(a.__array_interface__["data"][0] != start + k * size or a.nbytes != size for k, a in enumerate(arrays)):
-        return None
-    flat = base.reshape(-1)[offset // base.itemsize:offset // base.itemsize + len(arrays) * first.size]
-    return flat.reshape(-1, first.shape[1])

@@ -8,12 +8,16 @@ whenever a gradient is not what it was made for (factors, another dtype or shape
                     before them (a(t) → s(t)) as one step
     affine          per term g·wᵀ, the weight's factors (lazy.weight_grad), the bias (ops.unbroadcast)
     linear batch    batched.linear_steps: stack, one GEMM for every ∂x(t), bias sums, factors per step
+    cross-entropy   batched.cross_entropy_steps: p − onehot scaled by each step's gradient, into one array
+    batch           (the linear batch that made the logits takes it as its stacked gradient)
+One caveat is kept explicit: a kernel hands a gradient buffer of its own to at most one slot, so a
+buffer never ends up as two nodes' .grad (what lazy.stored's copies guard against in the eager sweep).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import autograd, lazy, ops
+from . import lazy, ops
 from .lazy import OuterSum
 from .ops import unbroadcast
 from .refills import captured
@@ -233,7 +237,7 @@ def linear_batch(schedule, members, slots, targets, backward):
     copied = [(g_bias[t], schedule.rows[targets[t][2][0]]) for t in range(T)
               if g_bias is not None and targets[t][2] is not None and targets[t][2][0] in schedule.rows]
     if len(copied) == T and T > 1 and all(row.base is copied[0][1].base for _, row in copied):
-        gathered = copied[0][1].base  # the bias copies' rows are all of it, in sweep order (last step first)?
+        gathered = copied[0][1].base  # are the bias copies' rows all of it, in sweep order (last step first)?
         if gathered.shape[0] == T and all(np.shares_memory(row, gathered[T - 1 - t])
                                           for t, (_, row) in enumerate(copied)):
             copied = [(g_bias[::-1], gathered)]  # then one copy for all
@@ -303,6 +307,6 @@ def cross_entropy_batch(schedule, members, slots, targets, backward):
     return step
 
 
+ROW_OPS = {id(ops.TANH), id(ops.SIGMOID)}  # the kernels whose gradient buffers are arena rows (Schedule.row_for)
 KERNELS = {id(ops.TANH): _elementwise(_tanh_backward), id(ops.SIGMOID): _elementwise(_sigmoid_backward),
            id(ops.AFFINE): _affine}
-assert autograd.identity  # (copies, recognised by their identity backward, are the schedule's own)

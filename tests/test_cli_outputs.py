@@ -101,6 +101,8 @@ def test_write_atomically_keeps_the_old_file_when_the_writer_fails(tmp_path):
     with pytest.raises(OSError, match="figure.png") as info:
         write_atomically(target, failing_writer)
     assert ".tmp-" not in str(info.value)  # the message names the target, never the temporary file
+    assert str(info.value) == f"cannot write {str(target)!r}: No space left on device"  # no "[Errno 28]" prefix
+    assert info.value.errno == 28
     assert target.read_bytes() == b"old figure"
     assert os.listdir(tmp_path) == ["figure.png"]
     write_atomically(target, lambda f: f.write(b"new figure"))

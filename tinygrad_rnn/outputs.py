@@ -180,8 +180,9 @@ def atomic_path(path, what="", create_folder=True):
         os.replace(tmp, path)
         tmp = None
     except OSError as e:  # the temporary file's name means nothing to the user: report the target
-        message = f"cannot write {what}{path!r}: {e.strerror or e}"
-        raise (OSError(e.errno, message) if e.errno is not None else OSError(message)) from None
+        error = OSError(f"cannot write {what}{path!r}: {e.strerror or e}")
+        error.errno = e.errno  # kept for callers, but set apart so the message does not start "[Errno 27]"
+        raise error from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)

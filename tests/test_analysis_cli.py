@@ -45,5 +45,9 @@ def test_analyze_rejects_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["analyze", "--example", "nope", "-o", str(tmp_path)])
     assert exit_.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
-    assert main(["analyze", "--init-scale", "-1", "-o", str(tmp_path)]) == 2
-    assert "--init-scale must be a positive number" in capsys.readouterr().err
+    for bad in ("-1", "0", "nan", "inf"):  # checked by argparse, before any work
+        with pytest.raises(SystemExit) as exit_:
+            main(["analyze", "--init-scale", bad, "-o", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1
+        assert f"argument --init-scale: expected a finite number > 0, got {bad}" in err

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from ..cli_checks import int_at_least, non_negative_int, positive_int
+from ..cli_checks import int_at_least, non_negative_int, positive_finite, positive_int
 from .tasks import PROBE_SEQUENCES, analysis_bytes
 
 NAME = "analyze"
@@ -27,7 +27,7 @@ def add_arguments(parser):
     parser.add_argument("--text", metavar="FILE", help="with --load: the text the model was trained on")
     parser.add_argument("--length", type=positive_int, default=50,
                         help="with --load: analyse the first LENGTH characters of the text (default 50)")
-    parser.add_argument("--init-scale", type=float, default=None, metavar="S",
+    parser.add_argument("--init-scale", type=positive_finite, default=None, metavar="S",
                         help="set W = S·Q with Q random orthogonal, so ‖W‖₂ = S "
                              "(0.5: vanishing, 3.0: exploding); default: nn.RNN's own initialisation")
     parser.add_argument("--repeats", type=positive_int, default=None,
@@ -54,8 +54,6 @@ def _check(args):
     from ..errors import UsageError
     from ..outputs import check_output_folder
     from ..train import GATE_BLOCKS
-    if args.init_scale is not None and not (np.isfinite(args.init_scale) and args.init_scale > 0):
-        raise UsageError(f"--init-scale must be a positive number, got {args.init_scale}")
     if args.init_scale is not None and args.cell != "rnn":
         raise UsageError(f"--init-scale sets the vanilla cell's W; --cell {args.cell} has no W")
     if args.load is not None and not os.path.isfile(args.load):

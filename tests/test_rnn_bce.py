@@ -1,13 +1,11 @@
 """nn.RNN.loss(..., loss="bce"): lecture 23's L = Σ_t L⁽ᵗ⁾ with L⁽ᵗ⁾ = −y log ŷ − (1 − y) log(1 − ŷ), ŷ = σ(logits),
 checked against the formula, torch and finite differences, its nodes inside their steps, and the analysis'
 contributions on it."""
-import dataclasses
 
 import numpy as np
 import pytest
 
 from tinygrad_rnn import Tensor, analysis, gradcheck, nn
-from tinygrad_rnn.ops import affine
 
 CELLS = ["rnn", "gru", "lstm"]
 
@@ -101,17 +99,6 @@ def test_bce_bad_targets_are_refused_clearly(bad, match):
         model.loss(xs, y, **kwargs)
 
 
-def _with_bce_head(out):
-    """The analysis' Recording of out, its head computing the output's own loss (out.summed_loss) — what
-    analysis/recording.py's nn.RNN head does once it calls summed_loss instead of cross_entropy."""
-    rec = analysis.recording(out)
-    d = rec.hidden_size
-
-    def head(S):
-        return out.summed_loss(affine([(S[..., :d].reshape(-1, d), rec.model.V)], rec.model.c))
-    return dataclasses.replace(rec, head=head)
-
-
 @pytest.mark.parametrize("cell", CELLS)
 def test_contributions_work_with_the_bce_loss(cell):
     model = nn.RNN(3, 4, 2, cell=cell, seed=7, dtype=np.float64)
@@ -119,7 +106,7 @@ def test_contributions_work_with_the_bce_loss(cell):
     xs, y = _data(seed=8)
     L, out = model.loss(xs, y, loss="bce")
     L.backward()
-    C = analysis.contributions(_with_bce_head(out), W)
+    C = analysis.contributions(out, W)  # the analysis recomputes the output's own (bce) loss
     np.testing.assert_allclose(C.sum(axis=0), out.tape.step_grads(W), rtol=1e-9, atol=1e-13)
     np.testing.assert_allclose(C.sum(axis=(0, 1)), W.grad, rtol=1e-9, atol=1e-13)
     # row t is ∂L_t/∂W: the gradient of step t's loss alone

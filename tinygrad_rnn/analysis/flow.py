@@ -164,7 +164,6 @@ def _spectral_norms(J):
     return np.sqrt(np.maximum(np.linalg.eigvalsh(np.swapaxes(J, -1, -2) @ J)[..., -1], 0.0))
 
 
-
 def gradient_flow(output, batch=0, ends=None, part="state"):
     """Measure ‖∂s_t/∂s_k‖₂ for 1 ≤ k < t ≤ T of sequence `batch` and judge the gradient flow.
 

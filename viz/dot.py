@@ -7,6 +7,7 @@ the colour and width of the gradient of their tail, the value whose gradient flo
 Grey: a zero gradient. White with a dashed border: not recorded (viz could not recover it). Without
 gradients: shared parameters blue, copies light blue, states green, inputs white, losses pink.
 """
+from . import row_sums
 from .colours import LogScale, colour_bar, fmt, text_colour
 from .layout import Layout
 
@@ -20,7 +21,7 @@ _STYLE = {"param": "rounded,filled,bold", "copy": "rounded,filled", "input": "fi
           "value": "filled", "loss": "filled", "op": "rounded,filled", "fold": "dashed,rounded"}
 _EDGE_STYLE = {"data": {}, "weight": {"color": "#6d9eeb"}, "state": {"penwidth": "2.2"},
                "sum": {"style": "dashed", "color": "#3c78d8", "constraint": "false"}}
-SIGMA_COLOUR = "#1c4587"
+SIGMA_COLOUR = row_sums.SIGMA_COLOUR
 
 
 def to_digraph(view, rankdir=None, wrap=None):
@@ -43,10 +44,15 @@ def to_digraph(view, rankdir=None, wrap=None):
            nodesep="0.12", ranksep="0.3")
     g.attr("node", fontname=FONT, fontsize="12", margin="0.04,0.02", height="0.3", width="0")  # as small as the label
     g.attr("edge", fontname=FONT, fontsize="11", arrowsize="0.7", color="#555555")
+    layout = Layout(view) if view.steps else None
+    if layout and wrap is None and rankdir in ("LR", "RL"):  # time already runs down the page: no rows
+        wrap = 0
+    rows = layout.rows(wrap) if layout else None
+    sums = row_sums.plan(view, layout, rows) if layout else None  # wrapped: Σ per row (viz.row_sums)
     folds = {f[0] for f in view.folded}  # a fold's Σ over hundreds of copies would flatten the scale
     scale = LogScale([n.grad_norm for n in view.nodes.values()]
-                     + [e.grad_norm for e in view.edges if e.tail not in folds]) if view.show_grads else None
-    layout = Layout(view) if view.steps else None
+                     + [e.grad_norm for e in view.edges if e.tail not in folds]
+                     + (sums.norms() if sums else [])) if view.show_grads else None
 
     def node(graph, n):
         graph.node(n.id, _node_label(n, scale), **_node_attrs(n, scale))
@@ -72,6 +78,8 @@ def to_digraph(view, rankdir=None, wrap=None):
             node(g, view.nodes[i])
 
     for e in view.edges:
+        if sums and (e.tail, e.head) in sums.replaced:
+            continue
         attrs = _edge_attrs(e, scale, view.kind)
         if layout and (e.tail, e.head) in layout.loose:
             attrs["constraint"] = "false"
@@ -85,10 +93,25 @@ def to_digraph(view, rankdir=None, wrap=None):
     if scale is not None:
         g.node("legend", colour_bar(scale), shape="plaintext", fontsize="10", **{"class": "legend"})
     if layout:
-        if wrap is None and rankdir in ("LR", "RL"):  # time already runs down the page: no rows
-            wrap = 0
-        layout.apply(g, "legend" if scale is not None else None, wrap, rankdir)
+        anchors = layout.apply(g, "legend" if scale is not None else None, rows, rankdir,
+                               sums.results if sums else ())
+        if sums:
+            row_sums.write(g, sums, anchors, layout.last_tops(rows), rankdir, scale,
+                           lambda j: _junction_attrs(j, scale), _dot_text)
     return g
+
+
+def _junction_attrs(junction, scale):
+    """A row's partial sum (viz.row_sums): a small dashed box, filled by the running sum's gradient."""
+    lines = [junction.label]
+    attrs = {"shape": "box", "style": "rounded,dashed,filled", "fillcolor": "#ffffff", "fontsize": "10",
+             "color": SIGMA_COLOUR, "fontcolor": SIGMA_COLOUR, "class": "rowsum"}
+    if scale is not None and junction.grad_norm is not None:
+        attrs["fillcolor"] = fill = scale.colour(junction.grad_norm)
+        attrs["fontcolor"] = text_colour(fill)
+        lines.append(fmt(junction.grad_norm))
+    attrs["label"] = _dot_text(*lines)
+    return attrs
 
 
 def _dot_text(*lines):

@@ -42,6 +42,7 @@ class Node:
     shape: tuple = ()
     grad_norm: float = None
     note: str = ""  # a second, smaller line: op and shape, folded range, loose parameters
+    op: str = ""  # the recorded op that made it ("" for a leaf or a fold)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class View:
     folded: list = field(default_factory=list)
     show_grads: bool = False
     title: str = ""
+    sum_grads: dict = field(default_factory=dict)  # parameter id -> {t: ‖Σ_{s ≤ t} ∂L/∂P(s)‖}, folded copies too
 
 
 @dataclass
@@ -280,7 +282,7 @@ def _stepped(graph, labels, kept, links, view, max_steps, details):
         note = "\n".join(x for x in (note, _token_note(label, t.step, details),
                                       _value_note(t) if details.show_values and t.parents and not is_copy(t)
                                       else "") if x)
-        nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t, graph), note)
+        nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t, graph), note, str(t.op or ""))
 
     edges, seen = [], set()
 
@@ -331,7 +333,20 @@ def _stepped(graph, labels, kept, links, view, max_steps, details):
     return View(view, nodes, edges, {t: by_step.get(t, []) for t in steps if t not in folded}, copies,
                 [n for n in by_step.get(None, []) if n != fold_id],
                 [(fold_id, folded_steps[0], folded_steps[-1], len(folded_steps))] if folded_steps else [],
-                title=title)
+                title=title, sum_grads={f"n{p}": _running_sums(tensors, cs) for p, cs in copies_of.items()})
+
+
+def _running_sums(tensors, copies):
+    """{t: ‖Σ_{s ≤ t} ∂L/∂P(s)‖} over a parameter's copies (folded ones too), None while no copy has a
+    gradient: what a drawing's partial sums "Σ W(1…t)" hold (viz.row_sums)."""
+    total, sums = None, {}
+    for c in sorted(copies, key=lambda c: tensors[c].step):
+        g = tensors[c].grad
+        if g is not None:
+            g = np.asarray(g, dtype=np.float64)
+            total = g.copy() if total is None else total + g
+        sums[tensors[c].step] = None if total is None else float(np.linalg.norm(total))
+    return sums
 
 
 def _token_note(label, step, details):

@@ -141,7 +141,6 @@ def test_long_sequences_fold_the_middle_steps():
     assert sorted(lab for lab, _ in into["Σ W(1…30)"]) == ["W(28)", "W(29)", "W(30)", "Σ W(1…27)"]
     assert sorted(lab for lab, _ in into["Σ W(1…27)"]) == ["W(25)", "W(26)", "W(27)", "Σ W(1…24)"]
     assert sorted(lab for lab, _ in into["Σ W(1…24)"]) == ["W(5)", "W(6)", "Σ W(1…4)", "… 18 steps …"]
-    assert [a for lab, a in into["Σ W(1…24)"] if lab == "… 18 steps …"][0].count('taillabel="Σ ×18"') == 1
     assert sorted(lab for lab, _ in into["Σ W(1…4)"]) == [f"W({t})" for t in range(1, 5)]
 
 

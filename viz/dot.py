@@ -97,7 +97,7 @@ def to_digraph(view, rankdir=None, wrap=None):
                                sums.results if sums else ())
         if sums:
             row_sums.write(g, sums, anchors, layout.last_tops(rows), rankdir, scale,
-                           lambda j: _junction_attrs(j, scale), _dot_text)
+                           lambda j: _junction_attrs(j, scale))
     return g
 
 

@@ -38,16 +38,17 @@ class Junction:
 @dataclass
 class RowSums:
     """The junctions of a wrapped drawing and the edges they stand for. replaced: the view's edges
-    (tail, head) drawn through a junction instead; edges: [(tail, head, grad_norm, label)], the label
-    kept from the fold's edge ("Σ ×38": how many copies it stands for);
+    (tail, head) drawn through a junction instead; edges: [(tail, head, grad_norm)], a fold's among them
+    (the junction's label, "Σ W(1…45)", counts its copies in);
     results: the parameters and results the chains end in (one rank after the last row)."""
     junctions: list = field(default_factory=list)
     edges: list = field(default_factory=list)
     replaced: set = field(default_factory=set)
     results: list = field(default_factory=list)
+    folds: set = field(default_factory=set)  # like viz.dot, the scale leaves a fold's sum over many copies out
 
     def norms(self):
-        return [j.grad_norm for j in self.junctions] + [e[2] for e in self.edges if not e[3]]
+        return [j.grad_norm for j in self.junctions] + [e[2] for e in self.edges if e[0] not in self.folds]
 
 
 def plan(view, layout, rows):
@@ -67,16 +68,15 @@ def plan(view, layout, rows):
     first = min(key for row in rows for key, _ in row if key != "0")
     top = set(layout.top_params)
     after = set(layout.after)
-    sums = RowSums()
+    sums = RowSums(folds=set(fold_last))
     into = {}  # target -> {row: [(tail, grad_norm)]}
     for e in view.edges:
         if e.tail not in row_of:
             continue
         if e.kind == "sum" and e.head in view.copies:
-            label = e.label if e.tail in fold_last else ""
-            into.setdefault(e.head, {}).setdefault(row_of[e.tail], []).append((e.tail, e.grad_norm, label))
+            into.setdefault(e.head, {}).setdefault(row_of[e.tail], []).append((e.tail, e.grad_norm))
         elif e.kind in ("data", "state") and e.head in after and nodes[e.head].step is None:
-            into.setdefault(e.head, {}).setdefault(row_of[e.tail], []).append((e.tail, e.grad_norm, ""))
+            into.setdefault(e.head, {}).setdefault(row_of[e.tail], []).append((e.tail, e.grad_norm))
     for target, by_row in into.items():
         node = nodes[target]
         is_result = target in after
@@ -92,30 +92,27 @@ def plan(view, layout, rows):
             j = Junction(f"rowsum_{target}_{r}", f"{word}{node.label}({first}…{last})", target, r, side,
                          norm)
             sums.junctions.append(j)
-            for tail, grad, label in by_row[r]:
+            for tail, grad in by_row[r]:
                 sums.replaced.add((tail, target))
-                sums.edges.append((tail, j.id, grad, label))
+                sums.edges.append((tail, j.id, grad))
             if chain:
-                sums.edges.append((chain[-1].id, j.id, chain[-1].grad_norm, ""))
+                sums.edges.append((chain[-1].id, j.id, chain[-1].grad_norm))
             chain.append(j)
-        sums.edges.append((chain[-1].id, target, chain[-1].grad_norm, ""))
+        sums.edges.append((chain[-1].id, target, chain[-1].grad_norm))
         sums.results.append(target)
     return sums
 
 
-def write(g, sums, anchors, last_tops, rankdir, scale, style, text):
+def write(g, sums, anchors, last_tops, rankdir, scale, style):
     """Write the junctions, their edges and ranks into `g`. anchors: each row's anchor ids; last_tops: each
-    row's last box's output-side nodes (viz.layout); style(junction) -> node attributes; text(str) -> a
-    label as DOT shows it (viz.dot); edges take the
+    row's last box's output-side nodes (viz.layout); style(junction) -> node attributes; edges take the
     colour and width of the gradient that flows back along them."""
     back = reverse_ranks(rankdir)
     for j in sums.junctions:
         g.node(j.id, **style(j))
     kinds = {j.id: j for j in sums.junctions}
-    for tail, head, grad, label in sums.edges:
+    for tail, head, grad in sums.edges:
         attrs = {"class": "sum", "style": "dashed", "color": "#3c78d8", "arrowsize": "0.6"}
-        if label:
-            attrs.update(taillabel=text(label), labelfontsize="10", labelfontcolor=SIGMA_COLOUR)
         if scale is not None and scale.position(grad) is not None:
             attrs.update(color=scale.colour(grad), penwidth=f"{1 + 2.5 * scale.position(grad):.2f}")
         if tail not in kinds:  # a copy (or L(t)) into its row's junction: the rank=same groups below place

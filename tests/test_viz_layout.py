@@ -162,3 +162,18 @@ def test_slide_sizes():
     assert font * min(13.33 / w, 7.5 / h) >= 9, (w, h, font)
     for w, h, _ in (long50, long1000):  # wrapped into rows of at most 4 boxes: no 13:1 strip
         assert w / h <= 3.0, (w, h)
+
+
+def test_gated_cells_at_t4_fit_a_slide_with_9pt_labels_and_are_titled_by_their_model():
+    # GRU / LSTM at T = 4 scaled onto a 16:9 slide: every label at least 9 pt (7.7 / 7.6 pt before the
+    # one-row drawings packed their nodes closer and lost the Σ label nodes standing between the boxes)
+    drawings = []
+    for cell in ("gru", "lstm"):
+        model = nn.RNN(4, 3, 4, cell=cell, seed=0)
+        L, _ = model.loss(np.eye(4)[[0, 1, 2, 2]], [1, 2, 2, 3])
+        L.backward()
+        drawings.append((cell, viz.draw(L, model=model)))
+    for (cell, g), lay in zip(drawings, layouts([g.source for _, g in drawings])):
+        w, h, font = slide_fit(lay)
+        assert font * min(13.33 / w, 7.5 / h) >= 9, (cell, w, h, font)
+        assert lay["label"] == f"RNN(4, 3, 4, cell='{cell}'): unrolled graph, T = 4 steps", lay["label"]

@@ -7,7 +7,7 @@ T = 50 the page is a net of dashed lines. Instead, each row sums its own copies 
     W(5) W(6) … W(8) → "Σ W(1…8)"  (at the row's right end)  → "Σ W(1…12)" (next row) → … → W
 
 one junction per parameter per row, holding the running sum of ∂L/∂W(t) over every step up to the row's
-last (View.sum_grads gives its colour), chained row to row down the right margin into the parameter, which
+last (from View.copy_grads: its colour and number), chained row to row down the right margin into the parameter, which
 stands with the others and L after the last row. The copies of U, W, b (used on the input side of a
 step) meet their junction on the rank of the row's anchors, under the boxes; V, c and the per-step
 losses (used on the output side) meet theirs on the rank just past the boxes' output side. The L(t) are
@@ -18,6 +18,8 @@ Drawings of one row (T ≤ 6 by default) keep one Σ edge per copy (viz.dot); th
 the boxes wrap.
 """
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from .layout import reverse_ranks
 
@@ -82,13 +84,13 @@ def plan(view, layout, rows):
         is_result = target in after
         if is_result and len(by_row) < 2:
             continue  # one row feeds it (a classifier's last step): nothing to group
-        running = view.sum_grads.get(target, {})
+        running = {} if is_result else _running_norms(view.copy_grads.get(target, []), [last_step[r] for r in by_row])
         side = "output" if target in top or is_result else "input"
         word = ("Σ " if node.op in SUMS else "") if is_result else "Σ "
         chain = []
         for r in sorted(by_row):
             last = last_step[r]
-            norm = node.grad_norm if is_result else _running(running, last)
+            norm = node.grad_norm if is_result else running[last]
             j = Junction(f"rowsum_{target}_{r}", f"{word}{node.label}({first}…{last})", target, r, side,
                          norm)
             sums.junctions.append(j)
@@ -159,7 +161,16 @@ def _boundaries(sums, anchors, n_rows, back):
     return [gaps[k] for k in sorted(gaps)]
 
 
-def _running(running, last):
-    """The running sum's norm through step `last` (the fold's last step included)."""
-    known = [t for t in running if t <= last]
-    return running[max(known)] if known else None
+def _running_norms(copy_grads, ends):
+    """{t: ‖Σ_{s ≤ t} ∂L/∂P(s)‖ or None (no copy has a gradient yet)} at the steps `ends`, in one pass
+    over the copies' gradients in step order (folded ones included)."""
+    ends, found, total = sorted(set(ends)), {}, None
+    k = 0
+    for step, grad in copy_grads + [(float("inf"), None)]:
+        while k < len(ends) and step > ends[k]:
+            found[ends[k]] = None if total is None else float(np.linalg.norm(total))
+            k += 1
+        if grad is not None:
+            grad = np.asarray(grad, dtype=np.float64)
+            total = grad.copy() if total is None else total + grad
+    return found

@@ -70,7 +70,7 @@ class View:
     folded: list = field(default_factory=list)
     show_grads: bool = False
     title: str = ""
-    sum_grads: dict = field(default_factory=dict)  # parameter id -> {t: ‖Σ_{s ≤ t} ∂L/∂P(s)‖}, folded copies too
+    copy_grads: dict = field(default_factory=dict)  # parameter id -> [(t, ∂L/∂P(t) or None)] by step, folded too
 
 
 @dataclass
@@ -374,20 +374,8 @@ def _stepped(graph, labels, kept, links, view, max_steps, details):
     return View(view, nodes, edges, {t: by_step.get(t, []) for t in steps if t not in folded}, copies,
                 [n for n in by_step.get(None, []) if n != fold_id],
                 [(fold_id, folded_steps[0], folded_steps[-1], len(folded_steps))] if folded_steps else [],
-                title=title, sum_grads={f"n{p}": _running_sums(tensors, cs) for p, cs in copies_of.items()})
-
-
-def _running_sums(tensors, copies):
-    """{t: ‖Σ_{s ≤ t} ∂L/∂P(s)‖} over a parameter's copies (folded ones too), None while no copy has a
-    gradient: what a drawing's partial sums "Σ W(1…t)" hold (viz.row_sums)."""
-    total, sums = None, {}
-    for c in sorted(copies, key=lambda c: tensors[c].step):
-        g = tensors[c].grad
-        if g is not None:
-            g = np.asarray(g, dtype=np.float64)
-            total = g.copy() if total is None else total + g
-        sums[tensors[c].step] = None if total is None else float(np.linalg.norm(total))
-    return sums
+                title=title, copy_grads={f"n{p}": sorted(((tensors[c].step, tensors[c].grad) for c in cs),
+                                                         key=lambda sg: sg[0]) for p, cs in copies_of.items()})
 
 
 def _token_note(label, step, details):

@@ -310,8 +310,9 @@ def test_cli_render(tmp_path, capsys):
     assert "‖∂L" not in (tmp_path / "plain").read_text()
     assert main(["render", "-o", str(tmp_path / "x.txt")]) == 2
     assert main(["render", "--format", "svg", "-o", str(tmp_path / "x.pdf")]) == 2
-    assert main(["render", "--steps", "0", "-o", str(tmp_path / "x.dot")]) == 2
-    assert "--steps must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # refused while parsing (tests/test_viz_cli.py)
+        main(["render", "--steps", "0", "-o", str(tmp_path / "x.dot")])
+    assert stop.value.code == 2 and "--steps must be at least 1" in capsys.readouterr().err
 
 
 @needs_dot

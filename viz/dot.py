@@ -49,7 +49,8 @@ def to_digraph(view, rankdir=None, wrap=None):
         wrap = 0
     rows = layout.rows(wrap) if layout else None
     # one row packs its nodes closer (nodesep 0.12: an LSTM at T = 4 was 16.6 in wide, labels 8 pt on a
-    # 16:9 slide); wrapped rows keep room for the invisible edges of their junctions (at 0.05 dot fails to
+    # 16:9 slide; now 14.6 in, 9.1 pt, with the boxes' margin 4); wrapped rows keep room for the invisible
+    # edges of their junctions (at 0.05 dot fails to
     # route them between the anchor points)
     g.attr(nodesep="0.05" if rows is not None and len(rows) == 1 else "0.12")
     sums = row_sums.plan(view, layout, rows) if layout else None  # wrapped: Σ per row (viz.row_sums)
@@ -70,7 +71,7 @@ def to_digraph(view, rankdir=None, wrap=None):
     for t, ids in view.steps.items():
         with g.subgraph(name=f"cluster_{t}") as c:
             c.attr(label=f"t = {t}", style="rounded", color="#999999", fontcolor="#333333", fontsize="14",
-                   labelloc="b" if rankdir == "BT" else "t", margin="6")
+                   labelloc="b" if rankdir == "BT" else "t", margin="4")
             for i in ids:
                 node(c, view.nodes[i])
         if t == fold_after:
@@ -81,11 +82,10 @@ def to_digraph(view, rankdir=None, wrap=None):
         if i not in first:
             node(g, view.nodes[i])
 
-    hidden_labels = bool(view.folded) or rankdir in ("LR", "RL") or not _uniform_steps(view)
     for e in view.edges:
         if sums and (e.tail, e.head) in sums.replaced:
             continue
-        attrs = _edge_attrs(e, scale, view.kind, hidden_labels)
+        attrs = _edge_attrs(e, scale, view.kind)
         if layout and (e.tail, e.head) in layout.loose:
             attrs["constraint"] = "false"
         if layout and e.kind == "state":
@@ -152,18 +152,17 @@ def _node_attrs(n, scale):
     return attrs
 
 
-def _edge_attrs(e, scale, view_kind, hidden_labels=True):
+def _edge_attrs(e, scale, view_kind):
     attrs = dict(_EDGE_STYLE[e.kind])
     attrs["class"] = e.kind
     if e.label and e.kind == "sum":
         # dot places the `label` of a constraint=false edge where the edge would have run, often far from
         # where it does run: the Σ is drawn as a tail label, on the drawn edge where it leaves the copy.
-        # With a fold or time running down the page (LR/RL), a 1 pt transparent label stays: the label node
-        # dot makes for it is part of what keeps the boxes in time order there (without it a fold moves past
-        # the last step; tests/test_viz_layout.py sweeps them). Elsewhere those label nodes stand between
-        # the boxes and widen the drawing (LSTM T = 4: 15.0 in with them, 13.5 in without)
-        if hidden_labels:
-            attrs.update(label=_dot_text(f" {e.label} "), fontcolor="#ffffff00", fontsize="1")
+        # A 1 pt transparent label stays: the label node dot makes for it is part of what keeps the boxes
+        # in time order (without it a fold moves past the last step) and each step's chain left to right
+        # (a(t) before s(t) with sigma=("W",)): tests/test_viz_layout.py sweeps both. (Without those label
+        # nodes an LSTM at T = 4 would be 13.5 in wide instead of 14.6.)
+        attrs.update(label=_dot_text(f" {e.label} "), fontcolor="#ffffff00", fontsize="1")
         attrs.update(taillabel=_dot_text(e.label), labeldistance="1.3", labelangle="-30", labelfontsize="11",
                      labelfontcolor=SIGMA_COLOUR)
     elif e.label:
@@ -175,13 +174,6 @@ def _edge_attrs(e, scale, view_kind, hidden_labels=True):
         if x is not None:
             attrs.update(color=scale.colour(e.grad_norm), penwidth=f"{1 + 2.5 * x:.2f}")
     return attrs
-
-
-def _uniform_steps(view):
-    """Does every step use copies of the same parameters (one cell unrolled, not an encoder then a decoder)?"""
-    owner = {c: p for p, cs in view.copies.items() for c in cs}
-    used = {frozenset(owner[i] for i in ids if i in owner) for ids in view.steps.values()}
-    return len(used) <= 1
 
 
 def _fold_box(g, view, node):

@@ -79,11 +79,11 @@ class Layout:
             _row(g, [i for i in self.after if i not in results])
         else:
             _row(g, self.bottom_params)
-            if legend and self.bottom_params:  # under the parameters: beside them it widens the drawing
-                g.edge(legend, self.bottom_params[0], style="invis")  # (LSTM T = 4: 1.6 in past the boxes)
             # what sums the steps up (L = L(1) + L(2) + …) is one row on top: written outside the boxes on
-            # rows of their own, the partial sums climb a staircase that drags the first boxes out of order
-            _row(g, self.top_params + self.after)
+            # rows of their own, the partial sums climb a staircase that drags the first boxes out of order.
+            # The legend rides there too: beside the parameters it stood past the last box (LSTM T = 4:
+            # 1.6 in wider), tied under them it turned GRU chains round (s(t) left of its gates)
+            _row(g, self.top_params + self.after + [legend])
             for p in dict.fromkeys(self.bottom_params):  # parameters under their copies
                 for c in self.view.copies.get(p, []):
                     g.edge(p, c, style="invis")

@@ -28,6 +28,7 @@ def test_the_viz_snippet_runs_as_printed(tmp_path, monkeypatch):
 def test_the_figures_exist_and_fit_a_page():
     import matplotlib.image as mpimg
     figures = re.findall(r"\]\((docs/[\w.-]+\.png)\)", SECTION)
-    assert figures == ["docs/hello-unrolled.png", "docs/hello-rolled.png", "docs/torchviz-vs-viz.png"]
+    assert figures == ["docs/hello-unrolled.png", "docs/hello-rolled.png", "docs/hello-wrapped.png",
+                       "docs/torchviz-vs-viz.png"]
     for figure in figures:
         assert mpimg.imread(ROOT / figure).shape[1] <= 1600, figure

@@ -5,7 +5,6 @@ copies' gradients up to the row's last step; junctions chain row to row into the
 graphviz's -Tjson layout: every copy → junction edge stays between the neighbouring rows of boxes (it
 crosses no other row), and the numbers on the junctions are the running sums of the engine's ∂L/∂W(t).
 """
-import json
 import shutil
 
 import numpy as np
@@ -17,20 +16,8 @@ pytestmark = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's 
 import viz  # noqa: E402
 from viz.colours import fmt  # noqa: E402
 from viz.graph import is_copy, walk  # noqa: E402
-from tinygrad_rnn import nn  # noqa: E402
 
-from test_viz_sigma import spline  # noqa: E402
-
-
-def layout(graph):
-    return json.loads(graphviz.pipe("dot", "json", graph.source.encode()).decode())
-
-
-def lecture(cell, T):
-    model = nn.RNN(4, 3, 4, cell=cell, seed=0)
-    L, _ = model.loss(np.eye(4)[[k % 4 for k in range(T)]], [(k + 1) % 4 for k in range(T)])
-    L.backward()
-    return L, model
+from test_viz_sigma import layout, lecture, spline  # noqa: E402
 
 
 def rows_of_boxes(lay, rankdir):

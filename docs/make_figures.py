@@ -3,6 +3,7 @@ side-by-side figure also needs torchviz, the `docs` extra: `pip install torchviz
 
 docs/hello-unrolled.png   the lecture's "hello" RNN unrolled over T = 4, coloured after a plain backward
 docs/hello-rolled.png     the same recorded graph, rolled
+docs/hello-wrapped.png    hello over T = 12, wrapped into rows of 4: each row sums its copies (Σ W(1…4), …)
 docs/torchviz-vs-viz.png  torchviz's make_dot of the same RNN written in PyTorch (one W node, T edges into
                           it: the per-step copies are invisible) above this project's view
 """
@@ -97,6 +98,13 @@ def main():
         with open(path, "wb") as f:
             f.write(fitting_png(graph))
         paths.append(path)
+    L12, out12 = viz.example("hello", steps=12)
+    inputs12, targets12 = tokens("hello", 12)
+    path = os.path.join(HERE, "hello-wrapped.png")
+    with open(path, "wb") as f:
+        f.write(fitting_png(viz.draw(L12, title=title("hello", "unrolled", out12.T) + ", wrapped into rows",
+                                     inputs=inputs12, targets=targets12)))
+    paths.append(path)
     try:
         from torchviz import make_dot
     except ImportError:

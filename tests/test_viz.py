@@ -119,7 +119,7 @@ def test_state_edges_run_in_time_order(hello):
 
 def test_long_sequences_fold_the_middle_steps():
     L, out = viz.example("hello", steps=30, backward=False)
-    d = Dot(viz.draw(L, max_steps=12).source)
+    d = Dot(viz.draw(L, max_steps=12, wrap=0).source)  # one row: one Σ edge per copy (wrapped: below)
     kept = list(range(1, 7)) + list(range(25, 31))
     assert [c for c in d.clusters if c != "cluster_fold"] == [f"cluster_{t}" for t in kept]
     assert d.clusters["cluster_fold"] == "t = 7 … 24"
@@ -131,6 +131,17 @@ def test_long_sequences_fold_the_middle_steps():
     assert ("s(6)", "… 18 steps …") in states and ("… 18 steps …", "a(25)") in states
     assert not any(f"({t})" in n["label"] for n in d.nodes.values() for t in range(7, 25))
     assert fold in d.nodes and len(Dot(viz.draw(L, max_steps=None).source).clusters) == 30
+    # wrapped (rows 1–4, 5 6 fold, 25–27, 28–30): each row's copies and the fold sum into the row's
+    # junction, the junctions chain row to row into W
+    d = Dot(viz.draw(L, max_steps=12).source)
+    into = {}
+    for t, h, a in d.edges_of_class("sum"):
+        into.setdefault(d.label(h), []).append((d.label(t), a))
+    assert [lab for lab, _ in into["W"]] == ["Σ W(1…30)"]
+    assert sorted(lab for lab, _ in into["Σ W(1…30)"]) == ["W(28)", "W(29)", "W(30)", "Σ W(1…27)"]
+    assert sorted(lab for lab, _ in into["Σ W(1…27)"]) == ["W(25)", "W(26)", "W(27)", "Σ W(1…24)"]
+    assert sorted(lab for lab, _ in into["Σ W(1…24)"]) == ["W(5)", "W(6)", "Σ W(1…4)", "… 18 steps …"]
+    assert sorted(lab for lab, _ in into["Σ W(1…4)"]) == [f"W({t})" for t in range(1, 5)]
 
 
 def test_a_thousand_steps_draw_folded():
@@ -299,8 +310,9 @@ def test_cli_render(tmp_path, capsys):
     assert "‖∂L" not in (tmp_path / "plain").read_text()
     assert main(["render", "-o", str(tmp_path / "x.txt")]) == 2
     assert main(["render", "--format", "svg", "-o", str(tmp_path / "x.pdf")]) == 2
-    assert main(["render", "--steps", "0", "-o", str(tmp_path / "x.dot")]) == 2
-    assert "--steps must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # refused while parsing (tests/test_viz_cli.py)
+        main(["render", "--steps", "0", "-o", str(tmp_path / "x.dot")])
+    assert stop.value.code == 2 and "--steps must be at least 1" in capsys.readouterr().err
 
 
 @needs_dot

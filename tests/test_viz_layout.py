@@ -162,3 +162,56 @@ def test_slide_sizes():
     assert font * min(13.33 / w, 7.5 / h) >= 9, (w, h, font)
     for w, h, _ in (long50, long1000):  # wrapped into rows of at most 4 boxes: no 13:1 strip
         assert w / h <= 3.0, (w, h)
+
+
+def test_gated_cells_at_t4_fit_a_slide_with_9pt_labels_and_are_titled_by_their_model():
+    # GRU / LSTM at T = 4 scaled onto a 16:9 slide: every label at least 9 pt (7.7 / 7.6 pt before the
+    # one-row drawings packed their nodes closer and lost the Σ label nodes standing between the boxes)
+    drawings = []
+    for cell in ("gru", "lstm"):
+        model = nn.RNN(4, 3, 4, cell=cell, seed=0)
+        L, _ = model.loss(np.eye(4)[[0, 1, 2, 2]], [1, 2, 2, 3])
+        L.backward()
+        drawings.append((cell, viz.draw(L, model=model)))
+    for (cell, g), lay in zip(drawings, layouts([g.source for _, g in drawings])):
+        w, h, font = slide_fit(lay)
+        assert font * min(13.33 / w, 7.5 / h) >= 9, (cell, w, h, font)
+        assert lay["label"] == f"RNN(4, 3, 4, cell='{cell}'): unrolled graph, T = 4 steps", lay["label"]
+
+
+def chain_drawn_backwards(layout, rankdir):
+    """Edges inside one step box between two nodes of one rank (the recurrence chain: a(t) → s(t),
+    gates(t) → C(t) → s(t)) whose head stands before their tail along the time axis."""
+    nodes = {o["_gvid"]: o for o in layout["objects"] if not o.get("name", "").startswith(("cluster_", "%"))}
+    box = {n: o["name"] for o in layout["objects"] if o.get("name", "").startswith("cluster_")
+           for n in o.get("nodes", [])}
+    backwards = []
+    for e in layout.get("edges", []):
+        tail, head = (e["head"], e["tail"]) if e.get("dir") == "back" else (e["tail"], e["head"])
+        if e.get("style") == "invis" or box.get(tail) is None or box.get(tail) != box.get(head):
+            continue
+        (xt, yt), (xh, yh) = (map(float, nodes[i]["pos"].split(",")) for i in (tail, head))
+        across, along = (yt - yh, xh - xt) if rankdir in ("BT", "TB") else (xt - xh, yt - yh)
+        if abs(across) < 1 and along < 0:
+            backwards.append(f'{nodes[tail]["label"]} -> {nodes[head]["label"]}')
+    return backwards
+
+
+def test_each_steps_chain_runs_with_time_inside_its_box():
+    # a(t) left of s(t) (gates(t), C(t), s(t) for an LSTM): with sigma=("W",) a plain hello drawing had
+    # s(t) left of a(t) when the hidden Σ label nodes were dropped, and a GRU's s(t) left of its gates
+    # when the legend was tied under the parameters
+    cases = []
+    for T in range(1, 7):
+        for cell in ("rnn", "lstm"):
+            cases += [(f"{cell} T={T} {r}", lecture_rnn(T, cell), r, {}) for r in ("BT", "TB")]
+        if T >= 2:
+            L, _ = viz.example("hello", steps=T)
+            cases += [(f"hello T={T} sigma=W {r}", L, r, {"sigma": ("W",)}) for r in ("BT", "TB")]
+            cases.append((f"gru T={T} BT", lecture_rnn(T, "gru"), "BT", {}))
+    for T in (7, 9, 12, 30):
+        cases.append((f"rnn T={T} wrapped", lecture_rnn(T, "rnn"), "BT", {}))
+    sources = [viz.draw(L, rankdir=r, **kw).source for _, L, r, kw in cases]
+    wrong = {what: bad for (what, _, r, _), lay in zip(cases, layouts(sources))
+             if (bad := chain_drawn_backwards(lay, r))}
+    assert wrong == {}

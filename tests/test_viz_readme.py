@@ -28,6 +28,18 @@ def test_the_viz_snippet_runs_as_printed(tmp_path, monkeypatch):
 def test_the_figures_exist_and_fit_a_page():
     import matplotlib.image as mpimg
     figures = re.findall(r"\]\((docs/[\w.-]+\.png)\)", SECTION)
-    assert figures == ["docs/hello-unrolled.png", "docs/hello-rolled.png", "docs/torchviz-vs-viz.png"]
+    assert figures == ["docs/hello-unrolled.png", "docs/hello-rolled.png", "docs/hello-wrapped.png",
+                       "docs/torchviz-vs-viz.png"]
     for figure in figures:
         assert mpimg.imread(ROOT / figure).shape[1] <= 1600, figure
+
+
+def test_torchviz_is_a_docs_extra_and_never_used_by_the_package():
+    # torchviz only makes the side-by-side figure (docs/make_figures.py, the `docs` extra)
+    sources = [p for folder in ("viz", "tinygrad_rnn") for p in (ROOT / folder).rglob("*.py")]
+    imports = re.compile(r"^\s*(import|from)\s+torchviz\b", re.M)
+    assert sources and not [p for p in sources if imports.search(p.read_text("utf-8"))]
+    assert "torchviz" in (ROOT / "docs" / "make_figures.py").read_text("utf-8")
+    setup = (ROOT / "setup.cfg").read_text("utf-8")
+    docs_extra = re.search(r"\ndocs =\n((?:[ \t]+\S.*\n)+)", setup)
+    assert docs_extra and "torchviz" in docs_extra.group(1), "torchviz belongs to the docs extra"

@@ -63,14 +63,17 @@ def test_copies_inside_their_step_box_and_sigma_on_its_edge_beside_the_copy(name
     sums = [e for e in lay["edges"] if e.get("class") == "sum"]
     assert sums
     for e in sums:
-        copy = nodes[e["tail"]]
+        tail, head = (e["head"], e["tail"]) if e.get("dir") == "back" else (e["tail"], e["head"])
+        copy = nodes[tail]
         label = copy["label"].split("\\n")[0]
-        if copy.get("class") == "fold":
+        if copy.get("class") in ("fold", "rowsum"):
             continue
         step = int(label.rsplit("(", 1)[1].rstrip(")"))
         x, y = point(copy["pos"])
         x0, y0, x1, y1 = boxes[step]
         assert x0 <= x <= x1 and y0 <= y <= y1, (label, (x, y), boxes[step])  # V(t), c(t): in box t
+        if nodes[head].get("class") == "rowsum":  # wrapped: the row's partial sum says Σ (test_viz_rows.py)
+            continue
         assert e["taillabel"].startswith("Σ") and "tail_lp" in e, label
         sigma = point(e["tail_lp"])
         on_edge = np.min(np.linalg.norm(spline(e) - sigma, axis=1))
@@ -131,3 +134,26 @@ def test_gated_step_copies_stand_in_two_rows_biases_below_weights(cell):
         assert max(biases) < min(weights), (t, weights, biases)
     x0, _, x1, _ = map(float, lay["bb"].split(","))
     assert (x1 - x0) / 72 < 18.5
+
+
+@pytest.mark.parametrize("T,rankdir", [(1, "BT"), (4, "BT"), (4, "TB"), (3, "LR")])
+def test_gru_steps_name_their_two_gate_blocks_by_what_they_read(T, rankdir):
+    # a GRU step keeps x W_ih + b_ih apart from h W_hh + b_hh (n = tanh(gi_n + r ⊙ gh_n)): two chunked
+    # tensors, drawn x-gates(t) (from the input) and h-gates(t) (from the carried state), never two "gates(t)"
+    L, model = lecture("gru", T)
+    lay = layout(viz.draw(L, model=model, rankdir=rankdir))
+    boxes, nodes = boxes_and_copies(lay)
+    labels = [n["label"].split("\\n")[0] for n in nodes.values() if n.get("class")]  # drawn nodes
+    assert len(labels) == len(set(labels)), sorted(x for x in labels if labels.count(x) > 1)
+    by_label = {n["label"].split("\\n")[0]: n for n in nodes.values() if n.get("label")}
+    into = {}
+    for tail, head in arrows(lay):
+        into.setdefault(nodes[head]["label"].split("\\n")[0], set()).add(nodes[tail]["label"].split("\\n")[0])
+    for t in range(1, T + 1):
+        assert f"gates({t})" not in by_label
+        assert into[f"x-gates({t})"] == {f"x({t})", f"weight_ih({t})", f"bias_ih({t})"}, into[f"x-gates({t})"]
+        assert into[f"h-gates({t})"] == {f"s({t - 1})", f"weight_hh({t})", f"bias_hh({t})"}, into[f"h-gates({t})"]
+        for name in ("x-gates", "h-gates"):
+            x, y = centre(by_label[f"{name}({t})"])
+            x0, y0, x1, y1 = boxes[t]
+            assert x0 <= x <= x1 and y0 <= y <= y1, (name, t)

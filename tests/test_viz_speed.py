@@ -52,3 +52,16 @@ def test_t1000_first_draw_in_a_fresh_process_is_fast_and_imports_no_matplotlib()
             for _ in range(2)]
     assert all(imported == "False" for _, imported in runs), runs
     assert min(float(took) for took, _ in runs) < 0.6, runs  # ~0.25 s alone; generous for a shared machine
+
+
+def test_drawings_and_the_analysis_heat_map_share_one_colormap_and_a_log_norm():
+    # the issue: "the same map the analysis heat maps use" — read off the heat map plot_contributions makes
+    from matplotlib.colors import LogNorm
+
+    import viz
+    from tinygrad_rnn.analysis.plots import plot_contributions
+    L, out = viz.example("hello")
+    fig = plot_contributions(out)
+    (image,) = fig.axes[0].images
+    assert image.get_cmap().name == CMAP and isinstance(image.norm, LogNorm)
+    assert "‖∂L/∂·‖ (log)" in viz.draw(L).source  # the drawing's colour bar says which norm, on a log scale

@@ -8,7 +8,8 @@
 Views: "unrolled" (one box per time step, copies W(t) inside, Σ edges into the shared W), "rolled"
 (x → s → y with the self-loop W), "ops" (every op with its shape, grouped by step). Modules: graph (the
 walk), view (what is drawn, as data), names (labels), replay (gradients of intermediates after a plain
-backward), colours (viridis + LogNorm), layout (rows and time order for dot), dot (the DOT source),
+backward), colours (viridis + LogNorm), layout (rows and time order for dot), row_sums (a wrapped drawing's
+per-row partial sums Σ W(1…t)), dot (the DOT source),
 render (draw/render). Graphviz is imported only when drawing, matplotlib only if its colormap data file
 cannot be read (viz.colours), so `import viz` and a first draw stay cheap.
 """

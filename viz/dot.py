@@ -7,6 +7,7 @@ the colour and width of the gradient of their tail, the value whose gradient flo
 Grey: a zero gradient. White with a dashed border: not recorded (viz could not recover it). Without
 gradients: shared parameters blue, copies light blue, states green, inputs white, losses pink.
 """
+from . import row_sums
 from .colours import LogScale, colour_bar, fmt, text_colour
 from .layout import Layout
 
@@ -20,7 +21,7 @@ _STYLE = {"param": "rounded,filled,bold", "copy": "rounded,filled", "input": "fi
           "value": "filled", "loss": "filled", "op": "rounded,filled", "fold": "dashed,rounded"}
 _EDGE_STYLE = {"data": {}, "weight": {"color": "#6d9eeb"}, "state": {"penwidth": "2.2"},
                "sum": {"style": "dashed", "color": "#3c78d8", "constraint": "false"}}
-SIGMA_COLOUR = "#1c4587"
+SIGMA_COLOUR = row_sums.SIGMA_COLOUR
 
 
 def to_digraph(view, rankdir=None, wrap=None):
@@ -40,13 +41,23 @@ def to_digraph(view, rankdir=None, wrap=None):
         raise ValueError(f"viz: rankdir must be one of BT, TB, LR, RL, got {rankdir!r}")
     g = graphviz.Digraph(view.kind)
     g.attr(rankdir=rankdir, fontname=FONT, fontsize="15", labelloc="t", label=_dot_text(view.title), newrank="true",
-           nodesep="0.12", ranksep="0.3")
+           ranksep="0.3")
     g.attr("node", fontname=FONT, fontsize="12", margin="0.04,0.02", height="0.3", width="0")  # as small as the label
     g.attr("edge", fontname=FONT, fontsize="11", arrowsize="0.7", color="#555555")
+    layout = Layout(view) if view.steps else None
+    if layout and wrap is None and rankdir in ("LR", "RL"):  # time already runs down the page: no rows
+        wrap = 0
+    rows = layout.rows(wrap) if layout else None
+    # one row packs its nodes closer (nodesep 0.12: an LSTM at T = 4 was 16.6 in wide, labels 8 pt on a
+    # 16:9 slide; now 14.6 in, 9.1 pt, with the boxes' margin 4); wrapped rows keep room for the invisible
+    # edges of their junctions (at 0.05 dot fails to
+    # route them between the anchor points)
+    g.attr(nodesep="0.05" if rows is not None and len(rows) == 1 else "0.12")
+    sums = row_sums.plan(view, layout, rows) if layout else None  # wrapped: Σ per row (viz.row_sums)
     folds = {f[0] for f in view.folded}  # a fold's Σ over hundreds of copies would flatten the scale
     scale = LogScale([n.grad_norm for n in view.nodes.values()]
-                     + [e.grad_norm for e in view.edges if e.tail not in folds]) if view.show_grads else None
-    layout = Layout(view) if view.steps else None
+                     + [e.grad_norm for e in view.edges if e.tail not in folds]
+                     + (sums.norms() if sums else [])) if view.show_grads else None
 
     def node(graph, n):
         graph.node(n.id, _node_label(n, scale), **_node_attrs(n, scale))
@@ -60,7 +71,7 @@ def to_digraph(view, rankdir=None, wrap=None):
     for t, ids in view.steps.items():
         with g.subgraph(name=f"cluster_{t}") as c:
             c.attr(label=f"t = {t}", style="rounded", color="#999999", fontcolor="#333333", fontsize="14",
-                   labelloc="b" if rankdir == "BT" else "t", margin="6")
+                   labelloc="b" if rankdir == "BT" else "t", margin="4")
             for i in ids:
                 node(c, view.nodes[i])
         if t == fold_after:
@@ -72,6 +83,8 @@ def to_digraph(view, rankdir=None, wrap=None):
             node(g, view.nodes[i])
 
     for e in view.edges:
+        if sums and (e.tail, e.head) in sums.replaced:
+            continue
         attrs = _edge_attrs(e, scale, view.kind)
         if layout and (e.tail, e.head) in layout.loose:
             attrs["constraint"] = "false"
@@ -85,10 +98,25 @@ def to_digraph(view, rankdir=None, wrap=None):
     if scale is not None:
         g.node("legend", colour_bar(scale), shape="plaintext", fontsize="10", **{"class": "legend"})
     if layout:
-        if wrap is None and rankdir in ("LR", "RL"):  # time already runs down the page: no rows
-            wrap = 0
-        layout.apply(g, "legend" if scale is not None else None, wrap, rankdir)
+        anchors = layout.apply(g, "legend" if scale is not None else None, rows, rankdir,
+                               sums.results if sums else ())
+        if sums:
+            row_sums.write(g, sums, anchors, layout.last_tops(rows), rankdir, scale,
+                           lambda j: _junction_attrs(j, scale))
     return g
+
+
+def _junction_attrs(junction, scale):
+    """A row's partial sum (viz.row_sums): a small dashed box, filled by the running sum's gradient."""
+    lines = [junction.label]
+    attrs = {"shape": "box", "style": "rounded,dashed,filled", "fillcolor": "#ffffff", "fontsize": "10",
+             "color": SIGMA_COLOUR, "fontcolor": SIGMA_COLOUR, "class": "rowsum"}
+    if scale is not None and junction.grad_norm is not None:
+        attrs["fillcolor"] = fill = scale.colour(junction.grad_norm)
+        attrs["fontcolor"] = text_colour(fill)
+        lines.append(fmt(junction.grad_norm))
+    attrs["label"] = _dot_text(*lines)
+    return attrs
 
 
 def _dot_text(*lines):
@@ -131,9 +159,11 @@ def _edge_attrs(e, scale, view_kind):
         # dot places the `label` of a constraint=false edge where the edge would have run, often far from
         # where it does run: the Σ is drawn as a tail label, on the drawn edge where it leaves the copy.
         # A 1 pt transparent label stays: the label node dot makes for it is part of what keeps the boxes
-        # in time order (without it some T's come out of order; tests/test_viz_layout.py sweeps them)
-        attrs.update(label=_dot_text(f" {e.label} "), fontcolor="#ffffff00", fontsize="1",
-                     taillabel=_dot_text(e.label), labeldistance="1.3", labelangle="-30", labelfontsize="11",
+        # in time order (without it a fold moves past the last step) and each step's chain left to right
+        # (a(t) before s(t) with sigma=("W",)): tests/test_viz_layout.py sweeps both. (Without those label
+        # nodes an LSTM at T = 4 would be 13.5 in wide instead of 14.6.)
+        attrs.update(label=_dot_text(f" {e.label} "), fontcolor="#ffffff00", fontsize="1")
+        attrs.update(taillabel=_dot_text(e.label), labeldistance="1.3", labelangle="-30", labelfontsize="11",
                      labelfontcolor=SIGMA_COLOUR)
     elif e.label:
         attrs["label"] = _dot_text(f" {e.label} ")

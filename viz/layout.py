@@ -61,22 +61,32 @@ class Layout:
         self.top_uses = [(e.head, e.tail) for e in edges if e.kind == "weight" and e.tail in top]
         self.after = _after_steps(view)
 
-    def apply(self, g, legend, wrap=None, rankdir="BT"):
-        """Write the rows into `g`. wrap: step boxes per row of the drawing (None: automatic, at most
-        WRAP per row, rows as even as can be; 0: one row however long)."""
-        boxes = self._boxes()
-        rows = _rows_of(boxes, wrap)
+    def rows(self, wrap=None):
+        """The step boxes cut into rows of the drawing: [[(key, ids)]] (see _rows_of). wrap: boxes per row
+        (None: automatic, at most WRAP per row, rows as even as can be; 0: one row however long)."""
+        return _rows_of(self._boxes(), wrap)
+
+    def apply(self, g, legend, rows, rankdir="BT", results=()):
+        """Write the rows into `g`; returns each row's anchor ids. results: the parameters and results
+        that viz.row_sums chains after the last row (a wrapped drawing): they stand in one rank there,
+        with every other shared parameter and the legend."""
         row_of = {i: r for r, row in enumerate(rows) for _, ids in row for i in ids}
         for r in range(len(rows)):  # the recurrence chain and the copies above it: one row per row of boxes
             _row(g, [i for i in self.chain if row_of.get(i, 0) == r])
             _row(g, [i for i in self.top_copies if row_of.get(i, 0) == r])
-        _row(g, self.bottom_params + [legend])
-        # what sums the steps up (L = L(1) + L(2) + …) is one row on top: written outside the boxes on
-        # rows of their own, the partial sums climb a staircase that drags the first boxes out of order
-        _row(g, self.top_params + self.after)
-        for p in dict.fromkeys(self.bottom_params):  # parameters under their copies
-            for c in self.view.copies.get(p, []):
-                g.edge(p, c, style="invis")
+        if results:
+            _row(g, self.bottom_params + self.top_params + [i for i in self.after if i in results] + [legend])
+            _row(g, [i for i in self.after if i not in results])
+        else:
+            _row(g, self.bottom_params)
+            # what sums the steps up (L = L(1) + L(2) + …) is one row on top: written outside the boxes on
+            # rows of their own, the partial sums climb a staircase that drags the first boxes out of order.
+            # The legend rides there too: beside the parameters it stood past the last box (LSTM T = 4:
+            # 1.6 in wider), tied under them it turned GRU chains round (s(t) left of its gates)
+            _row(g, self.top_params + self.after + [legend])
+            for p in dict.fromkeys(self.bottom_params):  # parameters under their copies
+                for c in self.view.copies.get(p, []):
+                    g.edge(p, c, style="invis")
         for vector, matrix in self._vectors_under_matrices():
             g.edge(vector, matrix, style="invis")
         for head, copy in self.top_uses:  # copies used above the chain sit above their use
@@ -92,13 +102,19 @@ class Layout:
             earlier = [a for a in anchors[r - 1] if a != "time0"]
             for k, box in enumerate(rows[r]):
                 anchor = earlier[min(k, len(earlier) - 1)]
-                if rankdir in ("BT", "RL"):  # ranks grow upwards / leftwards: the later row ranks lower
+                if reverse_ranks(rankdir):  # ranks grow upwards / leftwards: the later row ranks lower
                     for i in self._tops([box]):
                         g.edge(i, anchor, style="invis")
                 else:
                     steps_before = [b for b in rows[r - 1] if b[0] != "0"]
                     for i in self._tops(steps_before[k:k + 1] or steps_before[-1:]):
                         g.edge(i, anchors[r][k], style="invis")
+        return anchors
+
+    def last_tops(self, rows):
+        """Each row's last box's nodes on the output side (L(t), V(t), …): what viz.row_sums puts its
+        output-side junctions past."""
+        return [self._tops(row[-1:]) for row in rows]
 
     def _vectors_under_matrices(self):
         """[(vector copy, matrix copy)] of the steps with several copies below the chain: the biases b(t)
@@ -158,6 +174,11 @@ WRAP_FROM = 6  # up to 6 boxes stay on one row (T = 6 is 3.6:1), more wrap
 WRAP = 4  # boxes per row at most, by default: T = 50 (12 steps and the fold) is 4 rows of 4, 3, 3, 3
 
 
+def reverse_ranks(rankdir):
+    """Do later rows of boxes take lower ranks (ranks grow upwards for BT, leftwards for RL)?"""
+    return rankdir in ("BT", "RL")
+
+
 def _rows_of(boxes, wrap):
     """The boxes cut into rows of `wrap` boxes (s(0) rides with the first), or automatically (more than
     WRAP_FROM boxes) into as few rows of at most WRAP as can be, as even as can be; wrap=0: one row."""
@@ -167,11 +188,14 @@ def _rows_of(boxes, wrap):
     steps = [b for b in boxes if b[0] != "0"]
     if wrap is None and len(steps) <= WRAP_FROM:
         wrap = 0
-    if wrap is None:
-        n_rows = max(1, -(-len(steps) // WRAP))
-        wrap = -(-len(steps) // n_rows)
-    wrap = wrap or len(steps) or 1
-    rows = [steps[k:k + wrap] for k in range(0, len(steps), wrap)] or [[]]
+    if wrap is None:  # the first rows one box longer than the rest: 13 boxes are 4, 3, 3, 3
+        n_rows = -(-len(steps) // WRAP)
+        sizes = [len(steps) // n_rows + (k < len(steps) % n_rows) for k in range(n_rows)]
+    else:
+        wrap = wrap or len(steps) or 1
+        sizes = [wrap] * -(-len(steps) // wrap)
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    rows = [steps[a:a + n] for a, n in zip(starts, sizes)] or [[]]
     rows[0] = [b for b in boxes if b[0] == "0"] + rows[0]
     return rows
 

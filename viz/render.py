@@ -51,7 +51,8 @@ def draw(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=None, n
     wrap : int or None
         Step boxes per row: long drawings wrap into rows like text (None, default: up to 6 boxes on one
         row, more in rows of at most 4, as even as can be — T = 12 is three rows of 4); 0 keeps one row
-        however long.
+        however long. Wrapped rows sum their own copies into one "Σ W(1…t)" box per parameter at the
+        row's end, chained row to row into W (viz.row_sums), so no Σ edge crosses another row.
     sigma : sequence of str, optional
         The shared parameters that get Σ edges from their copies (e.g. ("W",): the recurrence only);
         default all.

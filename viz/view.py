@@ -42,6 +42,7 @@ class Node:
     shape: tuple = ()
     grad_norm: float = None
     note: str = ""  # a second, smaller line: op and shape, folded range, loose parameters
+    op: str = ""  # the recorded op that made it ("" for a leaf or a fold)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class View:
     folded: list = field(default_factory=list)
     show_grads: bool = False
     title: str = ""
+    copy_grads: dict = field(default_factory=dict)  # parameter id -> [(t, ∂L/∂P(t) or None)] by step, folded too
 
 
 @dataclass
@@ -119,7 +121,15 @@ def build_view(roots, view="unrolled", max_steps=DEFAULT_MAX_STEPS, show_grads=N
         for item in list(result.nodes.values()) + result.edges:
             item.grad_norm = None
     result.show_grads = bool(show_grads)
+    if model is not None:  # which network this is: "RNN(4, 3, 4, cell='lstm'): unrolled graph, T = 4 steps"
+        result.title = f"{model_name(model)}: {result.title}"
     return result
+
+
+def model_name(model):
+    """A model's one-line repr (nn.RNN's names its cell), else its class name (a Seq2Seq's repr is a tree)."""
+    text = repr(model)
+    return display_name(text if "\n" not in text and len(text) <= 80 else type(model).__name__, limit=80)
 
 
 # --- shared pieces -------------------------------------------------------------------------------
@@ -167,13 +177,46 @@ def _disambiguate(graph, labels, model):
 def _gate_blocks(graph, labels):
     """Position -> "gates(t)" for each unnamed tensor cut into pieces (the gate pre-activations of a GRU or
     LSTM step, chunked into i, f, g, o). Drawn as one node, every input of the step meets the gates once
-    there, instead of running one edge past the folded gate ops into each of C(t) and s(t)."""
+    there, instead of running one edge past the folded gate ops into each of C(t) and s(t). A step with
+    two such tensors (a GRU keeps x W_ih + b_ih apart from h W_hh + b_hh, for n = tanh(gi_n + r ⊙ gh_n))
+    names them by what they read: "x-gates(t)" from the step's input alone, "h-gates(t)" from the
+    carried state."""
     pieces = {}
     for t in graph.nodes:
         if t.op is not None and t.op.is_view and t.op.is_batched and len(t.parents) == 1:
             pieces.setdefault(graph.index[t.parents[0]], []).append(t)
-    return {i: f"gates({graph.nodes[i].step})" if graph.nodes[i].step is not None else "gates"
-            for i, cut in pieces.items() if len(cut) > 1 and i not in labels and graph.nodes[i].parents}
+    blocks = [i for i, cut in pieces.items() if len(cut) > 1 and i not in labels and graph.nodes[i].parents]
+    by_step = {}
+    for i in blocks:
+        by_step.setdefault(graph.nodes[i].step, []).append(i)
+    names = {}
+    for step, ids in by_step.items():
+        suffix = f"({step})" if step is not None else ""
+        if len(ids) == 1:
+            names[ids[0]] = f"gates{suffix}"
+            continue
+        sides = {i: "h" if _reads_carried(graph, i, labels) else "x" for i in ids}
+        distinct = len(set(sides.values())) == len(ids)
+        for k, i in enumerate(ids, start=1):
+            names[i] = f"{sides[i]}-gates{suffix}" if distinct else f"gates#{k}{suffix}"
+    return names
+
+
+def _reads_carried(graph, i, labels):
+    """Does position i depend, through unnamed ops of its own step, on a value carried from outside the
+    step (the state s(t−1), or s(0))? Copies and shared parameters do not count."""
+    step = graph.nodes[i].step
+    stack, seen = [graph.nodes[i]], set()
+    while stack:
+        for p in stack.pop().parents:
+            if id(p) in seen or is_copy(p) or (not p.parents and p.requires_grad):
+                continue
+            seen.add(id(p))
+            if p.step != step:
+                return True
+            if graph.index[p] not in labels:  # x(t) and the step's named values end the walk
+                stack.append(p)
+    return False
 
 
 def _param_name(p):
@@ -280,7 +323,7 @@ def _stepped(graph, labels, kept, links, view, max_steps, details):
         note = "\n".join(x for x in (note, _token_note(label, t.step, details),
                                       _value_note(t) if details.show_values and t.parents and not is_copy(t)
                                       else "") if x)
-        nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t, graph), note)
+        nodes[f"n{i}"] = Node(f"n{i}", label, kind, t.step, t.shape, _grad_norm(t, graph), note, str(t.op or ""))
 
     edges, seen = [], set()
 
@@ -324,14 +367,15 @@ def _stepped(graph, labels, kept, links, view, max_steps, details):
     copies = {f"n{p}": [f"n{c}" for c in sorted(cs, key=lambda c: tensors[c].step)
                         if tensors[c].step not in folded] for p, cs in copies_of.items()}
     ops = sum(1 for i in kept if tensors[i].parents)
-    title = f"{view} graph, T = {len(steps)} steps" if steps else \
+    title = f"{view} graph, T = {len(steps)} step{'s' * (len(steps) != 1)}" if steps else \
         f"expression graph: {ops} op{'s' * (ops != 1)}, no time steps"
     if folded_steps:
         title += f" (steps {folded_steps[0]}–{folded_steps[-1]} folded)"
     return View(view, nodes, edges, {t: by_step.get(t, []) for t in steps if t not in folded}, copies,
                 [n for n in by_step.get(None, []) if n != fold_id],
                 [(fold_id, folded_steps[0], folded_steps[-1], len(folded_steps))] if folded_steps else [],
-                title=title)
+                title=title, copy_grads={f"n{p}": sorted(((tensors[c].step, tensors[c].grad) for c in cs),
+                                                         key=lambda sg: sg[0]) for p, cs in copies_of.items()})
 
 
 def _token_note(label, step, details):

@@ -47,8 +47,7 @@ def _in_range(kind, value):
         return isinstance(value, float) and 0 <= value < math.inf
     if name == "max_steps_type":  # render --max-steps: 0 draws every step, else at least 2
         return type(value) is int and (value == 0 or value >= 2)
-    # `integer` (render --steps): ranged after parsing, by its command
-    return isinstance(value, (int, float))
+    raise AssertionError(f"the numeric flag type {name!r} says no range: give it one (cli_checks)")
 
 
 def parse(argv):

@@ -294,7 +294,7 @@ CLI = {
     "analyze --seed -1": (["analyze", "--seed", "-1"], "argument --seed"),
     "analyze --adding 1": (["analyze", "--adding", "1"], "argument --adding"),
     "analyze --init-scale nan": (["analyze", "--init-scale", "nan"], "--init-scale"),
-    "render --steps 0": (["render", "--steps", "0"], "--steps must be at least 1"),
+    "render --steps 0": (["render", "--steps", "0"], "argument --steps: expected an integer ≥ 1, got 0"),
     "render --hidden -1": (["render", "--hidden", "-1"], "argument --hidden"),
     "render --seed -1": (["render", "--seed", "-1"], "argument --seed: expected an integer ≥ 0"),
     "render --max-steps 1": (["render", "--max-steps", "1"], "argument --max-steps"),

@@ -24,8 +24,8 @@ def shown(value, quote=True):
     return repr(text) if quote else text
 
 
-def integer(text):
-    """An argparse type: any integer (the flag's own range is checked where it is used)."""
+def _integer(text):
+    """Any integer, or argparse's error naming the text (the ranged types below build on it)."""
     try:
         return int(text)
     except ValueError:
@@ -42,7 +42,7 @@ def _number(text):
 def int_at_least(lower):
     """An argparse type: an integer ≥ lower."""
     def parse(text):
-        value = integer(text)
+        value = _integer(text)
         if value < lower:
             raise argparse.ArgumentTypeError(f"expected an integer ≥ {lower}, got {shown(quote=False, value=value)}")
         return value

@@ -8,8 +8,8 @@ replaced, its target left alone."""
 import argparse
 import os
 
-from tinygrad_rnn.cli_checks import (check_fits_in_memory, integer, non_negative_int, positive_int,
-                                     rnn_training_bytes, shown)
+from tinygrad_rnn.cli_checks import (check_fits_in_memory, non_negative_int, positive_int,
+                                     rnn_training_bytes)
 
 NAME = "render"
 HELP = "render the unrolled, rolled or op graph of the hello/deep example RNN with Graphviz"
@@ -35,19 +35,6 @@ def max_steps_type(text):
     return value
 
 
-def steps_type(text):
-    """An argparse type for --steps: an integer ≥ 1 (the sequence length T). Its upper end, MAX_STEPS, and
-    the memory the graph needs (which depends on --hidden) are checked in run(), with their estimates."""
-    value = integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1 (--steps must be at least 1: it is the "
-                                         f"sequence length T), got {shown(value, quote=False)}")
-    return value
-
-
-steps_type.__name__ = "integer ≥ 1"  # the name the CLI fuzz tests read the range from
-
-
 def add_arguments(parser):
     from .examples import EXAMPLES
     from .render import FORMATS
@@ -59,7 +46,7 @@ def add_arguments(parser):
                         "(default out/<example>-<view>.pdf)")
     parser.add_argument("--format", choices=FORMATS, help="output format when the suffix does not say it")
     # --steps' upper end is checked in run(): it comes with an estimate of the time and memory
-    parser.add_argument("--steps", type=steps_type, help="sequence length T: the example's text repeats "
+    parser.add_argument("--steps", type=positive_int, help="sequence length T: the example's text repeats "
                         f"(default: the 4 steps of the slides; at most {MAX_STEPS:,})")
     parser.add_argument("--max-steps", type=max_steps_type, default=DEFAULT_MAX_STEPS,
                         help=f"draw at most this many steps, folding the middle "
@@ -87,7 +74,7 @@ def output_format(path, format):
 
 
 def check_steps(steps, hidden, example="hello"):
-    """UsageError for a --steps (≥ 1 already, steps_type) beyond MAX_STEPS, or whose graph cannot fit in
+    """UsageError for a --steps (≥ 1 already, positive_int) beyond MAX_STEPS, or whose graph cannot fit in
     memory — before the network is built."""
     from tinygrad_rnn.errors import UsageError
     if steps is None:

@@ -312,7 +312,7 @@ def test_cli_render(tmp_path, capsys):
     assert main(["render", "--format", "svg", "-o", str(tmp_path / "x.pdf")]) == 2
     with pytest.raises(SystemExit) as stop:  # refused while parsing (tests/test_viz_cli.py)
         main(["render", "--steps", "0", "-o", str(tmp_path / "x.dot")])
-    assert stop.value.code == 2 and "--steps must be at least 1" in capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --steps: expected an integer ≥ 1, got 0" in capsys.readouterr().err
 
 
 @needs_dot

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import autograd, batched, lazy, recording
+from . import autograd, batched, lazy
 from .lazy import OuterSum
 from .refills import consecutive
 from .replay_kernels import KERNELS, ROW_OPS, cross_entropy_batch, linear_batch, run_batch
@@ -30,14 +30,14 @@ _ndarray = np.ndarray
 
 
 class Schedule:
-    """The compiled backward of one plan (replay._Plan): `run()` is `backward_along(order, root, ones)`."""
+    """The compiled backward of one plan (replay._Plan), made before the first backward frees the nodes'
+    closures: `run()` is `backward_along(order, root, ones)`."""
 
     def __init__(self, plan, argument_arrays):
         self.order, self.root = plan.order, plan.root
         self.slot = {node: i for i, node in enumerate(self.order)}
         self.grads, self._nones = [None] * len(self.order), [None] * len(self.order)
         self.arguments = argument_arrays
-        self.backwards = dict(zip(plan.computed, plan.backwards))
         self.transposes = {}   # id(w) -> (w, contiguous wᵀ buffer), refreshed at the start of every run
         self.snapshots = []    # (leaf array, its snapshot buffer): copied at the start of every run
         self._count_edges()
@@ -59,7 +59,7 @@ class Schedule:
         batches_seen = set()
         for node in reversed(self.order):
             i = self.slot[node]
-            backward = self.backwards.get(node)
+            backward = node._backward
             if not node.parents:
                 self.retained.append((node, i))
             elif backward is autograd.identity:
@@ -101,20 +101,16 @@ class Schedule:
         return arena[0][arena[1] - 1]
 
     def _count_edges(self):
-        """How many edges may bring each slot a gradient; the slots an input reaches twice from one node;
-        the leaves that only copies feed (fed_by_copies: leaf slot -> its copies' slots, sweep order)."""
-        self.inflow, self.twice = [0] * len(self.order), set()
+        """How many edges may bring each slot a gradient; the leaves that only copies feed (fed_by_copies:
+        leaf slot -> its copies' slots, sweep order)."""
+        self.inflow = [0] * len(self.order)
         self.fed_by_copies, direct = {}, set()
         for node in self.order:
-            seen = set()
             for parent in node.parents:
                 j = self.slot.get(parent)
                 if j is None or not parent.requires_grad:
                     continue
                 self.inflow[j] += 1
-                if j in seen:
-                    self.twice.add(j)
-                seen.add(j)
                 if parent.parents:
                     continue
                 if node.op is not None and node.op.is_copy:
@@ -146,7 +142,7 @@ class Schedule:
         self.arrived[j] += 1
         if not parent.parents:  # a leaf: collected, joined once at the end (see _leaf)
             return j, self.leaf_parts.setdefault(j, []).append
-        if self.arrived[j] == 1 and j not in self.twice:
+        if self.arrived[j] == 1:  # (also when one node brings it twice, as s + s: put, then add)
             return j, None
         grads, accumulate = self.grads, lazy.accumulate
         shape, dtype, buffer = parent.data.shape, parent.data.dtype, np.empty_like(parent.data)
@@ -263,7 +259,7 @@ class Schedule:
         if (self.slot.get(parent) != self.slot[node] - 1 or self.inflow[self.slot[parent]] != 1
                 or parent._retains_grad):
             return None
-        return self.backwards.get(parent)
+        return parent._backward
 
     def transposed(self, w):
         """A contiguous wᵀ buffer, refilled from w at the start of every run (lazy.transposed's value)."""
@@ -295,7 +291,7 @@ class Schedule:
         grads[self.slot[self.root]] = np.ones_like(self.root.data)
         self.dirty = False
         try:
-            with recording.gc_paused(), lazy.transposes():
+            with lazy.transposes():  # (the caller, replay._Recorded.run, has paused the collector)
                 for step in self.steps:
                     step()
         except BaseException:  # all or nothing, as L.backward(): no copy keeps a gradient of this run

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import autograd, batched, lazy
+from . import autograd, lazy
 from .lazy import OuterSum
 from .refills import consecutive
-from .replay_kernels import KERNELS, ROW_OPS, cross_entropy_batch, linear_batch, run_batch
+from .replay_kernels import BATCH_KERNELS, KERNELS, ROW_OPS, run_batch
 
 _ndarray = np.ndarray
 
@@ -43,7 +43,7 @@ class Schedule:
         self._count_edges()
         self.arrived = [0] * len(self.order)  # edges given a target so far (in the order the steps run)
         self._targets = {}     # node -> its inputs' targets (see targets)
-        self.stacked = {}      # tuple of slots -> (kernel step, its array whose rows it puts there, in order)
+        self.stacked = {}      # tuple of slots -> (an array whose rows a kernel puts there, in order; its row 0)
         self.leaf_parts = {}   # slot of a leaf -> its direct contributions in sweep order (see _leaf)
         self.gathered = {}     # slot of a leaf fed by copies -> (rows, their running sums), see gathering
         self.rows = {}         # slot of a copy -> its row of its leaf's gathered rows
@@ -53,7 +53,7 @@ class Schedule:
         self.fused = set()     # affine nodes whose backward runs inside their tanh/sigmoid's step
         self.dirty = False     # a kernel fell back to its closure this run: store every copy at the end
         self.remade = 0        # factors made again by kernels (then a parameter's are joined again)
-        self.joined = {}       # slot of a leaf -> (remade, its factors joined: see _joined)
+        self.joined = {}       # slot of a leaf -> (remade, its copies' factors joined: _Joined)
         self._arenas = self._count_arenas()
         self.steps = []
         batches_seen = set()
@@ -240,16 +240,13 @@ class Schedule:
         return step
 
     def _batch(self, first, batch):
-        """A step batch: one backward for all members (autograd._run_batch), the linear one as a kernel."""
+        """A step batch: one backward for all members (autograd._run_batch), as a kernel where there is one."""
         members = [ref() for ref in batch.members]
         slots = [self.slot.get(m) for m in members]
         self.retained.extend((m, j) for m, j in zip(members, slots) if j is not None and m._retains_grad)
         targets = [None if m is None else self.targets(m) for m in members]
-        step = None
-        if None not in slots and first.op is batched.LINEAR:
-            step = linear_batch(self, members, slots, targets, batch.backward)
-        elif None not in slots and first.op is batched.CROSS_ENTROPY:
-            step = cross_entropy_batch(self, members, slots, targets, batch.backward)
+        kernel = BATCH_KERNELS.get(id(first.op)) if None not in slots else None
+        step = None if kernel is None else kernel(self, members, slots, targets, batch.backward)
         grads, dense = self.grads, lazy.dense
         self.steps.append(step or (lambda: run_batch(grads, slots, targets, batch.backward, dense)))
 
@@ -327,36 +324,23 @@ class Schedule:
             node._grad = lazy.formed(node._grad, node.data.dtype, stacks)
 
     def _leaf(self, j):
-        """A leaf's gradient, its contributions summed in sweep order as the sweep sums them: factors
-        joined into one OuterSum (what T merges give), arrays added left to right, else one by one."""
+        """A leaf's gradient, its contributions summed in sweep order as the sweep sums them (lazy.accumulate),
+        the copies' bias rows by one np.add.accumulate, their factors joined once (_Joined)."""
         copies, grads = self.fed_by_copies.get(j), self.grads
         if j in self.gathered:
             rows, sums = self.gathered[j]
             if (not self.dirty and j in self.rows_kept) or all(grads[i] is self.rows.get(i) for i in copies):
                 return rows[0] if len(copies) == 1 else np.add.accumulate(rows, axis=0, out=sums)[-1]
-        if copies is not None and j in self.factors_kept and not self.dirty:
+        if j in self.factors_kept and not self.dirty:  # (O(1) checks: this is per parameter per call)
             joined = self.joined.get(j)
             if joined is None or joined[0] != self.remade:
                 joined = self.joined[j] = (self.remade, _Joined([grads[i] for i in copies]))
             if joined[1].ok:
                 return joined[1].outer()
-        parts = self.leaf_parts.get(j, []) if copies is None else [grads[i] for i in copies
-                                                                     if grads[i] is not None]
-        if not parts:
-            return None
-        if len(parts) == 1:
-            return parts[0]
-        if all(type(p) is OuterSum for p in parts):
-            return OuterSum([a for p in parts for a in p.lefts], [b for p in parts for b in p.rights], True,
-                            [h for p in parts for h in p.guards])
-        if all(type(p) is _ndarray for p in parts):
-            total = parts[0] + parts[1]
-            for p in parts[2:]:
-                np.add(total, p, out=total)
-            return total
-        total = None
-        for p in parts:
-            total = lazy.accumulate(total, p)
+        total = None  # else summed as the sweep sums them
+        for g in self.leaf_parts.get(j, ()) if copies is None else (grads[i] for i in copies):
+            if g is not None:
+                total = lazy.accumulate(total, g)
         return total
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import lazy, ops
+from . import batched, lazy, ops
 from .lazy import OuterSum
 from .ops import unbroadcast
 from .refills import captured
@@ -242,13 +242,15 @@ def linear_batch(schedule, members, slots, targets, backward):
                                           for t, (_, row) in enumerate(copied)):
             copied = [(g_bias[::-1], gathered)]  # then one copy for all
     grads, dense = schedule.grads, lazy.dense
-    # when the loss kernel put its rows in these slots, they are np.stack(gs) already (the same values)
-    source, stacked = schedule.stacked.get(tuple(slots), (None, None))
-    if stacked is not None and (stacked.shape != gY.shape or stacked.dtype != gY.dtype):
-        source = None
+    # when the loss kernel put its rows in these slots (its first row is in the first slot), they are
+    # np.stack(gs) already (the same values)
+    stacked, first_row = schedule.stacked.get(tuple(slots), (None, None))
+    if stacked is None or stacked.shape != gY.shape or stacked.dtype != gY.dtype:
+        first_row = object()  # (never a slot's gradient)
+    first_slot = slots[0]
 
     def step():
-        if source is not None and source.fast:
+        if grads[first_slot] is first_row:
             np.matmul(stacked, wt, out=gX)
             if g_bias is not None:
                 np.sum(stacked.reshape(g_rows.shape), axis=1, out=g_bias)
@@ -293,20 +295,20 @@ def cross_entropy_batch(schedule, members, slots, targets, backward):
     def step():
         gs = [grads[j] for j in slots]
         if any(g is None or type(g) is OuterSum for g in gs):  # (the closure, as the sweep runs it)
-            step.fast = False
             schedule.dirty = True
             return run_batch(grads, slots, targets, backward)
         scale = np.array(gs, dtype=e.dtype)        # as the closure: np.array([g, ...]), then dZ * scale
         np.multiply(p_minus_onehot().reshape(dZ3.shape), scale[:, None, None], out=dZ3)
         for j, value in puts:
             grads[j] = value
-        step.fast = True
-    step.fast, step.kind = False, "cross-entropy batch"
+    step.kind = "cross-entropy batch"
     if len(puts) == T and all(schedule.inflow[j] == 1 for j, _ in puts):  # (nothing else adds to them)
-        schedule.stacked[tuple(to[0] for to, in targets)] = (step, dZ)
+        schedule.stacked[tuple(to[0] for to, in targets)] = (dZ, puts[0][1])
     return step
 
 
 ROW_OPS = {id(ops.TANH), id(ops.SIGMOID)}  # the kernels whose gradient buffers are arena rows (Schedule.row_for)
 KERNELS = {id(ops.TANH): _elementwise(_tanh_backward), id(ops.SIGMOID): _elementwise(_sigmoid_backward),
-           id(ops.AFFINE): _affine}
+           id(ops.AFFINE): _affine}  # (schedule, node, slot, closure) -> step or None
+BATCH_KERNELS = {id(batched.LINEAR): linear_batch,  # (schedule, members, slots, targets, backward) -> step or None
+                 id(batched.CROSS_ENTROPY): cross_entropy_batch}

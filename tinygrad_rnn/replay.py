@@ -50,7 +50,7 @@ import numpy as np
 
 from . import autograd, recording, unroll
 from .nn.module import Module
-from .refills import NotReplayable, batch_rules, need, rules
+from .refills import BATCH_RULES, RULES, NotReplayable, need
 from .replay_backward import Schedule
 from .tensor import Tensor, topological_order
 
@@ -105,7 +105,7 @@ class _Plan:
         self.nodes = topological_order(roots, grad_only=False)
         self.order = topological_order(self.root)
         self.guards, self.integer_arrays, self.refills = [], [], []
-        by_op, by_batch_op, batches = rules(), batch_rules(), set()
+        batches = set()
         for node in self.nodes:
             if not node.parents:
                 continue
@@ -114,12 +114,12 @@ class _Plan:
                 if id(batch) in batches:
                     continue
                 batches.add(id(batch))
-                rule = by_batch_op.get(id(node.op))
+                rule = BATCH_RULES.get(id(node.op))
                 members = [ref() for ref in batch.members]
                 need(rule is not None and all(m is not None for m in members), node, "no replay rule")
                 refill = rule(members, self)
             else:
-                rule = by_op.get(id(node.op))
+                rule = RULES.get(id(node.op))
                 need(rule is not None and node._backward is not None, node, "no replay rule")
                 refill = rule(node, self)
             if refill is not None:

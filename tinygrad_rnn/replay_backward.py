@@ -158,16 +158,6 @@ class Schedule:
                     grads[j] = old + g
             else:
                 grads[j] = accumulate(old, g)
-
-        def own(g):  # add(g) for a g known to be an array of the slot's shape and dtype (a kernel's buffer)
-            old = grads[j]
-            if old is None:
-                grads[j] = g
-            elif type(old) is _ndarray and old.shape == shape and old.dtype == dtype:
-                grads[j] = np.add(old, g, out=buffer)
-            else:
-                add(g)
-        add.own = own
         return j, add
 
     def keeper(self, to):

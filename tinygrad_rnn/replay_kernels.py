@@ -79,7 +79,7 @@ def _sigmoid_backward(g, y, out, tmp, one):  # ops.sigmoid: g * y * (1 - y)
 def _elementwise(formula):
     """tanh / sigmoid into buffers of the node's own. When its input is an affine node made just before it
     and used by it alone (a(t) → s(t) of an RNN), both run as one step: the affine part then always gets
-    this node's buffer, so its factors are made once."""
+    this node's buffer, so its factors are made once (at the first run)."""
     def kernel(schedule, node, i, backward):
         parent, y = node.parents[0], node.data
         if parent.data.dtype != y.dtype or parent.data.shape != y.shape:
@@ -91,7 +91,7 @@ def _elementwise(formula):
         out, tmp, one = schedule.row_for(y), np.empty_like(y), np.ones((), y.dtype)
         eager = schedule.generic(node, i, backward, targets)
         parent_backward = schedule.fusable(node, parent) if add is None and parent.op is ops.AFFINE else None
-        then = None if parent_backward is None else _affine_apply(schedule, parent, parent_backward, out)
+        then = None if parent_backward is None else _affine_apply(schedule, parent, parent_backward)
         if then is None:
             def apply(g):
                 formula(g, y, out, tmp, one)
@@ -135,10 +135,10 @@ def _affine(schedule, node, i, backward):
     return _checked(schedule, node, i, schedule.generic(node, i, backward, targets), apply, "affine")
 
 
-def _affine_apply(schedule, node, backward, g_buffer=None):
+def _affine_apply(schedule, node, backward):
     """ops.affine's backward as (apply(g), the node's targets): per term g·wᵀ into a buffer, ∂w as factors
-    (or lazy.weight_grad), the bias. With g_buffer (g is always that array) the factors and the bias view
-    are made once here, else again whenever g is another array than last time."""
+    (or lazy.weight_grad), the bias. The factors and the bias view are made again only when g is another
+    array than last time (never, when g is a kernel's buffer, as in affine+tanh)."""
     kept = captured(backward)
     saved, bias_shape = kept.get("saved"), kept.get("bias_shape")
     y, parents = node.data, node.parents
@@ -149,9 +149,8 @@ def _affine_apply(schedule, node, backward, g_buffer=None):
     inputs, weights, dense_weights = [], [], []
     for k, (x, w, need_x, need_w, how) in enumerate(saved):
         to_x, to_w = (targets[2 * k] if need_x else None), (targets[2 * k + 1] if need_w else None)
-        if to_x is not None:  # (g·wᵀ goes into a buffer of x's shape and dtype: add.own may take it)
-            j, add = to_x
-            inputs.append((schedule.transposed(w), np.empty(x.shape, y.dtype), j, None if add is None else add.own))
+        if to_x is not None:  # (g·wᵀ into a buffer of x's shape and dtype)
+            inputs.append((schedule.transposed(w), np.empty(x.shape, y.dtype), *to_x))
         if to_w is not None and how != lazy.DENSE:
             weights.append((to_w, schedule.keeper(to_w), schedule.factor_left(x, how), how))
         elif to_w is not None:
@@ -166,8 +165,6 @@ def _affine_apply(schedule, node, backward, g_buffer=None):
         gb = None if to_b is None else unbroadcast(g, bias_shape)
         made[:] = (g, [(to, keeper, _factor(left, g, how)) for to, keeper, left, how in weights],
                    gb if gb is not None and np.shares_memory(gb, g) else None)  # (a view stays valid)
-    if g_buffer is not None:
-        remake(g_buffer)
     grads, dot, copyto = schedule.grads, np.dot, np.copyto
 
     def apply(g):

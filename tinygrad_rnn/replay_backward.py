@@ -342,24 +342,20 @@ class _Joined:
     makes, on the same operands, without stacking the right factors again."""
 
     def __init__(self, parts):
-        self.ok = all(type(p) is OuterSum for p in parts)
+        self.ok, self.left = all(type(p) is OuterSum for p in parts), None
         if not self.ok:
             return
         self.lefts = [a for p in parts for a in p.lefts]
         self.rights = [b for p in parts for b in p.rights]
         self.guards = [h for p in parts for h in p.guards]
-        self.right = consecutive(self.rights)
-        if self.right is not None:
-            self.right = self.right.reshape(-1, self.right.shape[-1])
-        if self.right is not None and sum(r.nbytes for r in self.rights[:-1]) < lazy.CHUNK_BYTES:
-            self.left = np.empty((self.right.shape[0], self.lefts[0].shape[1]), self.lefts[0].dtype)
-            if any(a.dtype != self.left.dtype or a.shape[1] != self.left.shape[1] for a in self.lefts):
-                self.right = None
-        else:
-            self.right = None
+        right, first = consecutive(self.rights), self.lefts[0]
+        if right is not None and sum(r.nbytes for r in self.rights[:-1]) < lazy.CHUNK_BYTES and all(
+                a.dtype == first.dtype and a.shape[1] == first.shape[1] for a in self.lefts):
+            self.right = right.reshape(-1, right.shape[-1])
+            self.left = np.empty((self.right.shape[0], first.shape[1]), first.dtype)
 
     def outer(self):
-        if self.right is None:
+        if self.left is None:
             return OuterSum(self.lefts, self.rights, False, self.guards)
         np.concatenate(self.lefts, out=self.left)
         return OuterSum([self.left], [self.right], False, self.guards)

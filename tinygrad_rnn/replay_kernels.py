@@ -20,7 +20,7 @@ import numpy as np
 from . import batched, lazy, ops
 from .lazy import OuterSum
 from .ops import unbroadcast
-from .refills import captured
+from .refills import captured, consecutive
 
 _ndarray = np.ndarray
 
@@ -220,24 +220,23 @@ def linear_batch(schedule, members, slots, targets, backward):
     g_rows = gY.reshape(T, -1, gY.shape[-1])
     g_bias = np.empty((T, gY.shape[-1]), Y.dtype) if bias_shape is not None else None
     # every gradient is a view of these buffers, made now: what goes where is fixed
-    puts, adds = [], []  # (slot, value, copy to store it as .grad or None); (add, value)
+    # (slot, value, copy to store it as .grad or None); (add, value); (bias sum, the copy's row to copy it to)
+    puts, adds, copied = [], [], []
     for t, (member, member_targets) in enumerate(zip(members, targets)):
         outputs = [gX[t], _factor(schedule.factor_left(rows[t], hows[t]), g_rows[t], hows[t])]
         if g_bias is not None:
             row = schedule.gathering(member.parents[2], member_targets[2], Y.dtype)
             outputs.append(g_bias[t] if row is None else row)
+            if row is not None:
+                copied.append((g_bias[t], row))
         for to, value in zip(member_targets, outputs):
             if to is not None and to[1] is None:
                 puts.append((to[0], value, schedule.keeper(to)))
             elif to is not None:
                 adds.append((to[1], value))
-    copied = [(g_bias[t], schedule.rows[targets[t][2][0]]) for t in range(T)
-              if g_bias is not None and targets[t][2] is not None and targets[t][2][0] in schedule.rows]
-    if len(copied) == T and T > 1 and all(row.base is copied[0][1].base for _, row in copied):
-        gathered = copied[0][1].base  # are the bias copies' rows all of it, in sweep order (last step first)?
-        if gathered.shape[0] == T and all(np.shares_memory(row, gathered[T - 1 - t])
-                                          for t, (_, row) in enumerate(copied)):
-            copied = [(g_bias[::-1], gathered)]  # then one copy for all
+    whole = consecutive([row for _, row in reversed(copied)]) if len(copied) == T > 1 else None
+    if whole is not None:  # the bias copies' rows are one array's, in sweep order (last step first)
+        copied = [(g_bias[::-1], whole)]  # then one copy for all
     grads, dense = schedule.grads, lazy.dense
     # when the loss kernel put its rows in these slots (its first row is in the first slot), they are
     # np.stack(gs) already (the same values)

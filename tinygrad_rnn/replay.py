@@ -50,7 +50,7 @@ import numpy as np
 
 from . import autograd, recording, unroll
 from .nn.module import Module
-from .refills import BATCH_RULES, RULES, NotReplayable, need
+from .refills import BATCH_RULES, RULES, NotReplayable, each_op, need
 from .replay_backward import Schedule
 from .tensor import Tensor, topological_order
 
@@ -105,15 +105,8 @@ class _Plan:
         self.nodes = topological_order(roots, grad_only=False)
         self.order = topological_order(self.root)
         self.guards, self.integer_arrays, self.refills = [], [], []
-        batches = set()
-        for node in self.nodes:
-            if not node.parents:
-                continue
-            if type(node._backward) is autograd.StepBatch:
-                batch = node._backward
-                if id(batch) in batches:
-                    continue
-                batches.add(id(batch))
+        for node, batch in each_op(self.nodes):
+            if batch is not None:
                 rule = BATCH_RULES.get(id(node.op))
                 members = [ref() for ref in batch.members]
                 need(rule is not None and all(m is not None for m in members), node, "no replay rule")

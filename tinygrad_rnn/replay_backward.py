@@ -23,7 +23,7 @@ import numpy as np
 
 from . import autograd, lazy
 from .lazy import OuterSum
-from .refills import consecutive
+from .refills import consecutive, each_op
 from .replay_kernels import BATCH_KERNELS, KERNELS, ROW_OPS, run_batch
 
 _ndarray = np.ndarray
@@ -56,18 +56,13 @@ class Schedule:
         self.joined = {}       # slot of a leaf -> (remade, its copies' factors joined: _Joined)
         self._arenas = self._count_arenas()
         self.steps = []
-        batches_seen = set()
-        for node in reversed(self.order):
-            i = self.slot[node]
-            backward = node._backward
-            if not node.parents:
-                self.retained.append((node, i))
+        self.retained.extend((n, self.slot[n]) for n in reversed(self.order) if not n.parents)
+        for node, batch in each_op(reversed(self.order)):
+            i, backward = self.slot[node], node._backward
+            if batch is not None:
+                self._batch(node, batch)
             elif backward is autograd.identity:
                 self._copy(node, i)
-            elif type(backward) is autograd.StepBatch:
-                if id(backward) not in batches_seen:
-                    batches_seen.add(id(backward))
-                    self._batch(node, backward)
             elif node not in self.fused:
                 if node._retains_grad:
                     self.retained.append((node, i))

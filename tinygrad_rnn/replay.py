@@ -222,6 +222,7 @@ class _Recorded:
         self.leaves = [(n, n.data, n.data.shape, n.data.dtype, n.requires_grad) for n in plan.leaves
                        if not any(np.shares_memory(n.data, b) for b in arrays)]
         self.schedule = Schedule(plan, arrays)  # (before the first backward, which frees the closures)
+        self.epoch = None  # recording.inplace_epoch when the guards last held
 
     def integers_changed(self, values):
         """Whether an integer argument that is part of the key by value has other values now."""
@@ -232,9 +233,12 @@ class _Recorded:
         for leaf, _, shape, dtype, needs in self.leaves:
             if leaf.data.shape != shape or leaf.data.dtype != dtype or leaf.requires_grad != needs:
                 return f"the leaf {leaf.name or 'unnamed'} changed shape, dtype or requires_grad"
-        for box, version in self.plan.guards:
-            if box[0] != version:
-                return "a value kept as a factor was changed in place"
+        epoch = recording.inplace_epoch  # (every in-place update counts here: unchanged, no guard can fail)
+        if epoch != self.epoch:
+            for box, version in self.plan.guards:
+                if box[0] != version:
+                    return "a value kept as a factor was changed in place"
+            self.epoch = epoch
         return None
 
     def run(self, values):

@@ -13,7 +13,7 @@ the gradients are bit for bit those of L.backward(); what goes away is the sweep
   (what T merges give), bias rows gathered in one array and summed by one np.add.accumulate (the same
   additions in the same order as the sweep's);
 - any other op (cross-entropy, stack, sum, mul, a cell's gates, ...) runs its kept closure, as the sweep
-  would (`_generic`), inside lazy.transposes() so that its g·Wᵀ is the eager one too.
+  would (`generic`), inside lazy.transposes() so that its g·Wᵀ is the eager one too.
 Like the values, the per-copy gradients of one call (W(t).grad's factors, b(t).grad) live in buffers the
 next call overwrites (CUDA graphs' static outputs); the parameters' .grad are new arrays each call.
 """

@@ -192,14 +192,11 @@ def _affine_apply(schedule, node, backward):
                 gb = unbroadcast(g, bias_shape)
             if row is None:
                 _put(grads, to_b, gb)
-            elif gb.shape == row.shape:  # the copy's own row (Schedule.gathering)
+            else:  # the copy's own row (Schedule.gathering; unbroadcast gives the bias's shape)
                 copyto(row, gb)
                 grads[to_b[0]] = row
                 if row_keeper is not None:
                     row_keeper._grad = row
-            else:  # (not the row the copy was to keep: the end stores it the eager way)
-                schedule.dirty = True
-                _put(grads, to_b, gb)
     return apply, targets
 
 

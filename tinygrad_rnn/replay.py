@@ -196,12 +196,15 @@ def _integer_sources(runs):
     out = []
     for versions in zip(*kept):
         mine, found = versions[0], sources.get(_fingerprint(versions), [])
-        if len(found) == 1 and mine.flags.writeable:
-            out.append((mine, *found[0]))
-        elif not (found or all(np.array_equal(mine, v) for v in versions[1:])):
+        if not found and all(np.array_equal(mine, v) for v in versions[1:]):
+            continue  # a constant
+        if not found:
             raise NotReplayable("an integer array kept by the graph follows no single argument")
-        elif found:
+        if not mine.flags.writeable:
+            raise NotReplayable("an integer array kept by the graph is read-only: replay cannot refresh it")
+        if len(found) > 1:
             raise Ambiguous("an integer array kept by the graph follows several arguments' rows alike")
+        out.append((mine, *found[0]))
     return out
 
 

@@ -455,7 +455,8 @@ def test_keyword_arguments_are_refilled_and_their_names_are_part_of_the_key():
 
 
 def test_a_node_that_reaches_one_input_twice_replays_bit_for_bit():
-    """s + s and d * d: two edges from one node into one slot, summed as the sweep sums them."""
+    """s + s and d * d: two edges from one node into one slot, summed as the sweep sums them (and a tanh of
+    a scalar: its derivative factor is a row of the all-steps array too)."""
     rng = np.random.default_rng(10)
     arrays = [rng.standard_normal(s) * 0.3 for s in [(N, D), (D, D), (D,)]]
 
@@ -470,7 +471,7 @@ def test_a_node_that_reaches_one_input_twice_replays_bit_for_bit():
                     with tape.step(t):
                         s = (Tensor(xs[t - 1]) @ U + s @ W + b).tanh()
                         d = (s + s).tanh()
-                        term = (d * d).sum()
+                        term = (d * d).sum().tanh()
                         total = term if total is None else total + term
             return total, tape
         return (U, W, b), loss

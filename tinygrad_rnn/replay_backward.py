@@ -54,6 +54,7 @@ class Schedule:
         self.dirty = False     # a kernel fell back to its closure this run: store every copy at the end
         self.remade = 0        # factors made again by kernels (then a parameter's are joined again)
         self.joined = {}       # slot of a leaf -> (remade, its copies' factors joined: _Joined)
+        self.derivatives = {}  # id(rows) -> (prepare, rows, the values they are made from), see derivative_for
         self._arenas = self._count_arenas()
         self.steps = []
         self.retained.extend((n, self.slot[n]) for n in reversed(self.order) if not n.parents)
@@ -79,13 +80,15 @@ class Schedule:
     def _count_arenas(self):
         """{(shape, dtype): [rows, next free]}: one array for the gradient buffers of all tanh / sigmoid nodes
         of a shape, rows handed out in sweep order (row_for) — so the copies' right factors of ∂L/∂W, ∂L/∂U
-        (δ_T … δ_1) are already one contiguous array where the parameter's gradient is formed."""
+        (δ_T … δ_1) are already one contiguous array where the parameter's gradient is formed; and one
+        per (op, shape, dtype) for their derivative factors (derivative_for)."""
         count = {}
         for node in self.order:
             if node.parents and id(node.op) in ROW_OPS:
-                key = (node.data.shape, node.data.dtype.str)
-                count[key] = count.get(key, 0) + 1
-        return {key: [np.empty((n,) + key[0], key[1]), 0] for key, n in count.items()}
+                shape, dtype = node.data.shape, node.data.dtype.str
+                for key in ((shape, dtype), (id(node.op), shape, dtype)):
+                    count[key] = count.get(key, 0) + 1
+        return {key: [np.empty((n,) + key[-2], key[-1]), 0] for key, n in count.items()}
 
     def row_for(self, y):
         """A buffer like y: the next row of its arena (see _count_arenas), or a new array."""
@@ -93,7 +96,18 @@ class Schedule:
         if arena is None or arena[1] == len(arena[0]):
             return np.empty_like(y)
         arena[1] += 1
-        return arena[0][arena[1] - 1]
+        return arena[0][arena[1] - 1, ...]  # (with ..., a 0-d row is an array too, not a numpy scalar)
+
+    def derivative_for(self, node, prepare):
+        """The buffer of node's derivative factor (1 − y·y for tanh): a row of one array that
+        `prepare(rows)` fills for all nodes of node's op and shape at once, from their values, at the start
+        of every run — elementwise arithmetic, so the same bits as at each step, in 3 numpy calls, not 2T.
+        Every such node asks for one (its kernel does first), so the rows are all in use."""
+        y, shape = node.data, (-1,) + node.data.shape[1:]  # (concatenated, y's fill rows of one array)
+        rows = self._arenas[(id(node.op), y.shape, y.dtype.str)][0]  # (one per such node: counted)
+        ys = self.derivatives.setdefault(id(rows), (prepare, rows.reshape(shape), []))[2]
+        ys.append(y.reshape(shape))  # (a view: y is refilled in place)
+        return rows[len(ys) - 1, ...]
 
     def _count_edges(self):
         """How many edges may bring each slot a gradient; the leaves that only copies feed (fed_by_copies:
@@ -180,7 +194,7 @@ class Schedule:
         if j not in self.gathered:
             rows = np.empty((len(self.fed_by_copies[j]),) + leaf.data.shape, leaf.data.dtype)
             self.gathered[j] = (rows, np.empty_like(rows))
-        row = self.rows[to[0]] = self.gathered[j][0][self.position[to[0]]]
+        row = self.rows[to[0]] = self.gathered[j][0][self.position[to[0]], ...]
         return row
 
     # --- steps ----------------------------------------------------------------------------------------
@@ -270,6 +284,9 @@ class Schedule:
             np.copyto(wt, w.T)
         for x, snapshot in self.snapshots:
             np.copyto(snapshot, x)
+        for prepare, rows, ys in self.derivatives.values():
+            np.concatenate(ys, out=rows)
+            prepare(rows)
         grads[self.slot[self.root]] = np.ones_like(self.root.data)
         self.dirty = False
         try:

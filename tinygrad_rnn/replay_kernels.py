@@ -64,37 +64,45 @@ def _checked(schedule, node, i, eager, apply, kind):
 
 # --- tanh, sigmoid ------------------------------------------------------------------------------------
 
-def _tanh_backward(g, y, out, tmp, one):  # ops.tanh: g * (1 - y * y)
-    np.multiply(y, y, out=tmp)
-    np.subtract(one, tmp, out=tmp)  # (a 0-d array 1 of y's dtype: what numpy makes of the Python 1)
-    np.multiply(g, tmp, out=out)
+# ops.tanh's backward g * (1 - y * y) and ops.sigmoid's g * y * (1 - y): the factors of y alone for every
+# step at once (Schedule.derivative_for), then at each step what multiplies by g
+
+def _tanh_derivatives(ys):
+    np.multiply(ys, ys, out=ys)
+    np.subtract(np.ones((), ys.dtype), ys, out=ys)  # (a 0-d 1 of y's dtype: what numpy makes of the Python 1)
 
 
-def _sigmoid_backward(g, y, out, tmp, one):  # ops.sigmoid: g * y * (1 - y)
+def _tanh_backward(g, y, d, out):
+    np.multiply(g, d, out=out)
+
+
+def _sigmoid_derivatives(ys):
+    np.subtract(np.ones((), ys.dtype), ys, out=ys)
+
+
+def _sigmoid_backward(g, y, d, out):
     np.multiply(g, y, out=out)
-    np.subtract(one, y, out=tmp)
-    np.multiply(out, tmp, out=out)
+    np.multiply(out, d, out=out)
 
 
-def _elementwise(formula):
+def _elementwise(formula, derivatives):
     """tanh / sigmoid into buffers of the node's own. When its input is an affine node made just before it
     and used by it alone (a(t) → s(t) of an RNN), both run as one step: the affine part then always gets
     this node's buffer, so its factors are made once (at the first run)."""
     def kernel(schedule, node, i, backward):
-        parent, y = node.parents[0], node.data
+        parent, y, d = node.parents[0], node.data, schedule.derivative_for(node, derivatives)
         if parent.data.dtype != y.dtype or parent.data.shape != y.shape:
             return None
         targets = schedule.targets(node)
         if targets[0] is None:
             return None
-        (j, add), grads = targets[0], schedule.grads
-        out, tmp, one = schedule.row_for(y), np.empty_like(y), np.ones((), y.dtype)
+        (j, add), grads, out = targets[0], schedule.grads, schedule.row_for(y)
         eager = schedule.generic(node, i, backward, targets)
         parent_backward = schedule.fusable(node, parent) if add is None and parent.op is ops.AFFINE else None
         then = None if parent_backward is None else _affine_apply(schedule, parent, parent_backward)
         if then is None:
             def apply(g):
-                formula(g, y, out, tmp, one)
+                formula(g, y, d, out)
                 if add is None:
                     grads[j] = out
                 else:
@@ -109,7 +117,7 @@ def _elementwise(formula):
         def step():  # (_checked's step, written out: this is the per-time-step hot path)
             g = grads[i]
             if type(g) is _ndarray and g.shape == shape and g.dtype == dtype:
-                formula(g, y, out, tmp, one)
+                formula(g, y, d, out)
                 apply_parent(out)  # (the affine's gradient is this buffer: no slot to go through)
             else:
                 schedule.dirty = True
@@ -301,7 +309,8 @@ def cross_entropy_batch(schedule, members, slots, targets, backward):
 
 
 ROW_OPS = {id(ops.TANH), id(ops.SIGMOID)}  # the kernels whose gradient buffers are arena rows (Schedule.row_for)
-KERNELS = {id(ops.TANH): _elementwise(_tanh_backward), id(ops.SIGMOID): _elementwise(_sigmoid_backward),
-           id(ops.AFFINE): _affine}  # (schedule, node, slot, closure) -> step or None
+# (schedule, node, slot, closure) -> step or None
+KERNELS = {id(ops.TANH): _elementwise(_tanh_backward, _tanh_derivatives),
+           id(ops.SIGMOID): _elementwise(_sigmoid_backward, _sigmoid_derivatives), id(ops.AFFINE): _affine}
 BATCH_KERNELS = {id(batched.LINEAR): linear_batch,  # (schedule, members, slots, targets, backward) -> step or None
                  id(batched.CROSS_ENTROPY): cross_entropy_batch}

@@ -1,11 +1,12 @@
 """Kernels of the replayed backward (replay_backward.Schedule): the hot ops' backwards into buffers made once.
 
 A kernel takes (schedule, node, slot, kept closure) and returns the node's step, or None (the schedule then
-runs the closure). Each is its op's backward written again with out= — the same numpy operations on the same
-operands in the same order, so the gradients are the eager ones bit for bit — and falls back to the closure
-whenever a gradient is not what it was made for (factors, another dtype or shape):
-    tanh, sigmoid   g·(1 − y·y), g·y·(1 − y) (ops.tanh, ops.sigmoid); with the affine node made just
-                    before them (a(t) → s(t)) as one step
+runs the closure); a step batch's kernel takes its members (BATCH_KERNELS). Each is its op's backward written
+again with out= — the same numpy operations on the same operands in the same order, so the gradients are the
+eager ones bit for bit — and falls back to the closure whenever a gradient is not what it was made for
+(factors, another dtype or shape):
+    tanh, sigmoid   g·(1 − y·y), g·y·(1 − y) (ops.tanh, ops.sigmoid), the factors of y made for all steps
+                    at once; with the affine node made just before them (a(t) → s(t)) as one step
     affine          per term g·wᵀ, the weight's factors (lazy.weight_grad), the bias (ops.unbroadcast)
     linear batch    batched.linear_steps: stack, one GEMM for every ∂x(t), bias sums, factors per step
     cross-entropy   batched.cross_entropy_steps: p − onehot scaled by each step's gradient, into one array

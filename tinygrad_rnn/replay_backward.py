@@ -318,12 +318,11 @@ class Schedule:
             g = self._leaf(i) if not node.parents else grads[i]
             if g is None:
                 continue
-            if node.parents:
+            if node.parents:  # a retained node: this call's gradient, in an array of its own
                 node._grad = None
                 node._grad = stored(g, node)
-                continue
-            node._grad = stored(lazy.accumulate(node._grad, g), node)
-            node._grad = lazy.formed(node._grad, node.data.dtype, stacks)
+            else:  # a leaf: summed onto its .grad and formed, as backward_along stores it
+                node._grad = lazy.formed(stored(lazy.accumulate(node._grad, g), node), node.data.dtype, stacks)
 
     def _leaf(self, j):
         """A leaf's gradient, its contributions summed in sweep order as the sweep sums them (lazy.accumulate),

@@ -356,9 +356,8 @@ class _Joined:
         self.ok, self.left = all(type(p) is OuterSum for p in parts), None
         if not self.ok:
             return
-        self.lefts = [a for p in parts for a in p.lefts]
-        self.rights = [b for p in parts for b in p.rights]
-        self.guards = [h for p in parts for h in p.guards]
+        self.lefts = [a for p in parts for a in p.lefts]  # (no guards: replay checked them before this run,
+        self.rights = [b for p in parts for b in p.rights]  # and the parameter's gradient is formed at once)
         right, first = consecutive(self.rights), self.lefts[0]
         if right is not None and sum(r.nbytes for r in self.rights[:-1]) < lazy.CHUNK_BYTES and all(
                 a.dtype == first.dtype and a.shape[1] == first.shape[1] for a in self.lefts):
@@ -367,6 +366,6 @@ class _Joined:
 
     def outer(self):
         if self.left is None:
-            return OuterSum(self.lefts, self.rights, False, self.guards)
+            return OuterSum(self.lefts, self.rights)
         np.concatenate(self.lefts, out=self.left)
-        return OuterSum([self.left], [self.right], False, self.guards)
+        return OuterSum([self.left], [self.right])

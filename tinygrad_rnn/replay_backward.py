@@ -100,9 +100,9 @@ class Schedule:
 
     def derivative_for(self, node, prepare):
         """The buffer of node's derivative factor (1 − y·y for tanh): a row of one array that
-        `prepare(rows)` fills for all nodes of node's op and shape at once, from their values, at the start
-        of every run — elementwise arithmetic, so the same bits as at each step, in 3 numpy calls, not 2T.
-        Every such node asks for one (its kernel does first), so the rows are all in use."""
+        `prepare(rows)` fills for all nodes of node's op and shape at once, from their values, at the start of
+        every run — elementwise arithmetic, so the same bits as at each step, in 2–3 numpy calls instead of 1–2
+        per step. Every such node asks for one (its kernel does first), so the rows are all in use."""
         y, shape = node.data, (-1,) + node.data.shape[1:]  # (concatenated, y's fill rows of one array)
         rows = self._arenas[(id(node.op), y.shape, y.dtype.str)][0]  # (one per such node: counted)
         ys = self.derivatives.setdefault(id(rows), (prepare, rows.reshape(shape), []))[2]

@@ -214,7 +214,7 @@ class _Recorded:
     leaves to watch, and the compiled backward."""
 
     def __init__(self, key, plan, buffers, refresh, by_value):
-        self.key, self.plan, self.buffers = key, plan, buffers
+        self.key, self.plan = key, plan
         self.arrays = [(k, b) for k, b in enumerate(buffers) if isinstance(b, np.ndarray)]
         arrays = [b for _, b in self.arrays]
         # each kept integer array and the view of the buffer it is refreshed from (reshaped once, here)

@@ -13,7 +13,8 @@ from functools import partial
 
 import numpy as np
 
-from . import autograd, batched, ops, recording, unroll
+from . import batched, ops, recording, unroll
+from .autograd import StepBatch
 
 
 class NotReplayable(Exception):
@@ -50,21 +51,6 @@ def consecutive(arrays):
         return None
     offset = (start - base.__array_interface__["data"][0]) // base.itemsize
     return base.reshape(-1)[offset:offset + len(arrays) * first.size].reshape((len(arrays),) + first.shape)
-
-
-def each_op(nodes):
-    """(node, None) for each computed node of `nodes`, in their order, and (its first member met, batch)
-    once for each step batch: how the forward (the refills) and the backward (replay_backward.Schedule)
-    walk a recorded graph."""
-    batches = set()
-    for node in nodes:
-        backward = node._backward
-        if type(backward) is autograd.StepBatch:
-            if id(backward) not in batches:
-                batches.add(id(backward))
-                yield node, backward
-        elif node.parents:
-            yield node, None
 
 
 def need(condition, node, what):
@@ -301,6 +287,21 @@ def _pieces(members, plan):
     for m in members:
         _view(m, plan)
     return None
+
+
+def each_op(nodes):
+    """(node, None) for each computed node of `nodes`, in their order, and (its first member met, batch)
+    once for each step batch: how the forward (the refills) and the backward (replay_backward.Schedule)
+    walk a recorded graph."""
+    batches = set()
+    for node in nodes:
+        backward = node._backward
+        if type(backward) is StepBatch:
+            if id(backward) not in batches:
+                batches.add(id(backward))
+                yield node, backward
+        elif node.parents:
+            yield node, None
 
 
 # the rule of each op, by the Op object itself; a step batch's rule takes its members

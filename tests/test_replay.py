@@ -367,7 +367,7 @@ def replay_step(replayed, xs, targets):
 def test_the_vanilla_cell_runs_as_kernels_one_step_per_time_step(nonlinearity):
     from collections import Counter
     _, replayed, _ = recorded(nonlinearity=nonlinearity)
-    kinds = Counter(replayed._plan.schedule.kinds)
+    kinds = Counter(replayed._recorded.schedule.kinds)
     # a(t) → s(t) as one step per time step, the output layer and the loss of all steps as one each, and
     # closures only for the stack of L(t) and the sum; the copies cost no step
     assert kinds == {f"affine+{nonlinearity}": 6, "linear batch": 1, "cross-entropy batch": 1, "closure": 2}
@@ -377,10 +377,9 @@ def test_the_vanilla_cell_runs_as_kernels_one_step_per_time_step(nonlinearity):
 def test_without_kernels_the_schedule_runs_the_closures_bit_for_bit(monkeypatch, B):
     from tinygrad_rnn import replay_backward
     monkeypatch.setattr(replay_backward, "KERNELS", {})
-    monkeypatch.setattr(replay_backward, "linear_batch", lambda *args: None)
-    monkeypatch.setattr(replay_backward, "cross_entropy_batch", lambda *args: None)
+    monkeypatch.setattr(replay_backward, "BATCH_KERNELS", {})
     eager_model, replayed, (xs, targets) = recorded(B=B)
-    assert set(replayed._plan.schedule.kinds) == {"closure"}
+    assert set(replayed._recorded.schedule.kinds) == {"closure"}
     assert_same_step(eager_step(eager_model, xs, targets), replay_step(replayed, xs, targets))
 
 
@@ -390,8 +389,8 @@ class Marked(np.ndarray):
 
 def test_a_gradient_a_kernel_is_not_made_for_runs_its_closure_bit_for_bit():
     eager_model, replayed, (xs, targets) = recorded()
-    schedule = replayed._plan.schedule
-    last_state = schedule.slot[replayed._plan.result[1].states[-1]]
+    schedule = replayed._recorded.schedule
+    last_state = schedule.slot[replayed._recorded.plan.result[1].states[-1]]
     at = schedule.kinds.index("linear batch") + 1  # right after the output layer gave ∂L/∂s(T)
     steps = schedule.steps
 
@@ -409,7 +408,7 @@ def test_a_gradient_a_kernel_is_not_made_for_runs_its_closure_bit_for_bit():
 
 def test_a_backward_that_fails_halfway_leaves_no_gradient_of_its_own():
     _, replayed, (xs, targets) = recorded()
-    schedule, out = replayed._plan.schedule, replayed._plan.result[1]
+    schedule, out = replayed._recorded.schedule, replayed._recorded.plan.result[1]
     W = out.model.W
     before = W.grad.copy()
     steps = schedule.steps
@@ -431,5 +430,70 @@ def test_a_backward_that_fails_halfway_leaves_no_gradient_of_its_own():
 def test_a_replay_matches_eager_at_batch_one_in_float32():
     """The benchmark's shape and dtype: B = 1, float32 (BLAS's single-precision kernels, same bits too)."""
     eager_model, replayed, (xs, targets) = recorded(B=1, dtype=np.float32)
+    assert_same_step(eager_step(eager_model, xs, targets), replay_step(replayed, xs, targets))
+    assert replayed.last_fallback is None
+
+
+def test_keyword_arguments_are_refilled_and_their_names_are_part_of_the_key():
+    eager_model, replay_model = twins()
+    replayed = Replay(replay_model.loss)
+    rng = np.random.default_rng(9)
+    calls = [{"xs": 0, "targets": 1}, {"xs": 0, "targets": 1}, {"targets": 1}, {"targets": 1}]
+    expected = ["first call", None, "the key changed", None]
+    for names, reason in zip(calls, expected):
+        xs, targets = data(rng)
+        args = (xs, targets)
+        kwargs = {name: args[k] for name, k in names.items()}
+        positional = () if "xs" in names else (xs,)
+        for p in eager_model.parameters() + replay_model.parameters():
+            p.grad = None
+        L, out = eager_model.loss(xs, targets)
+        L.backward()
+        assert_same_step((L, out), replayed(*positional, **kwargs))
+        assert (replayed.last_fallback or "").startswith(reason or "") and (reason is None) == (
+            replayed.last_fallback is None), (reason, replayed.last_fallback)
+
+
+def test_a_node_that_reaches_one_input_twice_replays_bit_for_bit():
+    """s + s and d * d: two edges from one node into one slot, summed as the sweep sums them (and a tanh of
+    a scalar: its derivative factor is a row of the all-steps array too)."""
+    rng = np.random.default_rng(10)
+    arrays = [rng.standard_normal(s) * 0.3 for s in [(N, D), (D, D), (D,)]]
+
+    def make():
+        U, W, b = (Parameter(a.copy(), name=n) for a, n in zip(arrays, "UWb"))
+
+        def loss(xs):
+            tape = Unroll(shared=[U, W, b])
+            s, total = Tensor(np.zeros(D)), None
+            with tape:
+                for t in range(1, len(xs) + 1):
+                    with tape.step(t):
+                        s = (Tensor(xs[t - 1]) @ U + s @ W + b).tanh()
+                        d = (s + s).tanh()
+                        term = (d * d).sum().tanh()
+                        total = term if total is None else total + term
+            return total, tape
+        return (U, W, b), loss
+    (eager_params, eager), (params, loss) = make(), make()
+    replayed = Replay(loss)
+    for i in range(3):
+        xs = rng.standard_normal((6, N))
+        L1, tape1 = eager(xs)
+        L1.backward()
+        L2, tape2 = replayed(xs)
+        assert replayed.last_fallback == ("first call" if i == 0 else None)
+        assert L1.data.tobytes() == L2.data.tobytes()
+        for p, q in zip(eager_params, params):
+            assert np.array_equal(p.grad, q.grad) and np.array_equal(tape1.step_grads(p), tape2.step_grads(q))
+            p.grad = q.grad = None
+
+
+def test_an_in_place_update_elsewhere_does_not_stop_the_replay():
+    """Any in-place update moves the engine's epoch, so replay looks at its guards again: they still hold."""
+    eager_model, replayed, (xs, targets) = recorded()
+    with no_grad():
+        elsewhere = Tensor(np.ones(3))
+        elsewhere *= 2
     assert_same_step(eager_step(eager_model, xs, targets), replay_step(replayed, xs, targets))
     assert replayed.last_fallback is None

@@ -14,6 +14,7 @@ from functools import partial
 import numpy as np
 
 from . import batched, ops, recording, unroll
+from .autograd import StepBatch
 
 
 class NotReplayable(Exception):
@@ -281,22 +282,33 @@ def _cross_entropy(node, plan):
     return refill
 
 
-def rules():
-    view_rule = _view
-    return {id(ops.AFFINE): _affine, id(ops.TANH): _unary(_tanh), id(ops.SIGMOID): _unary(_sigmoid),
-            id(ops.RELU): _unary(_relu), id(ops.NEG): _unary(_neg), id(ops.ADD): _binary(np.add),
-            id(ops.SUB): _binary(np.subtract), id(ops.MUL): _binary(np.multiply), id(ops.MATMUL): _matmul,
-            id(ops.SUM): _sum, id(ops.STACK): _stack, id(ops.RESHAPE): view_rule, id(ops.TRANSPOSE): view_rule,
-            id(ops.GETITEM): _getitem, id(unroll.COPY): _copy, id(ops.CROSS_ENTROPY): _cross_entropy}
-
-
-def batch_rules():
-    return {id(batched.LINEAR): _linear_steps, id(batched.CROSS_ENTROPY): _cross_entropy_steps,
-            id(ops.SPLIT): _pieces}
-
-
 def _pieces(members, plan):
     """split's pieces are views of their input: they follow it by themselves."""
     for m in members:
         _view(m, plan)
     return None
+
+
+def each_op(nodes):
+    """(node, None) for each computed node of `nodes`, in their order, and (its first member met, batch)
+    once for each step batch: how the forward (the refills) and the backward (replay_backward.Schedule)
+    walk a recorded graph."""
+    batches = set()
+    for node in nodes:
+        backward = node._backward
+        if type(backward) is StepBatch:
+            if id(backward) not in batches:
+                batches.add(id(backward))
+                yield node, backward
+        elif node.parents:
+            yield node, None
+
+
+# the rule of each op, by the Op object itself; a step batch's rule takes its members
+RULES = {id(ops.AFFINE): _affine, id(ops.TANH): _unary(_tanh), id(ops.SIGMOID): _unary(_sigmoid),
+         id(ops.RELU): _unary(_relu), id(ops.NEG): _unary(_neg), id(ops.ADD): _binary(np.add),
+         id(ops.SUB): _binary(np.subtract), id(ops.MUL): _binary(np.multiply), id(ops.MATMUL): _matmul,
+         id(ops.SUM): _sum, id(ops.STACK): _stack, id(ops.RESHAPE): _view, id(ops.TRANSPOSE): _view,
+         id(ops.GETITEM): _getitem, id(unroll.COPY): _copy, id(ops.CROSS_ENTROPY): _cross_entropy}
+BATCH_RULES = {id(batched.LINEAR): _linear_steps, id(batched.CROSS_ENTROPY): _cross_entropy_steps,
+               id(ops.SPLIT): _pieces}

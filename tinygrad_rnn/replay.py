@@ -50,7 +50,7 @@ import numpy as np
 
 from . import autograd, recording, unroll
 from .nn.module import Module
-from .refills import NotReplayable, batch_rules, need, rules
+from .refills import BATCH_RULES, RULES, NotReplayable, each_op, need
 from .replay_backward import Schedule
 from .tensor import Tensor, topological_order
 
@@ -93,7 +93,7 @@ def _loss(result):
 # --- the plan: one recorded graph and how to refill it ---------------------------------------------------
 
 class _Plan:
-    """A recorded graph: its nodes, refill kernels, kept backward closures and what it read."""
+    """A recorded graph: its nodes (all, and the backward's order), refill kernels, guards and what it read."""
 
     def __init__(self, result):
         self.result, self.root = result, _loss(result)
@@ -105,28 +105,19 @@ class _Plan:
         self.nodes = topological_order(roots, grad_only=False)
         self.order = topological_order(self.root)
         self.guards, self.integer_arrays, self.refills = [], [], []
-        by_op, by_batch_op, batches = rules(), batch_rules(), set()
-        for node in self.nodes:
-            if not node.parents:
-                continue
-            if type(node._backward) is autograd.StepBatch:
-                batch = node._backward
-                if id(batch) in batches:
-                    continue
-                batches.add(id(batch))
-                rule = by_batch_op.get(id(node.op))
+        for node, batch in each_op(self.nodes):
+            if batch is not None:
+                rule = BATCH_RULES.get(id(node.op))
                 members = [ref() for ref in batch.members]
                 need(rule is not None and all(m is not None for m in members), node, "no replay rule")
                 refill = rule(members, self)
             else:
-                rule = by_op.get(id(node.op))
+                rule = RULES.get(id(node.op))
                 need(rule is not None and node._backward is not None, node, "no replay rule")
                 refill = rule(node, self)
             if refill is not None:
                 self.refills.append(refill)
         self.leaves = [n for n in self.nodes if not n.parents]
-        self.computed = [n for n in self.order if n.parents]
-        self.backwards = [n._backward for n in self.computed]
 
     def guard(self, how):
         if isinstance(how, tuple):  # lazy.plan's (version box, version) of a value kept as a factor
@@ -205,13 +196,69 @@ def _integer_sources(runs):
     out = []
     for versions in zip(*kept):
         mine, found = versions[0], sources.get(_fingerprint(versions), [])
-        if len(found) == 1 and mine.flags.writeable:
-            out.append((mine, *found[0]))
-        elif not (found or all(np.array_equal(mine, v) for v in versions[1:])):
+        if not found and all(np.array_equal(mine, v) for v in versions[1:]):
+            continue  # a constant
+        if not found:
             raise NotReplayable("an integer array kept by the graph follows no single argument")
-        elif found:
+        if not mine.flags.writeable:
+            raise NotReplayable("an integer array kept by the graph is read-only: replay cannot refresh it")
+        if len(found) > 1:
             raise Ambiguous("an integer array kept by the graph follows several arguments' rows alike")
+        out.append((mine, *found[0]))
     return out
+
+
+class _Recorded:
+    """What replaying one recorded graph needs, fixed at recording: the key, the argument buffers the graph
+    reads, the integer arrays to refresh from them, the integers that are part of the key by value, the
+    leaves to watch, and the compiled backward."""
+
+    def __init__(self, key, plan, buffers, refresh, by_value):
+        self.key, self.plan = key, plan
+        self.arrays = [(k, b) for k, b in enumerate(buffers) if isinstance(b, np.ndarray)]
+        arrays = [b for _, b in self.arrays]
+        # each kept integer array and the view of the buffer it is refreshed from (reshaped once, here)
+        self.refresh = [(array, (buffers[j] if i is None else buffers[j][i]).reshape(array.shape, copy=False))
+                        for array, j, i in refresh]
+        self.by_value = by_value
+        # the leaves that are no argument's view (Parameters, constants): their shape, dtype, requires_grad
+        self.leaves = [(n, n.data, n.data.shape, n.data.dtype, n.requires_grad) for n in plan.leaves
+                       if not any(np.shares_memory(n.data, b) for b in arrays)]
+        self.schedule = Schedule(plan, arrays)  # (before the first backward, which frees the closures)
+        self.epoch = None  # recording.inplace_epoch when the guards last held
+
+    def integers_changed(self, values):
+        """Whether an integer argument that is part of the key by value has other values now."""
+        return any(not np.array_equal(values[k], kept) for k, kept in self.by_value)
+
+    def stale(self):
+        """Why the recorded graph cannot be replayed now (a reason), or None."""
+        for leaf, _, shape, dtype, needs in self.leaves:
+            if leaf.data.shape != shape or leaf.data.dtype != dtype or leaf.requires_grad != needs:
+                return f"the leaf {leaf.name or 'unnamed'} changed shape, dtype or requires_grad"
+        epoch = recording.inplace_epoch  # (every in-place update counts here: unchanged, no guard can fail)
+        if epoch != self.epoch:
+            for box, version in self.plan.guards:
+                if box[0] != version:
+                    return "a value kept as a factor was changed in place"
+            self.epoch = epoch
+        return None
+
+    def run(self, values):
+        """The replay: new arguments into the buffers, every value refilled, the compiled backward."""
+        for k, buffer in self.arrays:
+            np.copyto(buffer, values[k])
+        for array, source in self.refresh:
+            np.copyto(array, source)
+        for leaf, array, *_ in self.leaves:
+            if leaf.data is not array:  # a replaced array (p.data = w − lr·g): the graph reads its own
+                np.copyto(array, leaf.data)
+        plan = self.plan
+        with recording.gc_paused():
+            for refill in plan.refills:
+                refill()
+            self.schedule.run()  # the kept backward, compiled (replay_backward.py)
+        return plan.result
 
 
 class Replay:
@@ -225,158 +272,117 @@ class Replay:
         self.fn = fn
         self.replays = 0
         self.last_fallback = "first call: nothing recorded yet"
-        self._plan = self._key = None
+        self._recorded = None  # the graph recorded last (_Recorded), None if none or not replayable
         self._failed = (None, None)  # (key, reason) of the last graph found not replayable
         self._seen = None  # the last key recorded
 
     def __call__(self, *args, **kwargs):
+        names = sorted(kwargs)
+        values = list(args) + [kwargs[k] for k in names]  # (the positions the buffers keep)
         try:
-            key = self._key_of(args, kwargs)
+            key = self._key_of(values, names)
         except NotReplayable as e:
             return self._eager(args, kwargs, str(e))
-        plan = self._plan
-        if plan is not None and key == self._key:
-            if self._still_valid(plan, args, kwargs):
+        recorded = self._recorded
+        if recorded is not None and key == recorded.key:
+            if recorded.integers_changed(values):  # they will change again: stop proving, run eagerly
+                self._recorded = None
+                self._failed = (key, "not replayable: an integer argument that replay cannot refresh changed "
+                                     "its values")
+                return self._eager(args, kwargs, self._failed[1])
+            reason = recorded.stale()
+            if reason is None:
                 self.last_fallback = None
                 self.replays += 1
-                return self._replay(plan, args, kwargs)
-            reason = self._invalid
-            if reason.startswith("an integer argument"):  # it will change again: stop proving, run eagerly
-                self._plan, self._failed = None, (key, f"not replayable: {reason}")
-                return self._eager(args, kwargs, self._failed[1])
+                return recorded.run(values)
         elif key == self._failed[0]:  # recorded before and found not replayable: eager, no second proof
             return self._eager(args, kwargs, self._failed[1])
         else:
             reason = "first call" if self._seen is None else "the key changed (arguments' shapes, dtypes, settings)"
         self._seen = key
-        return self._record(key, args, kwargs, reason)
+        return self._record(key, values, len(args), names, reason)
 
-    # --- the key ----------------------------------------------------------------------------------
-    def _key_of(self, args, kwargs):
+    def _key_of(self, values, names):
         state = recording.current.get()
         if not state.grad_enabled or state.anomaly is not None:
             raise NotReplayable("grad mode is off" if not state.grad_enabled else "detect_anomaly() is on")
-        return (tuple(map(_describe, args)), tuple((k, _describe(v)) for k, v in sorted(kwargs.items())),
-                _settings(self.fn))
+        return tuple(map(_describe, values)), tuple(names), _settings(self.fn)
 
-    def _still_valid(self, plan, args, kwargs):
-        values = list(args) + [kwargs[k] for k in sorted(kwargs)]
-        for i, kept in self._by_value:
-            if not np.array_equal(values[i], kept):
-                self._invalid = "an integer argument that replay cannot refresh changed its values"
-                return False
-        for leaf, shape, dtype, needs in self._leaf_state:
-            if leaf.data.shape != shape or leaf.data.dtype != dtype or leaf.requires_grad != needs:
-                self._invalid = f"the leaf {leaf.name or 'unnamed'} changed shape, dtype or requires_grad"
-                return False
-        for box, version in plan.guards:
-            if box[0] != version:
-                self._invalid = "a value kept as a factor was changed in place"
-                return False
-        return True
-
-    # --- recording ------------------------------------------------------------------------------------
     def _eager(self, args, kwargs, reason):
         self.last_fallback = reason
         result = self.fn(*args, **kwargs)
         _loss(result).backward()
         return result
 
-    def _record(self, key, args, kwargs, reason):
-        self._plan = self._key = None
-        names = sorted(kwargs)
-        values = list(args) + [kwargs[k] for k in names]
+    def _record(self, key, values, n_args, names, reason):
+        self._recorded = None
         buffers = [np.array(v) if isinstance(v, np.ndarray) else v for v in values]
-        call = lambda vs: self.fn(*vs[:len(args)], **dict(zip(names, vs[len(args):])))  # noqa: E731
+        call = lambda vs: self.fn(*vs[:n_args], **dict(zip(names, vs[n_args:])))  # noqa: E731
         result = call(buffers)
         loss = _loss(result)
         try:
             plan = _Plan(result)
-            self._prove(plan, call, buffers)
+            recorded = _Recorded(key, plan, buffers, *_prove(plan, call, buffers))
         except NotReplayable as e:
             loss.backward()
             self.last_fallback = f"{reason}; not replayable: {e}"
             self._failed = (key, self.last_fallback)
             return result
-        grad = np.ones_like(loss.data)
-        autograd.backward_along(plan.order, loss, grad)
-        plan.schedule = Schedule(plan, [b for b in buffers if isinstance(b, np.ndarray)])
-        self._plan, self._key, self._buffers = plan, key, buffers
+        autograd.backward_along(plan.order, loss, np.ones_like(loss.data))
+        self._recorded = recorded
         self.last_fallback = reason
         return result
 
-    def _prove(self, plan, call, buffers):
-        """The proof runs (module docstring): the same graph on perturbed arguments, or NotReplayable."""
-        rng = np.random.default_rng(0)
-        first = [_perturbed(b, rng) for b in buffers]
-        # floats mirrored (a sign test takes the other branch in one of the runs), integers drawn again
-        second = [-v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else _perturbed(b, rng)
-                  for b, v in zip(buffers, first)]
-        runs = [(buffers, plan)] + [(values, self._proof_run(plan, call, values)) for values in (first, second)]
-        arrays = [b for b in buffers if isinstance(b, np.ndarray)]
-        twin = runs[1][1]
-        for leaf, twin_leaf in zip(plan.leaves, twin.leaves):
-            if not np.array_equal(leaf.data, twin_leaf.data, equal_nan=True) and not any(
-                    np.shares_memory(leaf.data, b) for b in arrays):
-                raise NotReplayable(f"the leaf {leaf.name or 'unnamed'} depends on the arguments but is not "
-                                    "a view of one (a converted or computed copy)")
-        if len(plan.arrays) != len(twin.arrays):
-            raise NotReplayable("the function returned other arrays in the proof run")
-        graph_arrays = arrays + [n.data for n in plan.nodes]
-        for mine, theirs in zip(plan.arrays, twin.arrays):
-            if mine.dtype.kind == "f" and not np.array_equal(mine, theirs, equal_nan=True) and not any(
-                    np.shares_memory(mine, a) for a in graph_arrays):
-                raise NotReplayable("an array the function returned depends on the arguments but is neither "
-                                    "an argument's nor a node's")
-        for extra in range(EXTRA_RUNS + 1):
-            try:
-                self._refresh = _integer_sources(runs)
-                break
-            except Ambiguous:  # rows alike in every run so far (few classes): perturb the integers once more
-                if extra == EXTRA_RUNS:
-                    raise
-                values = [_perturbed(b, rng) if isinstance(b, np.ndarray) and b.dtype.kind in "iub" else v
-                          for b, v in zip(buffers, first)]
-                runs.append((values, self._proof_run(plan, call, values)))
-        refreshed = {j for _, j, _ in self._refresh}
-        self._by_value = [(j, b.copy()) for j, b in enumerate(buffers)  # the others: part of the key by value
-                          if isinstance(b, np.ndarray) and b.dtype.kind in "iub" and j not in refreshed]
-        self._leaf_state = [(n, n.data.shape, n.data.dtype, n.requires_grad) for n in plan.leaves
-                            if not any(np.shares_memory(n.data, b) for b in arrays)]
-        self._arrays_of_leaves = [(n, n.data) for n, *_ in self._leaf_state]
 
-    @staticmethod
-    def _proof_run(plan, call, values):
-        with np.errstate(all="ignore"):
-            try:
-                twin = _Plan(call(values))
-            except NotReplayable:
+def _prove(plan, call, buffers):
+    """The proof runs (module docstring): the same graph on perturbed arguments; returns what replay refreshes
+    ([(kept integer array, argument j, row i or None)]) and the integer arguments that are part of the key by
+    value ([(j, their values)]), or raises NotReplayable."""
+    rng = np.random.default_rng(0)
+    first = [_perturbed(b, rng) for b in buffers]
+    # floats mirrored (a sign test takes the other branch in one of the runs), integers drawn again
+    second = [-v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else _perturbed(b, rng)
+              for b, v in zip(buffers, first)]
+    runs = [(buffers, plan)] + [(values, _proof_run(plan, call, values)) for values in (first, second)]
+    arrays = [b for b in buffers if isinstance(b, np.ndarray)]
+    twin = runs[1][1]
+    for leaf, twin_leaf in zip(plan.leaves, twin.leaves):
+        if not np.array_equal(leaf.data, twin_leaf.data, equal_nan=True) and not any(
+                np.shares_memory(leaf.data, b) for b in arrays):
+            raise NotReplayable(f"the leaf {leaf.name or 'unnamed'} depends on the arguments but is not "
+                                "a view of one (a converted or computed copy)")
+    if len(plan.arrays) != len(twin.arrays):
+        raise NotReplayable("the function returned other arrays in the proof run")
+    graph_arrays = arrays + [n.data for n in plan.nodes]
+    for mine, theirs in zip(plan.arrays, twin.arrays):
+        if mine.dtype.kind == "f" and not np.array_equal(mine, theirs, equal_nan=True) and not any(
+                np.shares_memory(mine, a) for a in graph_arrays):
+            raise NotReplayable("an array the function returned depends on the arguments but is neither "
+                                "an argument's nor a node's")
+    for extra in range(EXTRA_RUNS + 1):
+        try:
+            refresh = _integer_sources(runs)
+            break
+        except Ambiguous:  # rows alike in every run so far (few classes): perturb the integers once more
+            if extra == EXTRA_RUNS:
                 raise
-            except Exception as e:  # the function refused the perturbed values: no proof
-                raise NotReplayable(f"the proof run failed ({type(e).__name__}: {e})") from None
-        if plan.signature() != twin.signature():
-            raise NotReplayable("the graph's structure depends on the arguments' values")
-        return twin
-
-    # --- replaying ------------------------------------------------------------------------------------
-    def _replay(self, plan, args, kwargs):
-        values = list(args) + [kwargs[k] for k in sorted(kwargs)]
-        for buffer, value in zip(self._buffers, values):
-            if isinstance(buffer, np.ndarray):
-                np.copyto(buffer, value)
-        for array, j, i in self._refresh:
-            source = self._buffers[j] if i is None else self._buffers[j][i]
-            np.copyto(array, source.reshape(array.shape))
-        for leaf, array in self._arrays_of_leaves:
-            if leaf.data is not array:  # a replaced array (p.data = w − lr·g): the graph reads its own
-                np.copyto(array, leaf.data)
-        with recording.gc_paused():
-            for refill in plan.refills:
-                refill()
-            plan.schedule.run()  # the kept backward, compiled (replay_backward.py)
-        return plan.result
+            values = [_perturbed(b, rng) if isinstance(b, np.ndarray) and b.dtype.kind in "iub" else v
+                      for b, v in zip(buffers, first)]
+            runs.append((values, _proof_run(plan, call, values)))
+    refreshed = {j for _, j, _ in refresh}
+    by_value = [(j, b.copy()) for j, b in enumerate(buffers)  # the others: part of the key by value
+                if isinstance(b, np.ndarray) and b.dtype.kind in "iub" and j not in refreshed]
+    return refresh, by_value
 
 
-def replay(fn) -> Replay:
-    """Replay(fn): see Replay and the module docstring."""
-    return Replay(fn)
+def _proof_run(plan, call, values):
+    with np.errstate(all="ignore"):
+        try:
+            twin = _Plan(call(values))
+        except NotReplayable:
+            raise
+        except Exception as e:  # the function refused the perturbed values: no proof
+            raise NotReplayable(f"the proof run failed ({type(e).__name__}: {e})") from None
+    if plan.signature() != twin.signature():
+        raise NotReplayable("the graph's structure depends on the arguments' values")
+    return twin

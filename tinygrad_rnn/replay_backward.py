@@ -13,7 +13,7 @@ the gradients are bit for bit those of L.backward(); what goes away is the sweep
   (what T merges give), bias rows gathered in one array and summed by one np.add.accumulate (the same
   additions in the same order as the sweep's);
 - any other op (cross-entropy, stack, sum, mul, a cell's gates, ...) runs its kept closure, as the sweep
-  would (`_generic`), inside lazy.transposes() so that its g·Wᵀ is the eager one too.
+  would (`generic`), inside lazy.transposes() so that its g·Wᵀ is the eager one too.
 Like the values, the per-copy gradients of one call (W(t).grad's factors, b(t).grad) live in buffers the
 next call overwrites (CUDA graphs' static outputs); the parameters' .grad are new arrays each call.
 """
@@ -21,29 +21,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import autograd, batched, lazy, recording
+from . import autograd, lazy
 from .lazy import OuterSum
-from .refills import consecutive
-from .replay_kernels import KERNELS, ROW_OPS, cross_entropy_batch, linear_batch, run_batch
+from .refills import consecutive, each_op
+from .replay_kernels import BATCH_KERNELS, KERNELS, ROW_OPS, run_batch
 
 _ndarray = np.ndarray
 
 
 class Schedule:
-    """The compiled backward of one plan (replay._Plan): `run()` is `backward_along(order, root, ones)`."""
+    """The compiled backward of one plan (replay._Plan), made before the first backward frees the nodes'
+    closures: `run()` is `backward_along(order, root, ones)`."""
 
     def __init__(self, plan, argument_arrays):
         self.order, self.root = plan.order, plan.root
         self.slot = {node: i for i, node in enumerate(self.order)}
         self.grads, self._nones = [None] * len(self.order), [None] * len(self.order)
         self.arguments = argument_arrays
-        self.backwards = dict(zip(plan.computed, plan.backwards))
         self.transposes = {}   # id(w) -> (w, contiguous wᵀ buffer), refreshed at the start of every run
         self.snapshots = []    # (leaf array, its snapshot buffer): copied at the start of every run
         self._count_edges()
         self.arrived = [0] * len(self.order)  # edges given a target so far (in the order the steps run)
         self._targets = {}     # node -> its inputs' targets (see targets)
-        self.stacked = {}      # tuple of slots -> (kernel step, its array whose rows it puts there, in order)
+        self.stacked = {}      # tuple of slots -> (an array whose rows a kernel puts there, in order; its row 0)
         self.leaf_parts = {}   # slot of a leaf -> its direct contributions in sweep order (see _leaf)
         self.gathered = {}     # slot of a leaf fed by copies -> (rows, their running sums), see gathering
         self.rows = {}         # slot of a copy -> its row of its leaf's gathered rows
@@ -53,21 +53,17 @@ class Schedule:
         self.fused = set()     # affine nodes whose backward runs inside their tanh/sigmoid's step
         self.dirty = False     # a kernel fell back to its closure this run: store every copy at the end
         self.remade = 0        # factors made again by kernels (then a parameter's are joined again)
-        self.joined = {}       # slot of a leaf -> (remade, its factors joined: see _joined)
+        self.joined = {}       # slot of a leaf -> (remade, its copies' factors joined: _Joined)
+        self.derivatives = {}  # id(rows) -> (prepare, rows, the values they are made from), see derivative_for
         self._arenas = self._count_arenas()
         self.steps = []
-        batches_seen = set()
-        for node in reversed(self.order):
-            i = self.slot[node]
-            backward = self.backwards.get(node)
-            if not node.parents:
-                self.retained.append((node, i))
+        self.retained.extend((n, self.slot[n]) for n in reversed(self.order) if not n.parents)
+        for node, batch in each_op(reversed(self.order)):
+            i, backward = self.slot[node], node._backward
+            if batch is not None:
+                self._batch(node, batch)
             elif backward is autograd.identity:
                 self._copy(node, i)
-            elif type(backward) is autograd.StepBatch:
-                if id(backward) not in batches_seen:
-                    batches_seen.add(id(backward))
-                    self._batch(node, backward)
             elif node not in self.fused:
                 if node._retains_grad:
                     self.retained.append((node, i))
@@ -84,13 +80,15 @@ class Schedule:
     def _count_arenas(self):
         """{(shape, dtype): [rows, next free]}: one array for the gradient buffers of all tanh / sigmoid nodes
         of a shape, rows handed out in sweep order (row_for) — so the copies' right factors of ∂L/∂W, ∂L/∂U
-        (δ_T … δ_1) are already one contiguous array where the parameter's gradient is formed."""
+        (δ_T … δ_1) are already one contiguous array where the parameter's gradient is formed; and one
+        per (op, shape, dtype) for their derivative factors (derivative_for)."""
         count = {}
         for node in self.order:
             if node.parents and id(node.op) in ROW_OPS:
-                key = (node.data.shape, node.data.dtype.str)
-                count[key] = count.get(key, 0) + 1
-        return {key: [np.empty((n,) + key[0], key[1]), 0] for key, n in count.items()}
+                shape, dtype = node.data.shape, node.data.dtype.str
+                for key in ((shape, dtype), (id(node.op), shape, dtype)):
+                    count[key] = count.get(key, 0) + 1
+        return {key: [np.empty((n,) + key[-2], key[-1]), 0] for key, n in count.items()}
 
     def row_for(self, y):
         """A buffer like y: the next row of its arena (see _count_arenas), or a new array."""
@@ -98,23 +96,30 @@ class Schedule:
         if arena is None or arena[1] == len(arena[0]):
             return np.empty_like(y)
         arena[1] += 1
-        return arena[0][arena[1] - 1]
+        return arena[0][arena[1] - 1, ...]  # (with ..., a 0-d row is an array too, not a numpy scalar)
+
+    def derivative_for(self, node, prepare):
+        """The buffer of node's derivative factor (1 − y·y for tanh): a row of one array that
+        `prepare(rows)` fills for all nodes of node's op and shape at once, from their values, at the start of
+        every run — elementwise arithmetic, so the same bits as at each step, in 2–3 numpy calls instead of 1–2
+        per step. Every such node asks for one (its kernel does first), so the rows are all in use."""
+        y, shape = node.data, (-1,) + node.data.shape[1:]  # (concatenated, y's fill rows of one array)
+        rows = self._arenas[(id(node.op), y.shape, y.dtype.str)][0]  # (one per such node: counted)
+        ys = self.derivatives.setdefault(id(rows), (prepare, rows.reshape(shape), []))[2]
+        ys.append(y.reshape(shape))  # (a view: y is refilled in place)
+        return rows[len(ys) - 1, ...]
 
     def _count_edges(self):
-        """How many edges may bring each slot a gradient; the slots an input reaches twice from one node;
-        the leaves that only copies feed (fed_by_copies: leaf slot -> its copies' slots, sweep order)."""
-        self.inflow, self.twice = [0] * len(self.order), set()
+        """How many edges may bring each slot a gradient; the leaves that only copies feed (fed_by_copies:
+        leaf slot -> its copies' slots, sweep order)."""
+        self.inflow = [0] * len(self.order)
         self.fed_by_copies, direct = {}, set()
         for node in self.order:
-            seen = set()
             for parent in node.parents:
                 j = self.slot.get(parent)
                 if j is None or not parent.requires_grad:
                     continue
                 self.inflow[j] += 1
-                if j in seen:
-                    self.twice.add(j)
-                seen.add(j)
                 if parent.parents:
                     continue
                 if node.op is not None and node.op.is_copy:
@@ -146,7 +151,7 @@ class Schedule:
         self.arrived[j] += 1
         if not parent.parents:  # a leaf: collected, joined once at the end (see _leaf)
             return j, self.leaf_parts.setdefault(j, []).append
-        if self.arrived[j] == 1 and j not in self.twice:
+        if self.arrived[j] == 1:  # (also when one node brings it twice, as s + s: put, then add)
             return j, None
         grads, accumulate = self.grads, lazy.accumulate
         shape, dtype, buffer = parent.data.shape, parent.data.dtype, np.empty_like(parent.data)
@@ -162,16 +167,6 @@ class Schedule:
                     grads[j] = old + g
             else:
                 grads[j] = accumulate(old, g)
-
-        def own(g):  # add(g) for a g known to be an array of the slot's shape and dtype (a kernel's buffer)
-            old = grads[j]
-            if old is None:
-                grads[j] = g
-            elif type(old) is _ndarray and old.shape == shape and old.dtype == dtype:
-                grads[j] = np.add(old, g, out=buffer)
-            else:
-                add(g)
-        add.own = own
         return j, add
 
     def keeper(self, to):
@@ -199,7 +194,7 @@ class Schedule:
         if j not in self.gathered:
             rows = np.empty((len(self.fed_by_copies[j]),) + leaf.data.shape, leaf.data.dtype)
             self.gathered[j] = (rows, np.empty_like(rows))
-        row = self.rows[to[0]] = self.gathered[j][0][self.position[to[0]]]
+        row = self.rows[to[0]] = self.gathered[j][0][self.position[to[0]], ...]
         return row
 
     # --- steps ----------------------------------------------------------------------------------------
@@ -244,16 +239,13 @@ class Schedule:
         return step
 
     def _batch(self, first, batch):
-        """A step batch: one backward for all members (autograd._run_batch), the linear one as a kernel."""
+        """A step batch: one backward for all members (autograd._run_batch), as a kernel where there is one."""
         members = [ref() for ref in batch.members]
         slots = [self.slot.get(m) for m in members]
         self.retained.extend((m, j) for m, j in zip(members, slots) if j is not None and m._retains_grad)
         targets = [None if m is None else self.targets(m) for m in members]
-        step = None
-        if None not in slots and first.op is batched.LINEAR:
-            step = linear_batch(self, members, slots, targets, batch.backward)
-        elif None not in slots and first.op is batched.CROSS_ENTROPY:
-            step = cross_entropy_batch(self, members, slots, targets, batch.backward)
+        kernel = BATCH_KERNELS.get(id(first.op)) if None not in slots else None
+        step = None if kernel is None else kernel(self, members, slots, targets, batch.backward)
         grads, dense = self.grads, lazy.dense
         self.steps.append(step or (lambda: run_batch(grads, slots, targets, batch.backward, dense)))
 
@@ -263,7 +255,7 @@ class Schedule:
         if (self.slot.get(parent) != self.slot[node] - 1 or self.inflow[self.slot[parent]] != 1
                 or parent._retains_grad):
             return None
-        return self.backwards.get(parent)
+        return parent._backward
 
     def transposed(self, w):
         """A contiguous wᵀ buffer, refilled from w at the start of every run (lazy.transposed's value)."""
@@ -292,10 +284,13 @@ class Schedule:
             np.copyto(wt, w.T)
         for x, snapshot in self.snapshots:
             np.copyto(snapshot, x)
+        for prepare, rows, ys in self.derivatives.values():
+            np.concatenate(ys, out=rows)
+            prepare(rows)
         grads[self.slot[self.root]] = np.ones_like(self.root.data)
         self.dirty = False
         try:
-            with recording.gc_paused(), lazy.transposes():
+            with lazy.transposes():  # (the caller, replay._Recorded.run, has paused the collector)
                 for step in self.steps:
                     step()
         except BaseException:  # all or nothing, as L.backward(): no copy keeps a gradient of this run
@@ -323,44 +318,30 @@ class Schedule:
             g = self._leaf(i) if not node.parents else grads[i]
             if g is None:
                 continue
-            if node.parents:
+            if node.parents:  # a retained node: this call's gradient, in an array of its own
                 node._grad = None
                 node._grad = stored(g, node)
-                continue
-            node._grad = stored(lazy.accumulate(node._grad, g), node)
-            node._grad = lazy.formed(node._grad, node.data.dtype, stacks)
+            else:  # a leaf: summed onto its .grad and formed, as backward_along stores it
+                node._grad = lazy.formed(stored(lazy.accumulate(node._grad, g), node), node.data.dtype, stacks)
 
     def _leaf(self, j):
-        """A leaf's gradient, its contributions summed in sweep order as the sweep sums them: factors
-        joined into one OuterSum (what T merges give), arrays added left to right, else one by one."""
+        """A leaf's gradient, its contributions summed in sweep order as the sweep sums them (lazy.accumulate),
+        the copies' bias rows by one np.add.accumulate, their factors joined once (_Joined)."""
         copies, grads = self.fed_by_copies.get(j), self.grads
         if j in self.gathered:
             rows, sums = self.gathered[j]
             if (not self.dirty and j in self.rows_kept) or all(grads[i] is self.rows.get(i) for i in copies):
                 return rows[0] if len(copies) == 1 else np.add.accumulate(rows, axis=0, out=sums)[-1]
-        if copies is not None and j in self.factors_kept and not self.dirty:
+        if j in self.factors_kept and not self.dirty:  # (O(1) checks: this is per parameter per call)
             joined = self.joined.get(j)
             if joined is None or joined[0] != self.remade:
                 joined = self.joined[j] = (self.remade, _Joined([grads[i] for i in copies]))
             if joined[1].ok:
                 return joined[1].outer()
-        parts = self.leaf_parts.get(j, []) if copies is None else [grads[i] for i in copies
-                                                                     if grads[i] is not None]
-        if not parts:
-            return None
-        if len(parts) == 1:
-            return parts[0]
-        if all(type(p) is OuterSum for p in parts):
-            return OuterSum([a for p in parts for a in p.lefts], [b for p in parts for b in p.rights], True,
-                            [h for p in parts for h in p.guards])
-        if all(type(p) is _ndarray for p in parts):
-            total = parts[0] + parts[1]
-            for p in parts[2:]:
-                np.add(total, p, out=total)
-            return total
-        total = None
-        for p in parts:
-            total = lazy.accumulate(total, p)
+        total = None  # else summed as the sweep sums them
+        for g in self.leaf_parts.get(j, ()) if copies is None else (grads[i] for i in copies):
+            if g is not None:
+                total = lazy.accumulate(total, g)
         return total
 
 
@@ -372,24 +353,19 @@ class _Joined:
     makes, on the same operands, without stacking the right factors again."""
 
     def __init__(self, parts):
-        self.ok = all(type(p) is OuterSum for p in parts)
+        self.ok, self.left = all(type(p) is OuterSum for p in parts), None
         if not self.ok:
             return
-        self.lefts = [a for p in parts for a in p.lefts]
-        self.rights = [b for p in parts for b in p.rights]
-        self.guards = [h for p in parts for h in p.guards]
-        self.right = consecutive(self.rights)
-        if self.right is not None:
-            self.right = self.right.reshape(-1, self.right.shape[-1])
-        if self.right is not None and sum(r.nbytes for r in self.rights[:-1]) < lazy.CHUNK_BYTES:
-            self.left = np.empty((self.right.shape[0], self.lefts[0].shape[1]), self.lefts[0].dtype)
-            if any(a.dtype != self.left.dtype or a.shape[1] != self.left.shape[1] for a in self.lefts):
-                self.right = None
-        else:
-            self.right = None
+        self.lefts = [a for p in parts for a in p.lefts]  # (no guards: replay checked them before this run,
+        self.rights = [b for p in parts for b in p.rights]  # and the parameter's gradient is formed at once)
+        right, first = consecutive(self.rights), self.lefts[0]
+        if right is not None and sum(r.nbytes for r in self.rights[:-1]) < lazy.CHUNK_BYTES and all(
+                a.dtype == first.dtype and a.shape[1] == first.shape[1] for a in self.lefts):
+            self.right = right.reshape(-1, right.shape[-1])
+            self.left = np.empty((self.right.shape[0], first.shape[1]), first.dtype)
 
     def outer(self):
-        if self.right is None:
-            return OuterSum(self.lefts, self.rights, False, self.guards)
+        if self.left is None:
+            return OuterSum(self.lefts, self.rights)
         np.concatenate(self.lefts, out=self.left)
-        return OuterSum([self.left], [self.right], False, self.guards)
+        return OuterSum([self.left], [self.right])

@@ -1,11 +1,12 @@
 """Kernels of the replayed backward (replay_backward.Schedule): the hot ops' backwards into buffers made once.
 
 A kernel takes (schedule, node, slot, kept closure) and returns the node's step, or None (the schedule then
-runs the closure). Each is its op's backward written again with out= — the same numpy operations on the same
-operands in the same order, so the gradients are the eager ones bit for bit — and falls back to the closure
-whenever a gradient is not what it was made for (factors, another dtype or shape):
-    tanh, sigmoid   g·(1 − y·y), g·y·(1 − y) (ops.tanh, ops.sigmoid); with the affine node made just
-                    before them (a(t) → s(t)) as one step
+runs the closure); a step batch's kernel takes its members (BATCH_KERNELS). Each is its op's backward written
+again with out= — the same numpy operations on the same operands in the same order, so the gradients are the
+eager ones bit for bit — and falls back to the closure whenever a gradient is not what it was made for
+(factors, another dtype or shape):
+    tanh, sigmoid   g·(1 − y·y), g·y·(1 − y) (ops.tanh, ops.sigmoid), the factors of y made for all steps
+                    at once; with the affine node made just before them (a(t) → s(t)) as one step
     affine          per term g·wᵀ, the weight's factors (lazy.weight_grad), the bias (ops.unbroadcast)
     linear batch    batched.linear_steps: stack, one GEMM for every ∂x(t), bias sums, factors per step
     cross-entropy   batched.cross_entropy_steps: p − onehot scaled by each step's gradient, into one array
@@ -17,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import lazy, ops
+from . import batched, lazy, ops
 from .lazy import OuterSum
 from .ops import unbroadcast
-from .refills import captured
+from .refills import captured, consecutive
 
 _ndarray = np.ndarray
 
@@ -64,37 +65,45 @@ def _checked(schedule, node, i, eager, apply, kind):
 
 # --- tanh, sigmoid ------------------------------------------------------------------------------------
 
-def _tanh_backward(g, y, out, tmp, one):  # ops.tanh: g * (1 - y * y)
-    np.multiply(y, y, out=tmp)
-    np.subtract(one, tmp, out=tmp)  # (a 0-d array 1 of y's dtype: what numpy makes of the Python 1)
-    np.multiply(g, tmp, out=out)
+# ops.tanh's backward g * (1 - y * y) and ops.sigmoid's g * y * (1 - y): the factors of y alone for every
+# step at once (Schedule.derivative_for), then at each step what multiplies by g
+
+def _tanh_derivatives(ys):
+    np.multiply(ys, ys, out=ys)
+    np.subtract(np.ones((), ys.dtype), ys, out=ys)  # (a 0-d 1 of y's dtype: what numpy makes of the Python 1)
 
 
-def _sigmoid_backward(g, y, out, tmp, one):  # ops.sigmoid: g * y * (1 - y)
+def _tanh_backward(g, y, d, out):
+    np.multiply(g, d, out=out)
+
+
+def _sigmoid_derivatives(ys):
+    np.subtract(np.ones((), ys.dtype), ys, out=ys)
+
+
+def _sigmoid_backward(g, y, d, out):
     np.multiply(g, y, out=out)
-    np.subtract(one, y, out=tmp)
-    np.multiply(out, tmp, out=out)
+    np.multiply(out, d, out=out)
 
 
-def _elementwise(formula):
+def _elementwise(formula, derivatives):
     """tanh / sigmoid into buffers of the node's own. When its input is an affine node made just before it
     and used by it alone (a(t) → s(t) of an RNN), both run as one step: the affine part then always gets
-    this node's buffer, so its factors are made once."""
+    this node's buffer, so its factors are made once (at the first run)."""
     def kernel(schedule, node, i, backward):
-        parent, y = node.parents[0], node.data
+        parent, y, d = node.parents[0], node.data, schedule.derivative_for(node, derivatives)
         if parent.data.dtype != y.dtype or parent.data.shape != y.shape:
             return None
         targets = schedule.targets(node)
         if targets[0] is None:
             return None
-        (j, add), grads = targets[0], schedule.grads
-        out, tmp, one = schedule.row_for(y), np.empty_like(y), np.ones((), y.dtype)
+        (j, add), grads, out = targets[0], schedule.grads, schedule.row_for(y)
         eager = schedule.generic(node, i, backward, targets)
         parent_backward = schedule.fusable(node, parent) if add is None and parent.op is ops.AFFINE else None
-        then = None if parent_backward is None else _affine_apply(schedule, parent, parent_backward, out)
+        then = None if parent_backward is None else _affine_apply(schedule, parent, parent_backward)
         if then is None:
             def apply(g):
-                formula(g, y, out, tmp, one)
+                formula(g, y, d, out)
                 if add is None:
                     grads[j] = out
                 else:
@@ -109,7 +118,7 @@ def _elementwise(formula):
         def step():  # (_checked's step, written out: this is the per-time-step hot path)
             g = grads[i]
             if type(g) is _ndarray and g.shape == shape and g.dtype == dtype:
-                formula(g, y, out, tmp, one)
+                formula(g, y, d, out)
                 apply_parent(out)  # (the affine's gradient is this buffer: no slot to go through)
             else:
                 schedule.dirty = True
@@ -135,10 +144,10 @@ def _affine(schedule, node, i, backward):
     return _checked(schedule, node, i, schedule.generic(node, i, backward, targets), apply, "affine")
 
 
-def _affine_apply(schedule, node, backward, g_buffer=None):
+def _affine_apply(schedule, node, backward):
     """ops.affine's backward as (apply(g), the node's targets): per term g·wᵀ into a buffer, ∂w as factors
-    (or lazy.weight_grad), the bias. With g_buffer (g is always that array) the factors and the bias view
-    are made once here, else again whenever g is another array than last time."""
+    (or lazy.weight_grad), the bias. The factors and the bias view are made again only when g is another
+    array than last time (never, when g is a kernel's buffer, as in affine+tanh)."""
     kept = captured(backward)
     saved, bias_shape = kept.get("saved"), kept.get("bias_shape")
     y, parents = node.data, node.parents
@@ -149,9 +158,8 @@ def _affine_apply(schedule, node, backward, g_buffer=None):
     inputs, weights, dense_weights = [], [], []
     for k, (x, w, need_x, need_w, how) in enumerate(saved):
         to_x, to_w = (targets[2 * k] if need_x else None), (targets[2 * k + 1] if need_w else None)
-        if to_x is not None:  # (g·wᵀ goes into a buffer of x's shape and dtype: add.own may take it)
-            j, add = to_x
-            inputs.append((schedule.transposed(w), np.empty(x.shape, y.dtype), j, None if add is None else add.own))
+        if to_x is not None:  # (g·wᵀ into a buffer of x's shape and dtype)
+            inputs.append((schedule.transposed(w), np.empty(x.shape, y.dtype), *to_x))
         if to_w is not None and how != lazy.DENSE:
             weights.append((to_w, schedule.keeper(to_w), schedule.factor_left(x, how), how))
         elif to_w is not None:
@@ -166,8 +174,6 @@ def _affine_apply(schedule, node, backward, g_buffer=None):
         gb = None if to_b is None else unbroadcast(g, bias_shape)
         made[:] = (g, [(to, keeper, _factor(left, g, how)) for to, keeper, left, how in weights],
                    gb if gb is not None and np.shares_memory(gb, g) else None)  # (a view stays valid)
-    if g_buffer is not None:
-        remake(g_buffer)
     grads, dot, copyto = schedule.grads, np.dot, np.copyto
 
     def apply(g):
@@ -195,14 +201,11 @@ def _affine_apply(schedule, node, backward, g_buffer=None):
                 gb = unbroadcast(g, bias_shape)
             if row is None:
                 _put(grads, to_b, gb)
-            elif gb.shape == row.shape:  # the copy's own row (Schedule.gathering)
+            else:  # the copy's own row (Schedule.gathering; unbroadcast gives the bias's shape)
                 copyto(row, gb)
                 grads[to_b[0]] = row
                 if row_keeper is not None:
                     row_keeper._grad = row
-            else:  # (not the row the copy was to keep: the end stores it the eager way)
-                schedule.dirty = True
-                _put(grads, to_b, gb)
     return apply, targets
 
 
@@ -223,32 +226,33 @@ def linear_batch(schedule, members, slots, targets, backward):
     g_rows = gY.reshape(T, -1, gY.shape[-1])
     g_bias = np.empty((T, gY.shape[-1]), Y.dtype) if bias_shape is not None else None
     # every gradient is a view of these buffers, made now: what goes where is fixed
-    puts, adds = [], []  # (slot, value, copy to store it as .grad or None); (add, value)
+    # (slot, value, copy to store it as .grad or None); (add, value); (bias sum, the copy's row to copy it to)
+    puts, adds, copied = [], [], []
     for t, (member, member_targets) in enumerate(zip(members, targets)):
         outputs = [gX[t], _factor(schedule.factor_left(rows[t], hows[t]), g_rows[t], hows[t])]
         if g_bias is not None:
             row = schedule.gathering(member.parents[2], member_targets[2], Y.dtype)
             outputs.append(g_bias[t] if row is None else row)
+            if row is not None:
+                copied.append((g_bias[t], row))
         for to, value in zip(member_targets, outputs):
             if to is not None and to[1] is None:
                 puts.append((to[0], value, schedule.keeper(to)))
             elif to is not None:
                 adds.append((to[1], value))
-    copied = [(g_bias[t], schedule.rows[targets[t][2][0]]) for t in range(T)
-              if g_bias is not None and targets[t][2] is not None and targets[t][2][0] in schedule.rows]
-    if len(copied) == T and T > 1 and all(row.base is copied[0][1].base for _, row in copied):
-        gathered = copied[0][1].base  # are the bias copies' rows all of it, in sweep order (last step first)?
-        if gathered.shape[0] == T and all(np.shares_memory(row, gathered[T - 1 - t])
-                                          for t, (_, row) in enumerate(copied)):
-            copied = [(g_bias[::-1], gathered)]  # then one copy for all
+    whole = consecutive([row for _, row in reversed(copied)]) if len(copied) == T > 1 else None
+    if whole is not None:  # the bias copies' rows are one array's, in sweep order (last step first)
+        copied = [(g_bias[::-1], whole)]  # then one copy for all
     grads, dense = schedule.grads, lazy.dense
-    # when the loss kernel put its rows in these slots, they are np.stack(gs) already (the same values)
-    source, stacked = schedule.stacked.get(tuple(slots), (None, None))
-    if stacked is not None and (stacked.shape != gY.shape or stacked.dtype != gY.dtype):
-        source = None
+    # when the loss kernel put its rows in these slots (its first row is in the first slot), they are
+    # np.stack(gs) already (the same values)
+    stacked, first_row = schedule.stacked.get(tuple(slots), (None, None))
+    if stacked is None or stacked.shape != gY.shape or stacked.dtype != gY.dtype:
+        first_row = object()  # (never a slot's gradient)
+    first_slot = slots[0]
 
     def step():
-        if source is not None and source.fast:
+        if grads[first_slot] is first_row:
             np.matmul(stacked, wt, out=gX)
             if g_bias is not None:
                 np.sum(stacked.reshape(g_rows.shape), axis=1, out=g_bias)
@@ -293,20 +297,21 @@ def cross_entropy_batch(schedule, members, slots, targets, backward):
     def step():
         gs = [grads[j] for j in slots]
         if any(g is None or type(g) is OuterSum for g in gs):  # (the closure, as the sweep runs it)
-            step.fast = False
             schedule.dirty = True
             return run_batch(grads, slots, targets, backward)
         scale = np.array(gs, dtype=e.dtype)        # as the closure: np.array([g, ...]), then dZ * scale
         np.multiply(p_minus_onehot().reshape(dZ3.shape), scale[:, None, None], out=dZ3)
         for j, value in puts:
             grads[j] = value
-        step.fast = True
-    step.fast, step.kind = False, "cross-entropy batch"
+    step.kind = "cross-entropy batch"
     if len(puts) == T and all(schedule.inflow[j] == 1 for j, _ in puts):  # (nothing else adds to them)
-        schedule.stacked[tuple(to[0] for to, in targets)] = (step, dZ)
+        schedule.stacked[tuple(to[0] for to, in targets)] = (dZ, puts[0][1])
     return step
 
 
 ROW_OPS = {id(ops.TANH), id(ops.SIGMOID)}  # the kernels whose gradient buffers are arena rows (Schedule.row_for)
-KERNELS = {id(ops.TANH): _elementwise(_tanh_backward), id(ops.SIGMOID): _elementwise(_sigmoid_backward),
-           id(ops.AFFINE): _affine}
+# (schedule, node, slot, closure) -> step or None
+KERNELS = {id(ops.TANH): _elementwise(_tanh_backward, _tanh_derivatives),
+           id(ops.SIGMOID): _elementwise(_sigmoid_backward, _sigmoid_derivatives), id(ops.AFFINE): _affine}
+BATCH_KERNELS = {id(batched.LINEAR): linear_batch,  # (schedule, members, slots, targets, backward) -> step or None
+                 id(batched.CROSS_ENTROPY): cross_entropy_batch}

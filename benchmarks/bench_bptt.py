@@ -41,9 +41,9 @@ from .implementations import (BY_KEY, GRID, IMPLEMENTATIONS, PARAMS, QUICK_GRID,
                               Problem, Row, available_implementations, make_matmul_floor, make_numpy_hoisted,
                               make_numpy_minchar, make_problem, make_tinygrad, make_torch_fused, make_torch_loop,
                               make_torch_stacked, parse_rows, skipped_implementations, torch_available)
-from .measure import (WARMUP_S, CpuMeter, configure_torch, environment, op_overhead, peak_memory,  # noqa: F401
-                      peak_rss_delta, sgemm_gflops, time_block, time_blocks, time_in_own_process, time_interleaved,
-                      wait_until_quiet)
+from .measure import (WARMUP_S, CpuMeter, best_round, configure_torch, environment, op_overhead, peak_memory,  # noqa: F401
+                      peak_rss_delta, sgemm_gflops, steady_allocator, time_block, time_blocks, time_in_own_process,
+                      time_in_shared_process, time_interleaved, time_rounds, wait_until_quiet)
 from .report import markdown, summary, write_chart, write_json, write_results  # noqa: F401
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -165,14 +165,18 @@ COMPARE = ("process", "interleaved", "none")  # the second way each row is timed
 
 def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=True, overhead=True,
                   implementations=None, wait_quiet=0.0, rss=True, overhead_sizes=None, threads=None, log=print,
-                  memory_lengths=MEMORY_T, compare="process", agree_within=0.05, warmup_time=WARMUP_S):
+                  memory_lengths=MEMORY_T, compare="process", agree_within=0.05, warmup_time=WARMUP_S, rounds=5,
+                  malloc=True):
     """Check, time and measure every implementation on every row. Returns the results dict that
     `markdown`, `summary`, `write_chart` and `write_json` turn into text and files.
 
-    Timing: each implementation in its own block after its own warm-up (`time_blocks`), then — compare=
-    "process" — again in a fresh process of its own (`time_in_own_process`), or — "interleaved" — in the former
-    ~0.1 s turns (`time_interleaved`); the two medians must agree within `agree_within` (the report lists the
-    cells that do not). "none" skips the second way.
+    Timing (`time_rounds`): `rounds` rounds, each a fresh process that builds every implementation and times
+    each in its own block after its own warm-up; a row's time for an implementation is its best round's median
+    (the host only ever slows a round down). The check — compare="process" — times each implementation the
+    same way in a fresh process of its own in every round; "interleaved" instead times them in this process in
+    the former ~0.1 s turns (`time_interleaved`); the two must agree within `agree_within` (the report lists the
+    cells that do not). "none" skips the check.
+    malloc: fix glibc malloc's trim and mmap thresholds in every timing process (`steady_allocator`).
     memory: tracemalloc / torch-profiler peaks ("tracemalloc": numpy and tinygrad_rnn only, no profiler runs),
     and with rss=True the peak-RSS growth in a fresh process per implementation.
     wait_quiet: seconds to wait, before each row, for other processes to go quiet.
@@ -186,7 +190,7 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         with threadpool_limits(limits=threads, user_api="blas"):
             results = run_benchmark(rows, check, min_time, min_repeats, memory, overhead, implementations,
                                     wait_quiet, rss, overhead_sizes, None, log, memory_lengths, compare,
-                                    agree_within, warmup_time)
+                                    agree_within, warmup_time, rounds, malloc)
         results["settings"]["threads"] = threads
         return results
     skipped = {} if implementations else skipped_implementations()
@@ -194,6 +198,7 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
     for key, note in skipped.items():
         log(f"{BY_KEY[key].short}: {note}")
     env = environment()
+    env["malloc"] = steady_allocator() if malloc else None
     threads = env["blas"].get("threads") or 1
     if any(impl.uses_torch for impl in implementations):
         env["torch"] = configure_torch(threads)
@@ -206,10 +211,11 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         f"{threads} threads, sgemm {env['sgemm_gflops']:.0f} GFLOP/s; torch threads "
         f"{env.get('torch', {}).get('threads', '-')}")
     results = {"environment": env, "settings": {"min_time": min_time, "min_repeats": min_repeats, "check": check,
-                                                "timing": "block", "warmup_s": warmup_time, "compare": compare,
-                                                "agree_within": agree_within},
+                                                "timing": "rounds", "rounds": rounds, "warmup_s": warmup_time,
+                                                "compare": compare, "agree_within": agree_within},
                "implementations": {i.key: i.short for i in implementations},
                "labels": {i.key: i.label for i in implementations}, "skipped": skipped, "rows": []}
+    keys = [impl.key for impl in implementations]
     started = time.perf_counter()
     for row in rows:
         entry = {"row": [row.B, row.T, row.d, row.V], "label": row.label, "flops": row.flops}
@@ -217,39 +223,44 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
             entry["check"] = check_implementations(row, implementations)
             log(f"{row.label}: float64 loss and gradients agree (worst relative difference "
                 f"{max(entry['check'].values()):.1e})")
-        problem = make_problem(row, np.float32)
-        steps = {impl.key: impl.make(problem) for impl in implementations}
         if wait_quiet:
             wait_until_quiet(wait_quiet, log=log)
         # the machine's peak is the best sgemm rate seen: measured again at every row, after any wait
         env["sgemm_gflops"] = max(env["sgemm_gflops"], sgemm_gflops(repeats=5 if min_time >= 0.5 else 1))
         with CpuMeter() as meter:
-            times = time_blocks(steps, min_time=min_time, min_repeats=min_repeats, warmup_time=warmup_time)
+            timed = time_rounds(keys, row, rounds, compare == "process", min_time, min_repeats, warmup_time,
+                                threads, malloc)
         entry["others_cores"] = meter.others
-        entry["median_s"] = {k: statistics.median(ts) for k, ts in times.items()}
-        entry["min_s"] = {k: min(ts) for k, ts in times.items()}
-        entry["repeats"] = {k: len(ts) for k, ts in times.items()}
+        shared = {k: ts for k, ts in timed["shared"].items() if any(ts)}
+        failed = sorted(set(keys) - set(shared))
+        if failed:
+            log(f"{row.label}: the timing processes of {', '.join(failed)} failed; left out of this row")
+        entry["round_medians_s"] = {k: [statistics.median(t) if t else None for t in ts] for k, ts in shared.items()}
+        entry["median_s"] = {k: best_round(ts) for k, ts in shared.items()}
+        entry["min_s"] = {k: min(min(t) for t in ts if t) for k, ts in shared.items()}
+        entry["repeats"] = {k: sum(len(t) for t in ts if t) for k, ts in shared.items()}
         entry["targets"] = {key: targets(row, entry["median_s"], key, replayed) for key, replayed in ENGINES.items()
                             if key in entry["median_s"]}
         log(f"{row.label}: " + ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in entry["median_s"].items())
             + ("" if meter.others is None else f" (other processes: {meter.others:.2f} cores)"))
         if compare != "none":
-            if wait_quiet:
-                wait_until_quiet(wait_quiet, log=log)
-            entry["second_way"] = second_way(compare, steps, row, min_time, min_repeats, warmup_time, threads)
+            entry["second_way"] = second_way(compare, timed, implementations, row, min_time, min_repeats,
+                                             meter.others)
             entry["agreement"] = agreement(entry["median_s"], entry["second_way"]["median_s"], agree_within)
             apart = [f"{k} {r:.2f}×" for k, (r, ok) in entry["agreement"].items() if not ok]
-            log(f"{row.label}: block ÷ {compare}: " + ("all within " + f"{100 * agree_within:g} %" if not apart
-                                                       else "apart: " + ", ".join(apart)))
+            log(f"{row.label}: shared ÷ {compare}: " + ("all within " + f"{100 * agree_within:g} %" if not apart
+                                                        else "apart: " + ", ".join(apart)))
         if memory:
+            problem = make_problem(row, np.float32)
+            steps = {impl.key: impl.make(problem) for impl in implementations if impl.memory}
             kinds = ("tracemalloc", "profiler") if memory != "tracemalloc" else ("tracemalloc",)
             entry["peak_bytes"] = {impl.key: peak_memory(impl, steps[impl.key]) for impl in implementations
                                    if impl.memory in kinds}
             if rss:
                 entry["rss_bytes"] = {impl.key: peak_rss_delta(impl.key, row) for impl in implementations
                                       if impl.memory}
+            del steps, problem
         results["rows"].append(entry)
-        del steps, problem
     for entry in results["rows"]:
         entry["flop_floor_s"] = entry["flops"] / (env["sgemm_gflops"] * 1e9)
     if memory and memory_lengths:
@@ -265,15 +276,18 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
     return results
 
 
-def second_way(how, steps, row, min_time, min_repeats, warmup_time, threads):
-    """Time the row's implementations the second way: {"how", "median_s", "others_cores"} (a None median
-    where a child process failed)."""
+def second_way(how, timed, implementations, row, min_time, min_repeats, others=None):
+    """The row's check timing: {"how", "median_s", "others_cores"} (a None median where every child failed).
+    "process": the own-process rounds `time_rounds` already ran; "interleaved": turns of ~0.1 s here."""
+    if how == "process":
+        return {"how": how, "others_cores": others,
+                "round_medians_s": {k: [statistics.median(t) if t else None for t in ts]
+                                    for k, ts in timed["own"].items()},
+                "median_s": {k: best_round(ts) for k, ts in timed["own"].items()}}
+    problem = make_problem(row, np.float32)
+    steps = {impl.key: impl.make(problem) for impl in implementations}
     with CpuMeter() as meter:
-        if how == "process":
-            times = {key: time_in_own_process(key, row, min_time, min_repeats, warmup_time, threads)
-                     for key in steps}
-        else:
-            times = time_interleaved(steps, min_time=min_time, min_repeats=min_repeats)
+        times = time_interleaved(steps, min_time=min_time, min_repeats=min_repeats)
     return {"how": how, "others_cores": meter.others,
             "median_s": {k: statistics.median(ts) if ts else None for k, ts in times.items()}}
 

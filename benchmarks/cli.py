@@ -26,13 +26,20 @@ def add_arguments(parser):
                         help=f"where to write the report, JSON and chart (default {DEFAULT_OUT}; the committed "
                              f"results are refreshed with --out {COMMITTED_RESULTS})")
     parser.add_argument("--compare", choices=("process", "interleaved", "none"), default=None,
-                        help="time every implementation a second way and check that the medians agree within "
-                             "5 %%: in a fresh process of its own (default), in turns of 0.1 s (the former "
-                             "scheme), or not at all (default with --quick)")
+                        help="time every implementation a second way and check that the times agree within "
+                             "5 %%: in a fresh process of its own in every round (default), in turns of 0.1 s in "
+                             "one process (the former scheme), or not at all (default with --quick)")
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help="rounds of fresh timing processes per row; a time is the best round's median "
+                             "(default 5; 1 with --quick)")
+    parser.add_argument("--malloc", choices=("steady", "default"), default="steady",
+                        help="steady (default): fix glibc malloc's trim and mmap thresholds in every timing "
+                             "process, so page faults do not depend on what the process ran before; default: "
+                             "leave malloc as it is")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the float64 check that every implementation gives the same loss and gradients")
     parser.add_argument("--min-time", type=non_negative_finite, default=None,
-                        help="seconds each implementation is timed per row, at least (default 1.0; 0.05 with "
+                        help="seconds each implementation is timed per round, at least (default 0.5; 0.05 with "
                              "--quick; 0: only --min-repeats calls)")
     parser.add_argument("--min-repeats", type=positive_int, default=5,
                         help="calls per implementation per row, at least")
@@ -76,7 +83,8 @@ def run(args):
         rows = bench.parse_rows(args.rows) if args.rows else bench.QUICK_GRID if args.quick else bench.GRID
     except ValueError as e:
         raise UsageError(str(e)) from None
-    min_time = args.min_time if args.min_time is not None else 0.05 if args.quick else 1.0
+    min_time = args.min_time if args.min_time is not None else 0.05 if args.quick else 0.5
+    rounds = args.rounds or (1 if args.quick else 5)
     stem = "bptt-quick" if args.quick else "bptt-rows" if args.rows else "bptt"
     out_dir = args.out
     compare = args.compare or ("none" if args.quick else "process")
@@ -90,7 +98,8 @@ def run(args):
                                   rss=not (args.quick or args.no_rss),
                                   overhead_sizes=dict(n_forward=500, chain=100, repeats=2) if args.quick else None,
                                   threads=args.threads, log=log, memory_lengths=() if args.quick else bench.MEMORY_T,
-                                  compare=compare, warmup_time=min(bench.WARMUP_S, min_time))
+                                  compare=compare, warmup_time=min(bench.WARMUP_S, min_time), rounds=rounds,
+                                  malloc=args.malloc == "steady")
     paths = bench.write_results(results, out_dir, stem, chart=not args.no_chart)
     if args.profile:
         from pathlib import Path

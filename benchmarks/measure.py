@@ -1,8 +1,11 @@
 """Measuring on a shared machine: step timings, sgemm rate, peak memory, per-op overhead, how busy the rest
 of the machine is, and what it is (BLAS kernel, threads, versions)."""
+import ctypes
 import gc
+import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -17,10 +20,39 @@ from .implementations import BY_KEY, Row, make_problem, torch_available
 # numpy's OpenBLAS and torch's OpenMP keep their worker threads spinning for a while after a call, and XLA has
 # its own pool: an implementation timed right after another library's runs against busy threads on a 2-core
 # machine. So each implementation is timed in its own block, after its own warm-up (which outlasts the previous
-# library's spinning), and — as a check — once more in a fresh process of its own, where no other library is
-# loaded at all. `time_interleaved` is the older scheme (turns of ~0.1 s), kept to show how much it disturbs.
+# library's spinning). A process is not a fair sample either: one fresh process can run 10-40 % slower than the
+# next for its whole life, and the host slows everything now and then for a second or so. So the blocks run in
+# rounds of fresh processes (`time_rounds`) and a time is the best round's median; as a check, every round also
+# times each implementation in a fresh process of its own, where no other library is loaded at all.
+# `time_interleaved` is the older scheme (turns of ~0.1 s), kept to show how much it disturbs.
 
 WARMUP_S = 0.3  # warm-up per block: longer than OpenMP's and OpenBLAS's spin-wait after a call (~0.2 s at most)
+
+# glibc's malloc hands memory back to the kernel when the top of the heap is free (trim) and serves blocks over
+# its mmap threshold from fresh pages; both thresholds move with what the process freed before. So the same step
+# page-faults (and zero-fills) every call in one process and not in another: numpy hoisted at (32,50,128,65)
+# took 7.7 ms per step in a fresh process and 3.9 ms after any other implementation had run once (measured
+# 2026-12-03). Timing therefore runs with both thresholds fixed — freed memory stays in the heap, blocks up to
+# 32 MiB come from it — in the parent and in every timing child alike, for every library (torch's and XLA's CPU
+# allocators are glibc's malloc too). MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ would do the same from the
+# environment; mallopt() does it from inside, so `python -m benchmarks` needs no wrapper.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
+STEADY_MALLOC = {"M_TRIM_THRESHOLD": 1 << 30, "M_MMAP_THRESHOLD": 32 << 20}  # 32 MiB is glibc's largest mmap threshold
+
+
+def steady_allocator():
+    """Fix glibc malloc's trim and mmap thresholds (`STEADY_MALLOC`) in this process, so a step's page faults
+    do not depend on what ran before it. Returns the settings applied, or None where malloc is not glibc's."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    if not (mallopt(M_TRIM_THRESHOLD, STEADY_MALLOC["M_TRIM_THRESHOLD"])
+            and mallopt(M_MMAP_THRESHOLD, STEADY_MALLOC["M_MMAP_THRESHOLD"])):
+        return None
+    return dict(STEADY_MALLOC)
 
 
 def time_block(step, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S, warmup_calls=2):
@@ -45,22 +77,81 @@ def time_blocks(steps, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S):
     return {key: time_block(step, min_time, min_repeats, warmup_time) for key, step in steps.items()}
 
 
-def time_in_own_process(key, row, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S, threads=None, timeout=900):
+def time_in_own_process(key, row, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S, threads=None, timeout=900,
+                        malloc=True):
     """The same block timing as `time_block`, in a fresh Python process that builds only this implementation
     (so no other library's threads exist there). [seconds per call], or None where the child fails."""
-    out = _run_child(f"_timing_child({key!r}, {row.B}, {row.T}, {row.d}, {row.V}, {threads!r}, {min_time!r}, "
-                     f"{min_repeats!r}, {warmup_time!r})", timeout)
+    times = _child_times(f"_timing_child({key!r}, {_row_args(row)}, {threads!r}, {min_time!r}, {min_repeats!r}, "
+                         f"{warmup_time!r}, {malloc!r})", timeout)
+    return times.get(key) if times else None
+
+
+def time_in_shared_process(keys, row, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S, threads=None,
+                           timeout=1800, malloc=True):
+    """Every implementation in `keys` built in one fresh Python process and timed there in its own block
+    (`time_block`), in that order: {key: [seconds per call]}, or None where the child fails."""
+    return _child_times(f"_shared_child({list(keys)!r}, {_row_args(row)}, {threads!r}, {min_time!r}, "
+                        f"{min_repeats!r}, {warmup_time!r}, {malloc!r})", timeout)
+
+
+def time_rounds(keys, row, rounds=3, own=True, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S, threads=None,
+                malloc=True):
+    """Time the implementations `rounds` times, each round in fresh processes: one that builds them all and
+    times each in its own block (the order turned by one place each round, so none always follows the same
+    library), then — own=True — one per implementation, building only that one. Returns {"shared": {key:
+    [[seconds per call] per round]}, "own": likewise or None}; a failed child leaves None for its round.
+
+    Why rounds of fresh processes: on this machine one process can run 10–40 % slower than the next for its
+    whole life (where its pages landed), and the host slows everything for a second now and then; neither shows
+    in one process's timings. The median over rounds of each round's median sees through both."""
+    keys = list(keys)
+    shared = {key: [] for key in keys}
+    own_times = {key: [] for key in keys} if own else None
+    for r in range(rounds):
+        order = keys[r % len(keys):] + keys[:r % len(keys)] if keys else []
+        times = time_in_shared_process(order, row, min_time, min_repeats, warmup_time, threads, malloc=malloc) or {}
+        for key in keys:
+            shared[key].append(times.get(key))
+        if own:
+            for key in order:
+                own_times[key].append(time_in_own_process(key, row, min_time, min_repeats, warmup_time, threads,
+                                                          malloc=malloc))
+    return {"shared": shared, "own": own_times}
+
+
+def best_round(rounds):
+    """[[seconds per call] or None per round] → the lowest of the rounds' medians: a busy host only ever slows
+    a round down, so the best round is the one it disturbed least (None if no round ran)."""
+    medians = [statistics.median(times) for times in rounds if times]
+    return min(medians) if medians else None
+
+
+def _row_args(row):
+    return f"{row.B}, {row.T}, {row.d}, {row.V}"
+
+
+def _child_times(call, timeout):
+    """Run a timing child; its last stdout line is JSON {key: [seconds per call]}. None where it fails."""
+    out = _run_child(call, timeout)
     try:
-        return [float(v) for v in out.strip().splitlines()[-1].split()] if out and out.strip() else None
+        times = json.loads(out.strip().splitlines()[-1]) if out and out.strip() else None
     except ValueError:
         return None
+    return times if isinstance(times, dict) else None
 
 
-def _timing_child(key, B, T, d, V, threads, min_time, min_repeats, warmup_time):
-    impl = BY_KEY[key]
-    _limit_threads(impl, threads)
-    step = impl.make(make_problem(Row(B, T, d, V)))
-    print(" ".join(repr(t) for t in time_block(step, min_time, min_repeats, warmup_time)))
+def _timing_child(key, B, T, d, V, threads, min_time, min_repeats, warmup_time, malloc=True):
+    _shared_child([key], B, T, d, V, threads, min_time, min_repeats, warmup_time, malloc)
+
+
+def _shared_child(keys, B, T, d, V, threads, min_time, min_repeats, warmup_time, malloc=True):
+    if malloc:
+        steady_allocator()
+    impls = [BY_KEY[key] for key in keys]
+    _limit_threads(impls, threads)
+    problem = make_problem(Row(B, T, d, V))
+    steps = {impl.key: impl.make(problem) for impl in impls}
+    print(json.dumps(time_blocks(steps, min_time, min_repeats, warmup_time)))
 
 
 def time_interleaved(steps, min_time=1.0, min_repeats=5, burst=0.1, warmup=2):
@@ -154,7 +245,7 @@ def _run_child(call, timeout):
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    code = f"from benchmarks.measure import _rss_child, _timing_child; {call}"
+    code = f"from benchmarks.measure import _rss_child, _shared_child, _timing_child; {call}"
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                               timeout=timeout)
@@ -163,19 +254,19 @@ def _run_child(call, timeout):
     return done.stdout if done.returncode == 0 else None
 
 
-def _limit_threads(impl, threads):
+def _limit_threads(impls, threads):
     """In a child process: numpy's BLAS and torch get the parent's thread count."""
     if threads:
         from threadpoolctl import threadpool_limits
         threadpool_limits(limits=threads, user_api="blas")
-    if impl.uses_torch:
+    if any(impl.uses_torch for impl in impls):
         import torch
         torch.set_num_threads(threads or blas_info().get("threads") or 1)
 
 
 def _rss_child(key, B, T, d, V, threads=None):
     impl = BY_KEY[key]
-    _limit_threads(impl, threads)
+    _limit_threads([impl], threads)
     impl.make(make_problem(Row(1, 2, 4, 4)))()              # load and warm every code path on a tiny row
     step = impl.make(make_problem(Row(B, T, d, V)))
     gc.collect()

@@ -46,9 +46,16 @@ def markdown(results):
     lines.append("- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: " + (
         "unset (run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`)" if not openblas else
         f"**set to {openblas}** — numpy's BLAS was forced to that kernel; these are not this CPU's best times"))
+    malloc = env.get("malloc")
+    lines.append("- glibc malloc: " + (
+        f"trim threshold {malloc['M_TRIM_THRESHOLD'] >> 20} MiB and mmap threshold "
+        f"{malloc['M_MMAP_THRESHOLD'] >> 20} MiB fixed in every timing process (`--malloc steady`), so a step's "
+        "page faults do not depend on what the process ran before" if malloc else
+        "as it is (`--malloc default`, or not glibc): a step may page-fault in one process and not in another"))
     s = results["settings"]
     lines.append(f"- One step = forward + ∂L/∂(U, W, b, V, c), float32, one-hot inputs, L = Σ_t Σ_batch CE. "
-                 f"Median (min) ms over ≥{s['min_repeats']} calls and ≥{s['min_time']:g} s per implementation, "
+                 f"Median (min) ms over ≥{s['min_repeats']} calls and ≥{s['min_time']:g} s per implementation"
+                 + (" and round" if s.get("rounds") else "") + ", "
                  + _timing_words(s) + "; gc on.")
     if s["check"]:
         lines.append("- Checked first on every row (float64, same weights and data, the second of two calls): loss "
@@ -177,10 +184,15 @@ def compact_table(results):
 
 
 def _timing_words(settings):
-    if settings.get("timing") != "block":  # results of the former harness
+    if settings.get("timing") not in ("block", "rounds"):  # results of the former harness
         return "implementations taking turns in ~0.1 s bursts, after 2 warm-up calls"
-    return (f"each implementation timed in its own block after its own warm-up (≥ 2 calls and ≥ "
-            f"{settings['warmup_s']:g} s, so no other library's threads are still spinning)")
+    block = (f"each implementation timed in its own block after its own warm-up (≥ 2 calls and ≥ "
+             f"{settings['warmup_s']:g} s, so no other library's threads are still spinning)")
+    if settings.get("timing") == "block":
+        return block
+    rounds = settings["rounds"]
+    return (f"in {rounds} round{'s' if rounds > 1 else ''} of fresh processes, each building every "
+            f"implementation and {block}; a time is the best round's median")
 
 
 def _targets_text(row):
@@ -188,7 +200,8 @@ def _targets_text(row):
     return "; ".join(f"{text} {'✅' if met else '❌'}" for text, met in goals) or "—"
 
 
-SECOND_WAY = {"process": "in a fresh process of its own (the same block timing, no other library loaded)",
+SECOND_WAY = {"process": "in a fresh process of its own in every round (the same block timing, no other "
+                        "library loaded)",
               "interleaved": "in turns of ~0.1 s with the others (the former scheme)"}
 
 
@@ -196,7 +209,7 @@ def _agreement_section(results):
     """Median in its own block ÷ median measured the second way, per row and implementation, and the verdict."""
     s, rows = results["settings"], results["rows"]
     keys, labels = list(results["implementations"]), results["implementations"]
-    lines = ["", f"## Two ways agree? Median in its own block ÷ median {SECOND_WAY[s['compare']]}", "",
+    lines = ["", f"## Two ways agree? Time beside the others ÷ time {SECOND_WAY[s['compare']]}", "",
              "| (B,T,d,V) | " + " | ".join(labels[k] for k in keys) + " | other processes (2nd way) |",
              "|---|" + "--:|" * len(keys) + "--:|"]
     for r in rows:

@@ -2,6 +2,9 @@
 its table. No timing assertions: speed is what the harness reports, not what the tests check."""
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from benchmarks import bench_bptt as bench
 from tinygrad_rnn.cli import main
 
 TINY = bench.Row(B=2, T=4, d=3, V=5)
+ROOT = Path(bench.__file__).resolve().parent.parent
 
 
 def test_reference_gradients_match_finite_differences():
@@ -202,18 +206,53 @@ def test_agreement_flags_medians_more_than_5_percent_apart():
     assert agree["b"][0] == pytest.approx(1.06) and set(agree) == {"a", "b"}  # unmeasured: no verdict
 
 
-def test_run_compares_block_with_own_process_and_reports_it():
+def test_shared_process_times_each_implementation_in_its_own_block():
+    times = bench.time_in_shared_process(["numpy_hoisted", "numpy_minchar"], TINY, min_time=0.0, min_repeats=3,
+                                         warmup_time=0.0)
+    assert set(times) == {"numpy_hoisted", "numpy_minchar"} and all(len(ts) == 3 for ts in times.values())
+    assert bench.time_in_shared_process(["numpy_hoisted", "no_such_implementation"], TINY, min_time=0.0,
+                                        min_repeats=1) is None
+
+
+def test_a_time_is_the_best_rounds_median():
+    assert bench.best_round([[3.0, 1.0, 2.0], None, [5.0, 1.5, 1.6, 1.7]]) == 1.65
+    assert bench.best_round([None, None]) is None
+
+
+def test_steady_allocator_keeps_freed_memory_so_a_repeated_step_does_not_page_fault():
+    """A "step" that makes eight 1 MiB arrays and drops them: by default glibc trims the freed top of its heap
+    after every step, and the next step faults those pages in again (the kernel zero-fills each); with the
+    steady thresholds the pages stay. Counted in fresh processes (ru_minflt during the fourth step)."""
+    code = ("import resource, sys, numpy as np; from benchmarks.measure import steady_allocator\n"
+            "if sys.argv[1] == 'steady': assert steady_allocator() is not None\n"
+            "def step(): return [np.ones(1 << 18, np.float32) for _ in range(8)]\n"
+            "for _ in range(3): step()\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "step()\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)")
+    faults = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                                       check=True, cwd=ROOT).stdout) for mode in ("default", "steady")}
+    pages = 8 * (1 << 20) // 4096
+    assert faults["default"] > pages // 2 and faults["steady"] < pages // 20, faults
+
+
+def test_run_times_in_rounds_and_compares_with_own_processes():
     from benchmarks.report import agreement_verdict
     impls = [bench.BY_KEY["numpy_minchar"], bench.BY_KEY["numpy_hoisted"]]
     results = bench.run_benchmark([TINY], implementations=impls, min_time=0.0, min_repeats=2, memory=False,
-                                  overhead=False, compare="process", warmup_time=0.0, log=lambda *_: None)
+                                  overhead=False, compare="process", warmup_time=0.0, log=lambda *_: None, rounds=2)
     (row,) = results["rows"]
     assert row["second_way"]["how"] == "process" and set(row["agreement"]) == {"numpy_minchar", "numpy_hoisted"}
     for key, (ratio, ok) in row["agreement"].items():
+        assert len(row["round_medians_s"][key]) == len(row["second_way"]["round_medians_s"][key]) == 2
+        assert row["median_s"][key] == min(row["round_medians_s"][key])
+        assert row["second_way"]["median_s"][key] == min(row["second_way"]["round_medians_s"][key])
         assert ratio == pytest.approx(row["median_s"][key] / row["second_way"]["median_s"][key])
         assert ok == (abs(ratio - 1) <= 0.05)
+        assert row["repeats"][key] == 4
     table = bench.markdown(results)
-    assert "## Two ways agree? Median in its own block ÷ median in a fresh process of its own" in table
+    assert "## Two ways agree? Time beside the others ÷ time in a fresh process of its own in every round" in table
+    assert "in 2 rounds of fresh processes" in table and "glibc malloc: trim threshold 1024 MiB" in table
     assert agreement_verdict(results) in table and " of 2 cells" in agreement_verdict(results)
     interleaved = bench.run_benchmark([TINY], implementations=impls, min_time=0.0, min_repeats=2, memory=False,
                                       overhead=False, compare="interleaved", warmup_time=0.0, log=lambda *_: None)
@@ -224,10 +263,7 @@ def test_run_compares_block_with_own_process_and_reports_it():
 
 @pytest.mark.parametrize("module", ["benchmarks", "benchmarks.bench_bptt"])
 def test_module_entry_points_run_the_bench_command(module):
-    import subprocess
-    import sys
-    from pathlib import Path
-    root = Path(bench.__file__).resolve().parent.parent
+    root = ROOT
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=root,
                           timeout=120)
     assert done.returncode == 0, done.stderr

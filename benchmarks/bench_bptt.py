@@ -18,11 +18,13 @@ One step = forward + the gradients of U, W, b, V, c. The implementations (same w
 
 plus the FLOP floor: 2TB(5Vd + 3d²) FLOPs at the sgemm GFLOP/s measured on this machine.
 
-Timing: each implementation in its own block after its own warm-up, and again in a fresh process of its own
-as a check (the two medians must agree within 5 %; see measure.py for why turns of 0.1 s mislead).
+Timing: in rounds of fresh processes, each building every implementation and timing each in its own block after
+its own warm-up; a time is the best round's median. As a check, every round also times each implementation in a
+fresh process of its own (the two must agree within 5 %). glibc malloc's trim and mmap thresholds are fixed in
+every timing process. See measure.py for why (turns of 0.1 s, one process, and malloc's moving thresholds mislead).
 
 Usage: `results = run_benchmark(GRID)` then `write_results(results, out_dir)` (what `tinygrad-rnn bench` does),
-or the pieces: `make_problem`, `IMPLEMENTATIONS`, `check_implementations`, `time_blocks`, `time_in_own_process`,
+or the pieces: `make_problem`, `IMPLEMENTATIONS`, `check_implementations`, `time_rounds`, `time_in_own_process`,
 `peak_memory`, `op_overhead`, `profile_tinygrad`. The implementations live in `implementations.py` and
 `peers.py`, the measuring (timing, memory, overhead, machine) in `measure.py`, the files (markdown, JSON, PNG)
 in `report.py`; this module runs them.

@@ -44,8 +44,8 @@ from .implementations import (BY_KEY, GRID, IMPLEMENTATIONS, PARAMS, QUICK_GRID,
                               make_numpy_minchar, make_problem, make_tinygrad, make_torch_fused, make_torch_loop,
                               make_torch_stacked, parse_rows, skipped_implementations, torch_available)
 from .measure import (WARMUP_S, CpuMeter, best_round, configure_torch, environment, op_overhead, peak_memory,  # noqa: F401
-                      peak_rss_delta, sgemm_gflops, steady_allocator, time_block, time_blocks, time_in_own_process,
-                      time_in_shared_process, time_interleaved, time_rounds, wait_until_quiet)
+                      peak_rss_delta, round_medians, sgemm_gflops, steady_allocator, time_block, time_blocks,
+                      time_in_own_process, time_in_shared_process, time_interleaved, time_rounds, wait_until_quiet)
 from .report import markdown, summary, write_chart, write_json, write_results  # noqa: F401
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -237,7 +237,7 @@ def run_benchmark(rows=GRID, check=True, min_time=1.0, min_repeats=5, memory=Tru
         failed = sorted(set(keys) - set(shared))
         if failed:
             log(f"{row.label}: the timing processes of {', '.join(failed)} failed; left out of this row")
-        entry["round_medians_s"] = {k: [statistics.median(t) if t else None for t in ts] for k, ts in shared.items()}
+        entry["round_medians_s"] = {k: round_medians(ts) for k, ts in shared.items()}
         entry["median_s"] = {k: best_round(ts) for k, ts in shared.items()}
         entry["min_s"] = {k: min(min(t) for t in ts if t) for k, ts in shared.items()}
         entry["repeats"] = {k: sum(len(t) for t in ts if t) for k, ts in shared.items()}
@@ -283,8 +283,7 @@ def second_way(how, timed, implementations, row, min_time, min_repeats, others=N
     "process": the own-process rounds `time_rounds` already ran; "interleaved": turns of ~0.1 s here."""
     if how == "process":
         return {"how": how, "others_cores": others,
-                "round_medians_s": {k: [statistics.median(t) if t else None for t in ts]
-                                    for k, ts in timed["own"].items()},
+                "round_medians_s": {k: round_medians(ts) for k, ts in timed["own"].items()},
                 "median_s": {k: best_round(ts) for k, ts in timed["own"].items()}}
     problem = make_problem(row, np.float32)
     steps = {impl.key: impl.make(problem) for impl in implementations}

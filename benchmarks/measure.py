@@ -94,7 +94,7 @@ def time_in_shared_process(keys, row, min_time=1.0, min_repeats=5, warmup_time=W
                         f"{min_repeats!r}, {warmup_time!r}, {malloc!r})", timeout)
 
 
-def time_rounds(keys, row, rounds=3, own=True, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S, threads=None,
+def time_rounds(keys, row, rounds=5, own=True, min_time=1.0, min_repeats=5, warmup_time=WARMUP_S, threads=None,
                 malloc=True):
     """Time the implementations `rounds` times, each round in fresh processes: one that builds them all and
     times each in its own block (the order turned by one place each round, so none always follows the same
@@ -103,7 +103,7 @@ def time_rounds(keys, row, rounds=3, own=True, min_time=1.0, min_repeats=5, warm
 
     Why rounds of fresh processes: on this machine one process can run 10–40 % slower than the next for its
     whole life (where its pages landed), and the host slows everything for a second now and then; neither shows
-    in one process's timings. The median over rounds of each round's median sees through both."""
+    in one process's timings. The best round's median (`best_round`) sees through both."""
     keys = list(keys)
     shared = {key: [] for key in keys}
     own_times = {key: [] for key in keys} if own else None
@@ -119,10 +119,15 @@ def time_rounds(keys, row, rounds=3, own=True, min_time=1.0, min_repeats=5, warm
     return {"shared": shared, "own": own_times}
 
 
+def round_medians(rounds):
+    """[[seconds per call] or None per round] → [the round's median, or None where its process failed]."""
+    return [statistics.median(times) if times else None for times in rounds]
+
+
 def best_round(rounds):
     """[[seconds per call] or None per round] → the lowest of the rounds' medians: a busy host only ever slows
     a round down, so the best round is the one it disturbed least (None if no round ran)."""
-    medians = [statistics.median(times) for times in rounds if times]
+    medians = [m for m in round_medians(rounds) if m is not None]
     return min(medians) if medians else None
 
 

@@ -166,3 +166,30 @@ def test_packaging_metadata():
     assert (ROOT / "tinygrad_rnn" / "py.typed").exists()
     assert "py.typed" in config["options.package_data"]["tinygrad_rnn"]
     assert "## [Unreleased]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def _table_rows(text, after):
+    """The rows of the first markdown table after the line starting with `after`: {first cell: [cells]}."""
+    rows, started = {}, False
+    for line in text[text.index(after):].splitlines():
+        if line.startswith("|"):
+            started = True
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if not set(cells[0]) <= set("-:"):
+                rows[cells[0]] = cells[1:]
+        elif started:
+            break
+    return rows
+
+
+def test_the_benchmark_table_is_the_committed_runs():
+    """The README's benchmark table is the committed report's short table (less its two-ways column), and the
+    README names that run's git commit: numbers a reader sees come from the run it points to."""
+    report = (ROOT / "benchmarks" / "results" / "bptt.md").read_text(encoding="utf-8")
+    ours = _table_rows(section("Benchmarks"), "| (B,T,d,V)")
+    theirs = _table_rows(report, "## In short")
+    assert ours and set(ours) == set(theirs)
+    for row, cells in theirs.items():
+        assert ours[row] == cells[:-1], row
+    commit = re.search(r"\(git (\w+),", report).group(1)
+    assert f"git {commit}," in section("Benchmarks")

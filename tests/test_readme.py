@@ -193,3 +193,15 @@ def test_the_benchmark_table_is_the_committed_runs():
         assert ours[row] == cells[:-1], row
     commit = re.search(r"\(git (\w+),", report).group(1)
     assert f"git {commit}," in section("Benchmarks")
+
+
+def test_the_second_hosts_figures_are_its_reports():
+    """The trust bullet quotes the second host's run: the engine ÷ hoisted numpy on the batched rows and the
+    count of cells where its two ways agree, read from that report."""
+    report = (ROOT / "benchmarks" / "results" / "second-host" / "bptt.md").read_text(encoding="utf-8")
+    rows = _table_rows(report, "## In short")  # (its heading row is the key "(B,T,d,V)")
+    column = rows["(B,T,d,V)"].index("engine ÷ hoisted")
+    batched = " / ".join(rows[row][column] for row in ("(32,50,128,65)", "(32,100,512,65)", "(64,50,1024,65)"))
+    assert f"{batched} the hoisted" in section("Benchmarks")
+    agreed = re.search(r"agree within 5 % on (\d+) of 66 cells", report).group(1)
+    assert f"agreed on only {agreed} of 66 cells" in section("Benchmarks")

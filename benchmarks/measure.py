@@ -247,16 +247,21 @@ def peak_rss_delta(key, row, timeout=600):
 def _run_child(call, timeout):
     """Run `benchmarks.measure.<call>` in a fresh Python process (the checkout on its path, BLAS variables
     inherited): its stdout, or None if it failed or timed out."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     code = f"from benchmarks.measure import _rss_child, _shared_child, _timing_child; {call}"
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(),
                               timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
+
+
+def child_env():
+    """The environment of a benchmark child process: this one's, with the checkout first on PYTHONPATH."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
 
 
 def _limit_threads(impls, threads):

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import measure
+
 # what a shared object is, for the reader: (a substring of its file name, the name the table gives it)
 LIBRARIES = (("openblas", "BLAS (OpenBLAS)"), ("mkl", "BLAS (MKL)"), ("libpython", "Python interpreter"),
              ("_multiarray_umath", "numpy's loops and calls"), ("libc.so", "libc (memcpy, malloc)"),
@@ -34,11 +36,12 @@ def library_of(dso):
     return "other"
 
 
-def _child(key, row_text, seconds, control, ack):
-    """Build `key` on the row, warm it up, then run it for `seconds` with perf enabled; print the call count."""
-    from benchmarks import measure
+def _child(key, row_text, seconds, threads, control, ack):
+    """Build `key` on the row, warm it up, then run it for `seconds` with perf enabled; print the call count.
+    Set up as the harness's timing children are (steady malloc, its thread limits)."""
     from benchmarks.implementations import BY_KEY, make_problem, parse_rows
     measure.steady_allocator()
+    measure._limit_threads([BY_KEY[key]], threads)
     step = BY_KEY[key].make(make_problem(parse_rows(row_text)[0]))
     for _ in range(5):
         step()
@@ -77,13 +80,11 @@ def profile(key, row_text, seconds, threads):
         control, ack, data = (os.path.join(tmp, name) for name in ("control", "ack", "perf.data"))
         os.mkfifo(control)
         os.mkfifo(ack)
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-                   PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
-                                               os.environ.get("PYTHONPATH", "")]))
+        env = measure.child_env()
         for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # as `make bench`: BLAS picks its own kernel
             env.pop(name, None)
         code = f"from benchmarks.native_profile import _child; _child({key!r}, {row_text!r}, {seconds!r}, " \
-               f"{control!r}, {ack!r})"
+               f"{threads!r}, {control!r}, {ack!r})"
         run = subprocess.run(["perf", "record", "-q", "-F", str(FREQUENCY), "-D", "-1", "-o", data,
                               "--control", f"fifo:{control},{ack}", "--", sys.executable, "-c", code],
                              capture_output=True, text=True, env=env)
@@ -93,7 +94,8 @@ def profile(key, row_text, seconds, threads):
         per_call = lambda samples: 1e3 * samples / FREQUENCY / calls  # noqa: E731
         libraries = {}
         for dso, n in samples_by(data, "dso").items():
-            libraries[library_of(dso)] = libraries.get(library_of(dso), 0) + per_call(n)
+            name = library_of(dso)
+            libraries[name] = libraries.get(name, 0) + per_call(n)
         symbols = {name: per_call(n) for name, n in samples_by(data, "sym").items()}
     return calls, libraries, symbols
 
@@ -101,10 +103,9 @@ def profile(key, row_text, seconds, threads):
 def table(row_text, results, top=12):
     """Markdown: CPU ms per call by library and by the busiest symbols, one column per implementation."""
     keys = list(results)
-    head = f"| {row_text} | " + " | ".join(keys) + " |\n|---|" + "--:|" * len(keys) + "\n"
     libraries = sorted({lib for _, libs, _ in results.values() for lib in libs},
                        key=lambda lib: -max(r[1].get(lib, 0) for r in results.values()))
-    lines = [head.rstrip("\n")]
+    lines = [f"| {row_text} | " + " | ".join(keys) + " |", "|---|" + "--:|" * len(keys)]
     total = {k: sum(results[k][1].values()) for k in keys}
     lines.append("| **total CPU ms per call** | " + " | ".join(f"**{total[k]:.3g}**" for k in keys) + " |")
     for lib in libraries:
